@@ -1,0 +1,32 @@
+"""The model: an encoder and the shared decoder, and the builders for each task."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from seq2seq.config import ModelConfig
+from seq2seq.models.decoder import DecoderState, RNNDecoder
+from seq2seq.models.encoders import EncoderOutput, PrimeEncoder
+
+
+class Seq2Seq(nn.Module):
+    """encoder(source) -> EncoderOutput -> decoder(target)."""
+
+    def __init__(self, encoder: nn.Module, decoder: RNNDecoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, source: Tensor) -> EncoderOutput:
+        return self.encoder(source)
+
+    def forward(
+        self, source: Tensor, target_in: Tensor, state: DecoderState | None = None
+    ) -> tuple[Tensor, DecoderState]:
+        """Teacher forcing. source: task input; target_in: (B, T). Returns (B, T, V) logits."""
+        return self.decoder(target_in, self.encode(source), state)
+
+
+def build_language_model(config: ModelConfig, vocab_size: int, pad_id: int) -> Seq2Seq:
+    """Free text generation: no input, the shared decoder alone."""
+    return Seq2Seq(PrimeEncoder(), RNNDecoder(vocab_size, config, pad_id))
