@@ -1,0 +1,1 @@
+"""Data: reading files, language-model streams and corpora."""

@@ -1,0 +1,27 @@
+"""Decoding: logits processors and the searches that turn a model into hypotheses."""
+
+from seq2seq.decoding.processors import (
+    BanTokens,
+    LogitsProcessor,
+    RepetitionPenalty,
+    Temperature,
+    TopK,
+    TopP,
+    apply_processors,
+    build_processors,
+)
+from seq2seq.decoding.search import Hypotheses, SpecialIds, generate
+
+__all__ = [
+    "BanTokens",
+    "Hypotheses",
+    "LogitsProcessor",
+    "RepetitionPenalty",
+    "SpecialIds",
+    "Temperature",
+    "TopK",
+    "TopP",
+    "apply_processors",
+    "build_processors",
+    "generate",
+]

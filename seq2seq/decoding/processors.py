@@ -1,0 +1,158 @@
+"""Logits processors: small callables that reshape next-token logits before a choice.
+
+Every processor follows one contract, ``(prefix_ids, logits) -> logits``: it reads the
+tokens so far, ``(B, t)``, and returns new logits, ``(B, V)``, without changing its input.
+Greedy search, sampling (and beam search) share them; ``build_processors`` chains the ones a
+``DecodeConfig`` asks for in a fixed order: bans -> repetition penalty -> temperature ->
+top-k -> top-p.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from seq2seq.config import DecodeConfig
+
+
+class LogitsProcessor(Protocol):
+    """``(prefix_ids (B, t), logits (B, V)) -> logits (B, V)``"""
+
+    def __call__(self, prefix_ids: Tensor, logits: Tensor) -> Tensor: ...
+
+
+class BanTokens:
+    """Gives the listed tokens a logit of -inf so that they are never chosen."""
+
+    def __init__(self, ids: list[int]) -> None:
+        if not ids:
+            raise ValueError("BanTokens needs at least one token id to ban")
+        if min(ids) < 0:
+            raise ValueError(f"BanTokens: token ids must be >= 0, got {sorted(ids)}")
+        self.ids = torch.tensor(sorted(set(ids)), dtype=torch.long)
+        self.largest_id = max(ids)
+
+    def __call__(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
+        vocab_size = logits.shape[-1]
+        if self.largest_id >= vocab_size:
+            raise ValueError(
+                f"BanTokens: token id {self.largest_id} is outside the vocabulary of {vocab_size}; "
+                "check that the special ids come from the model's vocabulary"
+            )
+        return logits.index_fill(-1, self.ids.to(logits.device), float("-inf"))
+
+
+class RepetitionPenalty:
+    """CTRL-style penalty on tokens already in the prefix.
+
+    A positive logit is divided by the penalty and a negative one multiplied by it, so a
+    penalty above 1 always makes a repeated token less likely.
+    """
+
+    def __init__(self, penalty: float) -> None:
+        if penalty <= 0:
+            raise ValueError(f"repetition penalty must be > 0 (1 disables it), got {penalty}")
+        self.penalty = penalty
+
+    def __call__(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
+        seen = logits.gather(-1, prefix_ids)  # (B, t)
+        penalised = torch.where(seen > 0, seen / self.penalty, seen * self.penalty)
+        return logits.scatter(-1, prefix_ids, penalised)
+
+
+class Temperature:
+    """Divides the logits by t: below 1 sharpens the distribution, above 1 flattens it."""
+
+    def __init__(self, t: float) -> None:
+        if t <= 0:
+            raise ValueError(f"temperature must be > 0, got {t}; use greedy search for temperature 0")
+        self.t = t
+
+    def __call__(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
+        return logits / self.t
+
+
+class TopK:
+    """Keeps exactly the k largest logits; the rest become -inf."""
+
+    def __init__(self, k: int) -> None:
+        if k < 1:
+            raise ValueError(f"top-k needs k >= 1, got {k}")
+        self.k = k
+
+    def __call__(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
+        if self.k >= logits.shape[-1]:
+            return logits
+        kept, indices = logits.topk(self.k, dim=-1)  # (B, k)
+        return torch.full_like(logits, float("-inf")).scatter(-1, indices, kept)
+
+
+class TopP:
+    """Nucleus filtering: keeps the smallest set of most likely tokens whose probability reaches p.
+
+    The most likely token is always kept.
+    """
+
+    def __init__(self, p: float) -> None:
+        if not 0 < p <= 1:
+            raise ValueError(f"top-p needs 0 < p <= 1 (1 disables it), got {p}")
+        self.p = p
+
+    def __call__(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
+        probs = sorted_logits.float().softmax(dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs  # (B, V) probability of the more likely tokens
+        dropped = mass_before >= self.p
+        filtered = sorted_logits.masked_fill(dropped, float("-inf"))
+        return logits.scatter(-1, order, filtered)
+
+
+def is_greedy(config: DecodeConfig) -> bool:
+    """Greedy search is asked for by name or by a temperature of 0."""
+    return config.method == "greedy" or config.temperature == 0
+
+
+def build_processors(config: DecodeConfig, banned_ids: list[int]) -> list[LogitsProcessor]:
+    """The processors a config asks for, in order: bans, repetition penalty, temperature, top-k, top-p.
+
+    Only processors that change something are included. Temperature, top-k and top-p never
+    change the most likely token, so greedy search gets only the bans and the penalty.
+    """
+    _check_config(config)
+    processors: list[LogitsProcessor] = []
+    if banned_ids:
+        processors.append(BanTokens(banned_ids))
+    if config.repetition_penalty != 1:
+        processors.append(RepetitionPenalty(config.repetition_penalty))
+    if is_greedy(config):
+        return processors
+    if config.temperature != 1:
+        processors.append(Temperature(config.temperature))
+    if config.top_k > 0:
+        processors.append(TopK(config.top_k))
+    if config.top_p < 1:
+        processors.append(TopP(config.top_p))
+    return processors
+
+
+def apply_processors(processors: list[LogitsProcessor], prefix_ids: Tensor, logits: Tensor) -> Tensor:
+    """Runs the chain. prefix_ids: (B, t); logits: (B, V) -> (B, V)"""
+    for processor in processors:
+        logits = processor(prefix_ids, logits)
+    return logits
+
+
+def _check_config(config: DecodeConfig) -> None:
+    """Rejects decode settings outside their ranges with the key to fix."""
+    if config.temperature < 0:
+        raise ValueError(f"decode.temperature must be >= 0 (0 means greedy), got {config.temperature}")
+    if config.top_k < 0:
+        raise ValueError(f"decode.top_k must be >= 0 (0 disables it), got {config.top_k}")
+    if not 0 < config.top_p <= 1:
+        raise ValueError(f"decode.top_p must be in (0, 1] (1 disables it), got {config.top_p}")
+    if config.repetition_penalty <= 0:
+        raise ValueError(
+            f"decode.repetition_penalty must be > 0 (1 disables it), got {config.repetition_penalty}"
+        )

@@ -1,0 +1,1 @@
+"""The shared trainer, its task protocol, schedules, runtime and checkpoints."""

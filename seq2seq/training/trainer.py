@@ -1,0 +1,288 @@
+"""The shared training loop.
+
+A task (language modelling, translation, captioning) supplies batches, the loss of a batch
+and a validation; the ``Trainer`` does everything else: optimisation, clipping, gradient
+accumulation, the learning-rate schedule, mixed precision, data-parallel processes,
+validation, early stopping, checkpoints, exact resume, logs and the training-curve plot.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from seq2seq.config import TrainConfig
+from seq2seq.training.checkpoint import CheckpointManager, load_training_state, load_weights
+from seq2seq.training.metrics_log import MetricsLog, plot_training_curve
+from seq2seq.training.runtime import Runtime, any_process, gather_objects
+from seq2seq.training.schedule import learning_rate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchLoss:
+    """loss: scalar mean loss to backpropagate; tokens: how many target tokens it covers."""
+
+    loss: Tensor
+    tokens: int
+
+
+class TrainingTask(Protocol):
+    """What a task gives the trainer."""
+
+    def batches(self, epoch: int, start: int) -> Iterator[Any]:
+        """The batches of ``epoch`` from position ``start`` on (deterministic given the epoch)."""
+
+    def batch_loss(self, model: nn.Module, batch: Any) -> BatchLoss:
+        """Forward one batch through ``model`` (possibly DDP-wrapped)."""
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """Validation metrics; must include ``val_loss``."""
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Task state that a resume needs (e.g. the carried hidden state)."""
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None: ...
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # batches of the current epoch already consumed
+    elapsed: float = 0.0  # seconds of training, over all restarts
+    best_val_loss: float = math.inf
+    validations_without_improvement: int = 0
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        task: TrainingTask,
+        config: TrainConfig,
+        run_dir: Path,
+        metadata: dict[str, Any],
+        runtime: Runtime,
+    ) -> None:
+        self.model = model
+        self.task = task
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.metadata = metadata
+        self.runtime = runtime
+        self.trained_model = (
+            DistributedDataParallel(model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
+            if runtime.distributed
+            else model
+        )
+        self.optimizer = build_optimizer(model, config)
+        self.checkpoints = CheckpointManager(self.run_dir, config.keep_latest, config.keep_best)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.progress = Progress()
+        if config.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train.precision must be fp32 or bf16, got {config.precision!r}")
+
+    def _autocast(self) -> torch.autocast:
+        """bf16 autocast on CUDA when asked for; a no-op elsewhere."""
+        enabled = self.config.precision == "bf16" and self.runtime.device.type == "cuda"
+        return torch.autocast(device_type=self.runtime.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    # ---- resume -------------------------------------------------------------------------
+
+    def resume_if_possible(self) -> bool:
+        """Continue from the run directory's latest checkpoint, if there is one."""
+        latest = self.checkpoints.latest()
+        if latest is None:
+            return False
+        load_weights(latest, self.model, self.runtime.device)
+        state = load_training_state(latest)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.progress = Progress(**state["progress"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if torch.cuda.is_available() and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        task_states = state["task"]
+        if len(task_states) == self.runtime.world_size:
+            self.task.load_state_dict(task_states[self.runtime.rank])
+        else:
+            log.warning(
+                "the checkpoint was written by %d processes and this run has %d: task state "
+                "(e.g. carried hidden state) starts fresh",
+                len(task_states),
+                self.runtime.world_size,
+            )
+        if self.runtime.is_main:
+            self.metrics.truncate_after(self.progress.step)
+        log.info("resumed from %s at step %d", latest, self.progress.step)
+        return True
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def fit(self) -> Progress:
+        """Train until max_steps, the time budget or early stopping; returns the final progress."""
+        config, progress = self.config, self.progress
+        self.model.train()
+        bar = tqdm(
+            total=config.max_steps,
+            initial=progress.step,
+            desc="train",
+            unit="step",
+            disable=not self.runtime.is_main,
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+        started = time.perf_counter() - progress.elapsed
+        window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+        micro_batch = 0
+        done = progress.step >= config.max_steps
+        while not done:
+            for batch in self.task.batches(progress.epoch, progress.position):
+                progress.position += 1
+                with self._autocast():
+                    result = self.task.batch_loss(self.trained_model, batch)
+                (result.loss / config.accumulate_steps).backward()
+                micro_batch += 1
+                window_loss += result.loss.item() * result.tokens
+                window_tokens += result.tokens
+                self._check_finite(result.loss)
+                if micro_batch % config.accumulate_steps:
+                    continue
+                progress.elapsed = time.perf_counter() - started
+                lr = self._optimizer_step()
+                progress.step += 1
+                bar.update(1)
+                if progress.step % config.log_every == 0:
+                    seconds = time.perf_counter() - window_start
+                    train_loss = window_loss / max(window_tokens, 1)
+                    tokens_per_second = window_tokens * self.runtime.world_size / max(seconds, 1e-9)
+                    self._log_train(train_loss, lr, tokens_per_second)
+                    bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_second:,.0f}", lr=f"{lr:.2e}")
+                    window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+                out_of_time = config.max_minutes > 0 and progress.elapsed >= config.max_minutes * 60
+                done = progress.step >= config.max_steps or any_process(out_of_time, self.runtime)
+                if progress.step % config.validate_every == 0 or done:
+                    stop_early = self._validate_and_save()
+                    done = done or stop_early
+                if done:
+                    break
+            else:
+                progress.epoch += 1
+                progress.position = 0
+        bar.close()
+        return progress
+
+    def _optimizer_step(self) -> float:
+        config, progress = self.config, self.progress
+        budget_progress = progress.elapsed / (config.max_minutes * 60) if config.max_minutes > 0 else 0.0
+        lr = learning_rate(
+            config.lr,
+            config.schedule,
+            progress.step,
+            max(progress.step / config.max_steps, budget_progress),
+            config.warmup_steps,
+            config.min_lr_ratio,
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if config.clip_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return lr
+
+    def _check_finite(self, loss: Tensor) -> None:
+        if torch.isfinite(loss):
+            return
+        latest = self.checkpoints.latest()
+        raise TrainingDiverged(
+            f"the training loss became {loss.item()} at step {self.progress.step + 1}. "
+            "Lower train.lr, keep train.clip_grad_norm above 0, or train in fp32. "
+            + (f"The last good checkpoint is {latest}." if latest else "No checkpoint was written yet.")
+        )
+
+    # ---- validation, checkpoints, logs ----------------------------------------------------------
+
+    def _validate_and_save(self) -> bool:
+        """Validate, log, checkpoint; True when early stopping says to stop."""
+        progress = self.progress
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            metrics = self.task.validate(self.model)
+        self.model.train()
+        val_loss = metrics["val_loss"]
+        if val_loss < progress.best_val_loss:
+            progress.best_val_loss = val_loss
+            progress.validations_without_improvement = 0
+        else:
+            progress.validations_without_improvement += 1
+        record = {"step": progress.step, "epoch": progress.epoch, **metrics}
+        summary = "  ".join(f"{key} {value:.4f}" for key, value in metrics.items())
+        log.info("step %d  %s  (best val_loss %.4f)", progress.step, summary, progress.best_val_loss)
+        training_state = self._training_state()
+        if self.runtime.is_main:
+            self.metrics.write(record)
+            metadata = {**self.metadata, "metrics": record}
+            self.checkpoints.save(progress.step, self.model, metadata, training_state, val_loss)
+            plot_training_curve(self.metrics.read(), self.run_dir / "training_curve.png", self.run_dir.name)
+        patience = self.config.early_stopping_patience
+        if patience and progress.validations_without_improvement >= patience:
+            log.info("early stopping: no improvement in %d validations", patience)
+            return True
+        return False
+
+    def _training_state(self) -> dict[str, Any]:
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        task_states = gather_objects(_to_cpu(self.task.state_dict()), self.runtime)
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "progress": vars(self.progress).copy(),
+            "rng": rng,
+            "task": task_states,
+        }
+
+    def _log_train(self, train_loss: float, lr: float, tokens_per_second: float) -> None:
+        record = {
+            "step": self.progress.step,
+            "epoch": self.progress.epoch,
+            "train_loss": train_loss,
+            "lr": lr,
+            "tokens_per_s": tokens_per_second,
+            "elapsed_s": self.progress.elapsed,
+        }
+        if self.runtime.is_main:
+            self.metrics.write(record)
+        log.debug("%s", record)
+
+
+def _to_cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {key: value.detach().cpu() for key, value in state.items()}
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if config.optimizer not in optimizers:
+        raise ValueError(f"train.optimizer must be one of {sorted(optimizers)}, got {config.optimizer!r}")
+    return optimizers[config.optimizer](
+        model.parameters(), lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
+    )
