@@ -74,6 +74,7 @@ def train(args: argparse.Namespace) -> None:
         corpus = load_lm_corpus(config.data, tokenizer, vocab)
         seed_everything(config.train.seed)
         model = build_language_model(config.model, len(corpus.vocab), corpus.vocab.pad_id).to(runtime.device)
+        seed_everything(config.train.seed + runtime.rank)  # same initial weights, own dropout masks
         log.info(
             "%s: %d train / %d validation tokens, vocabulary %d, %.2fM parameters, device %s, %d process(es)",
             config.name,

@@ -101,7 +101,9 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     keys = dotted.strip().split(".")
     node = raw
     for key in keys[:-1]:
-        node = node.setdefault(key, {})
+        if node.get(key) is None:  # absent, or an empty section in the YAML file
+            node[key] = {}
+        node = node[key]
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {key!r} is not a section")
     node[keys[-1]] = yaml.safe_load(value)
@@ -110,7 +112,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 def from_dict(cls: type[T], raw: dict[str, Any], where: str = "") -> T:
     """Recursively build dataclass ``cls`` from a mapping, checking keys and types."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'config'} must be a mapping, got {raw!r}")
+        raise ConfigError(f"{where.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))

@@ -83,28 +83,33 @@ class LMStream:
         self.rows = slice(rank * batch_size // world_size, (rank + 1) * batch_size // world_size)
 
     def offset(self, epoch: int) -> int:
-        """Where epoch ``epoch`` starts in the stream: in [0, T)."""
-        if not self.shift_per_epoch:
+        """Where epoch ``epoch`` starts in the stream: in [0, T), and never so far that no window fits."""
+        spare = len(self.stream) - 1 - self.batch_size * self.window  # tokens one window per row leaves over
+        if not self.shift_per_epoch or spare <= 0:
             return 0
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        return int(torch.randint(0, self.window, (1,), generator=generator))
+        return int(torch.randint(0, min(self.window, spare + 1), (1,), generator=generator))
 
     def windows(self, epoch: int = 0, start: int = 0) -> Iterator[Window]:
         """Windows of this epoch from index ``start`` on (resuming mid-epoch)."""
+        if len(self.stream) - 1 < self.batch_size * self.window:
+            raise ValueError(
+                f"the training text has {len(self.stream)} tokens: too few for data.batch_size "
+                f"{self.batch_size} x data.window {self.window} (needs {self.batch_size * self.window + 1}). "
+                "Lower them, or use more text."
+            )
         inputs, targets = cut_rows(self.stream[self.offset(epoch) :], self.batch_size)
         inputs, targets = inputs[self.rows], targets[self.rows]  # (B / W, L)
         count = inputs.shape[1] // self.window
-        if count == 0:
-            raise ValueError(
-                f"the training text has {len(self.stream)} tokens: too few for data.batch_size "
-                f"{self.batch_size} x data.window {self.window}. Lower them, or use more text."
-            )
         for index in range(start, count):
             span = slice(index * self.window, (index + 1) * self.window)
             yield Window(inputs[:, span], targets[:, span], index)
 
     def evaluation_windows(self) -> Iterator[Window]:
-        """Every token once, in order; the last window may be shorter."""
+        """Every token once, in order, but the last (N - 1) % B, which cannot fill every row.
+
+        The last window may be shorter.
+        """
         inputs, targets = cut_rows(self.stream, self.batch_size)
         inputs, targets = inputs[self.rows], targets[self.rows]
         for index, begin in enumerate(range(0, inputs.shape[1], self.window)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 
@@ -15,7 +16,7 @@ def read_text(path: str | Path, what: str = "text file") -> str:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} not found: {path}. Check the path, or run the matching data_scripts/ script.")
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    raw = _decompress(path, what) if path.suffix == ".gz" else path.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -26,3 +27,15 @@ def read_text(path: str | Path, what: str = "text file") -> str:
     if not text.strip():
         raise DataError(f"{what} {path} is empty: there is nothing to train on.")
     return text
+
+
+def _decompress(path: Path, what: str) -> bytes:
+    """The decompressed bytes of a ``.gz`` file; a broken or non-gzip file is refused by name."""
+    compressed = path.read_bytes()
+    try:
+        return gzip.decompress(compressed)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(
+            f"{what} {path} is not a readable gzip file ({error}). "
+            "Download it again, or drop the .gz suffix if it is plain text."
+        ) from None

@@ -8,7 +8,8 @@ in how the next token is chosen from the processed logits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -86,17 +87,20 @@ def generate(
     prefix: (B, P) ids that prime the decoder, the same length for every input; default bos.
     on_step: called after each step with the (B * N,) new tokens (pad once a sequence is done).
     should_stop: maps the (B * N, t) tokens generated so far to a (B * N,) bool tensor that is
-        True for sequences that are done; eos always ends a sequence.
-    The model runs in eval mode and gets its previous mode back afterwards.
+        True for sequences that are done; eos always ends a sequence. Each step calls on_step
+        first, so should_stop already sees the step's token.
+    The repetition penalty counts the prefix as already seen. The model runs in eval mode and
+    gets its previous mode back afterwards.
     """
     _check_config(config)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            return _greedy_or_sample(model, source, config, special, prefix, on_step, should_stop)
+            hypotheses = _greedy_or_sample(model, source, config, special, prefix, on_step, should_stop)
     finally:
         model.train(was_training)
+    return _usable_outside_inference_mode(hypotheses)
 
 
 def prime_decoder(
@@ -122,6 +126,59 @@ def prime_decoder(
     )
 
 
+@dataclass
+class _Progress:
+    """The loop's fixed-size buffers; rows = B * N.
+
+    sequences: (rows, P + max_length) the prompt, then the generated tokens (pad after the end)
+    scores:    (rows,) summed log-probabilities of the generated tokens
+    lengths:   (rows,) generated tokens so far, eos included
+    finished:  (rows,) True once a sequence has ended
+    attention: (rows, max_length, S), allocated at the first step that has attention
+    """
+
+    sequences: Tensor
+    prompt_length: int
+    scores: Tensor
+    lengths: Tensor
+    finished: Tensor
+    attention: Tensor | None = None
+
+    @classmethod
+    def start(cls, prefix: Tensor, max_length: int, pad_id: int) -> _Progress:
+        rows, prompt_length = prefix.shape
+        sequences = prefix.new_full((rows, prompt_length + max_length), pad_id)
+        sequences[:, :prompt_length] = prefix
+        return cls(
+            sequences=sequences,
+            prompt_length=prompt_length,
+            scores=torch.zeros(rows, device=prefix.device),
+            lengths=prefix.new_zeros(rows),
+            finished=torch.zeros(rows, dtype=torch.bool, device=prefix.device),
+        )
+
+    def so_far(self, step: int) -> Tensor:
+        """(rows, P + step) the prompt and the tokens generated before this step."""
+        return self.sequences[:, : self.prompt_length + step]
+
+    def generated(self, steps: int) -> Tensor:
+        """(rows, steps) the first ``steps`` generated tokens."""
+        return self.sequences[:, self.prompt_length : self.prompt_length + steps]
+
+    def record(self, step: int, token: Tensor, logits: Tensor, attention: Tensor | None) -> None:
+        """Stores the step's tokens (B * N,), their raw logits (B * N, V) and attention (B * N, S)."""
+        log_probs = logits.float().log_softmax(dim=-1)  # (rows, V)
+        chosen = log_probs.gather(-1, token.unsqueeze(-1)).squeeze(-1)  # (rows,)
+        self.scores += chosen.masked_fill(self.finished, 0.0)
+        self.lengths += ~self.finished
+        self.sequences[:, self.prompt_length + step] = token
+        if attention is not None:
+            if self.attention is None:
+                max_length = self.sequences.shape[1] - self.prompt_length
+                self.attention = attention.new_zeros(len(token), max_length, attention.shape[-1])
+            self.attention[:, step] = attention.masked_fill(self.finished.unsqueeze(-1), 0.0)
+
+
 def _greedy_or_sample(
     model: Seq2Seq,
     source: Tensor,
@@ -132,47 +189,40 @@ def _greedy_or_sample(
     should_stop: Callable[[Tensor], Tensor] | None,
 ) -> Hypotheses:
     """The shared loop: one token per sequence per step until all have finished."""
-    copies = config.num_samples
-    primed = prime_decoder(model, source, prefix, special, copies)
+    primed = prime_decoder(model, source, prefix, special, config.num_samples)
     encoder_output, state = primed.encoder_output, primed.state
-    rows, prompt_length = primed.prefix.shape  # rows = B * N
-    device = primed.prefix.device
-
-    sequences = torch.full(
-        (rows, prompt_length + config.max_length), special.pad, dtype=torch.long, device=device
-    )  # (B * N, P + max_length) the prompt, then the generated tokens
-    sequences[:, :prompt_length] = primed.prefix
-    scores = torch.zeros(rows, device=device)  # (B * N,)
-    lengths = torch.zeros(rows, dtype=torch.long, device=device)  # (B * N,)
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)  # (B * N,)
-    attention: Tensor | None = None  # (B * N, max_length, S), allocated at the first step
+    progress = _Progress.start(primed.prefix, config.max_length, special.pad)
     processors = build_processors(config, special.never_generated())
-    choose = _token_chooser(config, device)
+    choose = _token_chooser(config, primed.prefix.device)
 
     previous = primed.prefix[:, -1]  # (B * N,)
-    for step in range(config.max_length):
-        position = prompt_length + step
-        logits, state, step_attention = model.decoder.step(previous, state, encoder_output)  # (B * N, V)
-        token = choose(apply_processors(processors, sequences[:, :position], logits))
-        token = token.masked_fill(finished, special.pad)  # (B * N,)
-        log_probs = logits.float().log_softmax(dim=-1)  # (B * N, V)
-        scores += log_probs.gather(-1, token.unsqueeze(-1)).squeeze(-1).masked_fill(finished, 0.0)
-        lengths += ~finished
-        sequences[:, position] = token
-        if step_attention is not None:
-            if attention is None:
-                attention = step_attention.new_zeros(rows, config.max_length, step_attention.shape[-1])
-            attention[:, step] = step_attention.masked_fill(finished.unsqueeze(-1), 0.0)
-        finished |= token == special.eos
-        if should_stop is not None:
-            finished |= _checked_stop(should_stop(sequences[:, prompt_length : position + 1]), rows)
-        if on_step is not None:
-            on_step(token)
-        previous = token
-        if (step + 1) % FINISHED_CHECK_INTERVAL == 0 and bool(finished.all()):
-            break
+    with _onednn_disabled():
+        for step in range(config.max_length):
+            logits, state, attention = model.decoder.step(previous, state, encoder_output)  # (B * N, V)
+            token = choose(apply_processors(processors, progress.so_far(step), logits))  # (B * N,)
+            token = token.masked_fill(progress.finished, special.pad)
+            progress.record(step, token, logits, attention)
+            progress.finished |= token == special.eos
+            if on_step is not None:
+                on_step(token)
+            if should_stop is not None:
+                progress.finished |= _checked_stop(should_stop(progress.generated(step + 1)), len(token))
+            previous = token
+            if (step + 1) % FINISHED_CHECK_INTERVAL == 0 and bool(progress.finished.all()):
+                break
+    return _as_hypotheses(progress, config.num_samples)
 
-    return _as_hypotheses(sequences[:, prompt_length:], lengths, scores, attention, copies)
+
+@contextmanager
+def _onednn_disabled() -> Iterator[None]:
+    """Turns off oneDNN (mkldnn) while stepping: its CPU RNN kernels cost several times more
+    than the native ones when called one token at a time."""
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = enabled
 
 
 def _token_chooser(config: DecodeConfig, device: torch.device) -> TokenChooser:
@@ -197,20 +247,30 @@ def _draw(logits: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
-def _as_hypotheses(
-    generated: Tensor, lengths: Tensor, scores: Tensor, attention: Tensor | None, copies: int
-) -> Hypotheses:
+def _as_hypotheses(progress: _Progress, copies: int) -> Hypotheses:
     """Trims the buffers to the longest sequence and splits rows into (B, N)."""
-    longest = int(lengths.max())
-    batch_size = generated.shape[0] // copies
-    tokens = generated[:, :longest].reshape(batch_size, copies, longest)
+    longest = int(progress.lengths.max())
+    batch_size = len(progress.lengths) // copies
+    tokens = progress.generated(longest).reshape(batch_size, copies, longest)
+    attention = progress.attention
     if attention is not None:
         attention = attention[:, :longest].reshape(batch_size, copies, longest, attention.shape[-1])
     return Hypotheses(
         tokens=tokens,
-        lengths=lengths.view(batch_size, copies),
-        scores=scores.view(batch_size, copies),
+        lengths=progress.lengths.view(batch_size, copies),
+        scores=progress.scores.view(batch_size, copies),
         attention=attention,
+    )
+
+
+def _usable_outside_inference_mode(hypotheses: Hypotheses) -> Hypotheses:
+    """Copies the results into ordinary tensors, which callers may change in place."""
+    attention = hypotheses.attention
+    return Hypotheses(
+        tokens=hypotheses.tokens.clone(),
+        lengths=hypotheses.lengths.clone(),
+        scores=hypotheses.scores.clone(),
+        attention=None if attention is None else attention.clone(),
     )
 
 

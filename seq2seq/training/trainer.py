@@ -117,19 +117,19 @@ class Trainer:
         state = load_training_state(latest)
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if torch.cuda.is_available() and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        task_states = state["task"]
-        if len(task_states) == self.runtime.world_size:
-            self.task.load_state_dict(task_states[self.runtime.rank])
+        processes = state["processes"]
+        if len(processes) == self.runtime.world_size:
+            own = processes[self.runtime.rank]
+            self.task.load_state_dict(own["task"])
         else:
+            own = processes[0]
             log.warning(
                 "the checkpoint was written by %d processes and this run has %d: task state "
                 "(e.g. carried hidden state) starts fresh",
-                len(task_states),
+                len(processes),
                 self.runtime.world_size,
             )
+        restore_rng(own["rng"])
         if self.runtime.is_main:
             self.metrics.truncate_after(self.progress.step)
         log.info("resumed from %s at step %d", latest, self.progress.step)
@@ -250,15 +250,12 @@ class Trainer:
         return False
 
     def _training_state(self) -> dict[str, Any]:
-        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        task_states = gather_objects(_to_cpu(self.task.state_dict()), self.runtime)
+        """Optimizer and progress (shared), and each process's RNG and task state."""
+        own = {"rng": rng_state(), "task": _to_cpu(self.task.state_dict())}
         return {
             "optimizer": self.optimizer.state_dict(),
             "progress": vars(self.progress).copy(),
-            "rng": rng,
-            "task": task_states,
+            "processes": gather_objects(own, self.runtime),
         }
 
     def _log_train(self, train_loss: float, lr: float, tokens_per_second: float) -> None:
@@ -273,6 +270,19 @@ class Trainer:
         if self.runtime.is_main:
             self.metrics.write(record)
         log.debug("%s", record)
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def _to_cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -1,0 +1,481 @@
+"""Text-generation benchmark: speed and quality of the character-level Shakespeare model on 2 CPU threads.
+
+  python benchmarks/textgen.py                      # the full run: about 35 minutes
+  python benchmarks/textgen.py --reuse              # score and time an already trained run
+  python benchmarks/textgen.py --minutes 0.3 --throughput-steps 10   # a quick check that it all works
+
+Four parts, for the model and data sizes of ``--config``:
+
+1. training throughput of the toolkit (the shared ``Trainer`` with ``LanguageModelTask``) beside a
+   plain PyTorch loop over the same windows, interleaved (toolkit, plain, toolkit, plain);
+2. the GFLOP/s the toolkit's training achieves, beside the fp32 matmul peak measured here;
+3. validation loss after ``--minutes`` of training through the recipe itself, with the hidden
+   state carried across windows and with fresh 256-character windows (nanoGPT's way);
+4. generation speed: 500 characters, one sample and a batch of 16, timing only the search.
+
+The last line printed holds every figure (``RESULT textgen: key=value ...``); the same figures go
+to ``<run-dir>/benchmark.json``. Run it from the project root on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import os
+
+THREADS = 2
+# The thread pools read these when torch is imported, so they are set first.
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
+os.environ["MKL_NUM_THREADS"] = str(THREADS)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+if __package__ in (None, ""):  # run as a script: make ``seq2seq`` and ``recipes`` importable from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recipes.textgen import DEFAULT_CONFIG, TextGenConfig, load_trained, validation_stream  # noqa: E402
+from recipes.textgen import main as textgen_main  # noqa: E402
+from seq2seq.config import DecodeConfig, ModelConfig, load_config, to_dict  # noqa: E402
+from seq2seq.data.lm_corpus import LMCorpus, load_lm_corpus, make_tokenizer  # noqa: E402
+from seq2seq.data.lm_stream import LMStream, Window  # noqa: E402
+from seq2seq.decoding import SpecialIds, generate  # noqa: E402
+from seq2seq.models import build_language_model  # noqa: E402
+from seq2seq.models.decoder import RNN_CELLS, count_parameters  # noqa: E402
+from seq2seq.models.encoders import empty_source  # noqa: E402
+from seq2seq.training.checkpoint import CheckpointManager, load_metadata  # noqa: E402
+from seq2seq.training.lm_task import LanguageModelTask, score_stream  # noqa: E402
+from seq2seq.training.metrics_log import MetricsLog  # noqa: E402
+from seq2seq.training.runtime import Runtime, seed_everything  # noqa: E402
+from seq2seq.training.trainer import Trainer  # noqa: E402
+
+DEFAULT_DATA = "data/tinyshakespeare/input.txt"
+DEFAULT_RUN_DIR = "runs/bench_shakespeare_char"
+CPU = torch.device("cpu")
+ROUNDS = 2  # toolkit/plain pairs in the throughput comparison
+LOG_WINDOW_STEPS = 10  # steps per throughput record; the first record of a run is its warm-up
+FRESH_WINDOW = 256  # nanoGPT's shakespeare_char block size
+GENERATED_CHARS = 500
+GENERATION_BATCH = 16
+GENERATION_TEMPERATURE = 0.8
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight matrices per recurrent layer
+
+RNNState = Tensor | tuple[Tensor, Tensor]  # (L, B, H), or LSTM's (hidden, cell)
+
+
+# ---- setup --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"text-generation config (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--data", default=DEFAULT_DATA, help=f"the training text (default: {DEFAULT_DATA})")
+    parser.add_argument("--minutes", type=float, default=30.0, help="training budget in minutes (default: 30)")
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"the trained run (default: {DEFAULT_RUN_DIR})")
+    parser.add_argument(
+        "--reuse", action="store_true", help="skip training when --run-dir already holds a checkpoint"
+    )
+    parser.add_argument("--skip-throughput", action="store_true", help="skip the toolkit-vs-plain throughput part")
+    parser.add_argument(
+        "--throughput-steps",
+        type=int,
+        default=40,
+        help=f"measured training steps per throughput run, a multiple of {LOG_WINDOW_STEPS} (default: 40); "
+        f"each run first warms up for {LOG_WINDOW_STEPS} steps",
+    )
+    args = parser.parse_args(argv)
+    if args.throughput_steps < LOG_WINDOW_STEPS or args.throughput_steps % LOG_WINDOW_STEPS:
+        parser.error(f"--throughput-steps must be a positive multiple of {LOG_WINDOW_STEPS}, got {args.throughput_steps}")
+    if args.minutes <= 0:
+        parser.error(f"--minutes must be above 0, got {args.minutes}")
+    return args
+
+
+def check_data(path: str) -> None:
+    if not Path(path).is_file():
+        raise SystemExit(
+            f"error: the training text {path} does not exist. Get it with `python data_scripts/tinyshakespeare.py` "
+            "(offline: add --source PATH/TO/input.txt, or set SEQ2SEQ_DATA_MIRROR=DIR), "
+            "or point --data at a copy."
+        )
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+# ---- 1. training throughput: toolkit vs plain PyTorch -------------------------------------------
+
+
+class PlainLanguageModel(nn.Module):
+    """Embedding -> stacked RNN -> Linear, written directly in PyTorch (the baseline)."""
+
+    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, config.embedding_size)
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.rnn = RNN_CELLS[config.cell](
+            config.embedding_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.output_dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(config.hidden_size, vocab_size)
+
+    def forward(self, inputs: Tensor, state: RNNState | None) -> tuple[Tensor, RNNState]:
+        """inputs: (B, T) -> logits (B, T, V) and the state after the window."""
+        embedded = self.embedding_dropout(self.embedding(inputs))  # (B, T, E)
+        rnn_out, state = self.rnn(embedded, state)  # (B, T, H)
+        return self.output(self.output_dropout(rnn_out)), state
+
+
+def detached(state: RNNState) -> RNNState:
+    """Cut the graph between windows (truncated backpropagation through time)."""
+    return tuple(part.detach() for part in state) if isinstance(state, tuple) else state.detach()
+
+
+def endless_windows(stream: LMStream) -> Iterator[Window]:
+    """The training windows, epoch after epoch."""
+    epoch = 0
+    while True:
+        yield from stream.windows(epoch)
+        epoch += 1
+
+
+def plain_tokens_per_second(config: TextGenConfig, corpus: LMCorpus, measured_steps: int) -> float:
+    """A minimal truncated-BPTT loop over the toolkit's windows: tokens/s after a warm-up."""
+    seed_everything(config.train.seed)
+    model = PlainLanguageModel(config.model, len(corpus.vocab))
+    optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    optimizer = optimizers[config.train.optimizer](
+        model.parameters(), lr=config.train.lr, betas=tuple(config.train.betas), weight_decay=config.train.weight_decay
+    )
+    stream = LMStream(corpus.train_ids, config.data.batch_size, config.data.window, seed=config.train.seed)
+    windows = endless_windows(stream)
+    state = None
+    model.train()
+
+    def train_step() -> int:
+        nonlocal state
+        window = next(windows)
+        logits, state = model(window.inputs, state)  # (B, T, V)
+        state = detached(state)
+        loss = F.cross_entropy(logits.flatten(0, 1), window.targets.flatten())
+        loss.backward()
+        if config.train.clip_grad_norm > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()  # a real loop logs the loss, which waits for the step
+        return window.targets.numel()
+
+    for _ in range(LOG_WINDOW_STEPS):
+        train_step()
+    started = time.perf_counter()
+    tokens = sum(train_step() for _ in range(measured_steps))
+    return tokens / (time.perf_counter() - started)
+
+
+def toolkit_tokens_per_second(config: TextGenConfig, corpus: LMCorpus, measured_steps: int) -> float:
+    """The shared Trainer on the same data: tokens/s from its metrics log, warm-up record left out."""
+    seed_everything(config.train.seed)
+    model = build_language_model(config.model, len(corpus.vocab), corpus.vocab.pad_id)
+    train_stream = LMStream(corpus.train_ids, config.data.batch_size, config.data.window, seed=config.train.seed)
+    # Validation only runs once, after the measured steps; a few windows keep it short.
+    few_validation_ids = corpus.validation_ids[: config.data.batch_size * config.data.window + 1]
+    task = LanguageModelTask(train_stream, validation_stream(few_validation_ids, config.data), CPU)
+    steps = LOG_WINDOW_STEPS + measured_steps
+    train_config = replace(
+        config.train, max_steps=steps, max_minutes=0, log_every=LOG_WINDOW_STEPS, validate_every=steps, device="cpu"
+    )
+    metadata = {
+        "task": "textgen",
+        "config": to_dict(replace(config, train=train_config)),
+        "vocab": corpus.vocab.to_dict(),
+        "tokenizer": corpus.tokenizer.to_dict(),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench_textgen_") as run_dir:
+        Trainer(model, task, train_config, Path(run_dir), metadata, Runtime(CPU)).fit()
+        records = [r for r in MetricsLog(Path(run_dir) / "metrics.jsonl").read() if "tokens_per_s" in r]
+    measured = records[1:]  # every record covers the same number of tokens: average their times
+    return len(measured) / sum(1.0 / r["tokens_per_s"] for r in measured)
+
+
+@dataclass
+class Throughput:
+    toolkit: list[float]  # tokens/s of each toolkit run
+    plain: list[float]  # tokens/s of each plain run
+
+    @property
+    def toolkit_mean(self) -> float:
+        return sum(self.toolkit) / len(self.toolkit)
+
+    @property
+    def plain_mean(self) -> float:
+        return sum(self.plain) / len(self.plain)
+
+    @property
+    def ratio(self) -> float:
+        return self.toolkit_mean / self.plain_mean
+
+
+def measure_throughput(config: TextGenConfig, measured_steps: int, work_dir: Path) -> Throughput:
+    """Interleaved toolkit and plain runs; ``work_dir`` holds a SentencePiece model if the config trains one."""
+    corpus = load_lm_corpus(config.data, make_tokenizer(config.data, work_dir))
+    tokens_per_step = config.data.batch_size * config.data.window
+    say(
+        f"[1/4] training throughput: {ROUNDS} x (toolkit, plain), {LOG_WINDOW_STEPS} warm-up + {measured_steps} "
+        f"measured steps of {config.data.batch_size} x {config.data.window} = {tokens_per_step:,} tokens each"
+    )
+    result = Throughput([], [])
+    runs: list[tuple[str, Callable[[TextGenConfig, LMCorpus, int], float], list[float]]] = [
+        ("toolkit", toolkit_tokens_per_second, result.toolkit),
+        ("plain  ", plain_tokens_per_second, result.plain),
+    ]
+    for round_index in range(ROUNDS):
+        for name, measure, figures in runs:
+            figures.append(measure(config, corpus, measured_steps))
+            say(f"  round {round_index + 1} {name}: {figures[-1]:,.0f} tokens/s")
+    say(
+        f"  toolkit {result.toolkit_mean:,.0f} tokens/s, plain {result.plain_mean:,.0f} tokens/s, "
+        f"ratio {result.ratio:.3f} (target >= 0.9)"
+    )
+    return result
+
+
+# ---- 2. achieved GFLOP/s and the machine's matmul peak -----------------------------------------
+
+
+def training_flops_per_token(config: ModelConfig, vocab_size: int) -> float:
+    """Matmul FLOPs of one training token (multiply-add = 2 FLOPs).
+
+    Counted: each recurrent layer's input and recurrent products, 2 * gates * H * (in + H) per
+    token (gates: 4 LSTM, 3 GRU, 1 RNN; ``in`` is E for the first layer, H above), the optional
+    pre-output projection and the output layer 2 * in * V. The backward pass is taken as twice
+    the forward (gradients of inputs and of weights). Left out: embedding lookups, gate
+    nonlinearities, dropout, softmax, the optimizer: all elementwise, small beside the matmuls.
+    """
+    hidden, gates = config.hidden_size, GATES[config.cell]
+    forward = 0.0
+    for layer in range(config.num_layers):
+        layer_input = config.embedding_size if layer == 0 else hidden
+        forward += 2 * gates * hidden * (layer_input + hidden)
+    output_input = hidden
+    if config.tie_embeddings and hidden != config.embedding_size:
+        forward += 2 * hidden * config.embedding_size
+        output_input = config.embedding_size
+    forward += 2 * output_input * vocab_size
+    return 3 * forward
+
+
+def matmul_gflops(rows: int, inner: int, columns: int, min_seconds: float = 0.3, trials: int = 3) -> float:
+    """Best fp32 GFLOP/s of (rows, inner) x (inner, columns) over a few timed trials."""
+    left, right = torch.randn(rows, inner), torch.randn(inner, columns)
+    flops = 2.0 * rows * inner * columns
+    torch.mm(left, right)  # warm-up
+    started, repeats = time.perf_counter(), 0
+    while time.perf_counter() - started < min_seconds / trials or repeats < 2:  # repeats filling one trial
+        torch.mm(left, right)
+        repeats += 1
+    best = 0.0
+    for _ in range(trials):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(left, right)
+        best = max(best, flops * repeats / (time.perf_counter() - started) / 1e9)
+    return best
+
+
+# ---- 3. validation loss after a fixed training budget ------------------------------------------
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return run_dir.is_dir() and CheckpointManager(run_dir).latest() is not None
+
+
+def train_with_recipe(args: argparse.Namespace) -> None:
+    """Train through ``recipes/textgen.py train`` with the benchmark's budget, from scratch."""
+    say(f"[3/4] training {args.config} for {args.minutes:g} minutes into {args.run_dir} (fresh)")
+    overrides = [
+        f"data.path={args.data}",
+        f"train.max_minutes={args.minutes}",
+        "train.device=cpu",
+        f"train.threads={THREADS}",
+    ]
+    command = ["train", "--config", args.config, "--run-dir", args.run_dir, "--fresh"]
+    for override in overrides:
+        command += ["--set", override]
+    status = textgen_main(command)
+    if status:
+        raise SystemExit(f"error: training failed (exit status {status}); see the message above")
+
+
+@dataclass
+class ValidationFigures:
+    carried_nats: float
+    carried_bits: float
+    fresh_nats: float
+    fresh_bits: float
+    characters: int
+
+
+def score_validation(model: nn.Module, config: TextGenConfig, validation_ids: Tensor) -> ValidationFigures:
+    """Validation loss with the state carried across training-size windows, and over fresh 256-token windows."""
+    carried = score_stream(model, validation_stream(validation_ids, config.data), CPU, carry_state=True)
+    fresh_data = replace(config.data, window=FRESH_WINDOW)
+    fresh = score_stream(model, validation_stream(validation_ids, fresh_data), CPU, carry_state=False)
+    return ValidationFigures(carried.nats, carried.bits, fresh.nats, fresh.bits, carried.tokens)
+
+
+# ---- 4. generation speed -------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationTiming:
+    seconds: float  # the search alone
+    characters: int  # generated over all samples
+
+    @property
+    def chars_per_second(self) -> float:
+        return self.characters / self.seconds
+
+
+def time_generation(model: nn.Module, special: SpecialIds, prime_id: int, samples: int) -> GenerationTiming:
+    """Sample GENERATED_CHARS tokens for each of ``samples`` sequences, timing the search only."""
+    prefix = torch.tensor([[prime_id]])  # (1, 1)
+    decode = DecodeConfig(
+        method="sample",
+        max_length=GENERATED_CHARS,
+        temperature=GENERATION_TEMPERATURE,
+        num_samples=samples,
+        seed=0,
+    )
+    generate(model, empty_source(1), replace(decode, max_length=10), special, prefix)  # warm-up
+    started = time.perf_counter()
+    hypotheses = generate(model, empty_source(1), decode, special, prefix)
+    seconds = time.perf_counter() - started
+    characters = int(hypotheses.lengths.sum())
+    if characters < samples * GENERATED_CHARS:
+        say(f"  note: a sample drew end-of-sequence early; {characters} of {samples * GENERATED_CHARS} characters made")
+    return GenerationTiming(seconds, characters)
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+
+def result_line(figures: dict[str, float | int | None]) -> str:
+    def shown(value: float | int | None) -> str:
+        if value is None:
+            return "n/a"
+        return str(value) if isinstance(value, int) else f"{value:.4g}"
+
+    return "RESULT textgen: " + " ".join(f"{key}={shown(value)}" for key, value in figures.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    check_data(args.data)
+    torch.set_num_threads(THREADS)
+    config = load_config(TextGenConfig, args.config, [f"data.path={args.data}"])
+    run_dir = Path(args.run_dir)
+    say(f"textgen benchmark: {args.config}, {args.data}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+
+    throughput = None
+    if not args.skip_throughput:
+        with tempfile.TemporaryDirectory(prefix="bench_textgen_") as work_dir:
+            throughput = measure_throughput(config, args.throughput_steps, Path(work_dir))
+
+    say("[2/4] fp32 matmul peak")
+    hidden, gates = config.model.hidden_size, GATES[config.model.cell]
+    peak_2048 = matmul_gflops(2048, 2048, 2048)
+    peak_64_row = matmul_gflops(config.data.batch_size, hidden, gates * hidden)
+    say(f"  2048 x 2048 x 2048: {peak_2048:.1f} GFLOP/s")
+    say(f"  ({config.data.batch_size}, {hidden}) x ({hidden}, {gates * hidden}): {peak_64_row:.1f} GFLOP/s")
+
+    if args.reuse and has_checkpoint(run_dir):
+        say(f"[3/4] --reuse: scoring the model already trained in {run_dir}")
+    else:
+        if args.reuse:
+            say(f"  --reuse: {run_dir} holds no checkpoint yet, so it is trained now")
+        train_with_recipe(args)
+
+    loaded = load_trained(str(run_dir), CPU)
+    vocab_size = len(loaded.vocab)
+    metadata = load_metadata(loaded.checkpoint)
+    gflops = None
+    if throughput is not None:
+        flops_per_token = training_flops_per_token(loaded.config.model, vocab_size)
+        gflops = throughput.toolkit_mean * flops_per_token / 1e9
+        say(
+            f"  toolkit training: {flops_per_token / 1e6:.1f} MFLOP/token x {throughput.toolkit_mean:,.0f} tokens/s "
+            f"= {gflops:.1f} GFLOP/s ({gflops / peak_2048:.0%} of the 2048 peak, {gflops / peak_64_row:.0%} of the "
+            f"{config.data.batch_size}-row peak)"
+        )
+
+    say(f"  scoring {loaded.checkpoint} (step {metadata['metrics']['step']}) on the validation split")
+    corpus = load_lm_corpus(replace(loaded.config.data, path=args.data), loaded.tokenizer, loaded.vocab)
+    validation = score_validation(loaded.model, loaded.config, corpus.validation_ids)
+    say(
+        f"  {validation.characters:,} characters; state carried across windows of {loaded.config.data.window}: "
+        f"{validation.carried_nats:.4f} nats/char ({validation.carried_bits:.4f} bits/char)"
+    )
+    say(
+        f"  fresh windows of {FRESH_WINDOW}: {validation.fresh_nats:.4f} nats/char "
+        f"({validation.fresh_bits:.4f} bits/char); target <= 1.48, nanoGPT 1.4697"
+    )
+
+    say(f"[4/4] sampling {GENERATED_CHARS} characters at temperature {GENERATION_TEMPERATURE}")
+    vocab = loaded.vocab
+    special = SpecialIds(vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id)
+    prime_id = vocab.encode(loaded.tokenizer.tokenize("\n"), unknown="unk")[0]
+    one = time_generation(loaded.model, special, prime_id, 1)
+    batch = time_generation(loaded.model, special, prime_id, GENERATION_BATCH)
+    say(f"  1 sample: {one.seconds:.3f} s ({one.chars_per_second:,.0f} chars/s); target < 1 s")
+    say(f"  {GENERATION_BATCH} samples: {batch.seconds:.3f} s ({batch.chars_per_second:,.0f} chars/s over the batch)")
+
+    figures: dict[str, float | int | None] = {
+        "train_tok_s": None if throughput is None else throughput.toolkit_mean,
+        "plain_tok_s": None if throughput is None else throughput.plain_mean,
+        "ratio": None if throughput is None else throughput.ratio,
+        "gflops": gflops,
+        "peak_gflops_2048": peak_2048,
+        "peak_gflops_64row": peak_64_row,
+        "val_nats": validation.carried_nats,
+        "val_bits": validation.carried_bits,
+        "val_nats_fresh256": validation.fresh_nats,
+        "val_bits_fresh256": validation.fresh_bits,
+        "gen_500_s": one.seconds,
+        "gen_16x500_s": batch.seconds,
+        "gen_chars_s_1": one.chars_per_second,
+        "gen_chars_s_16": batch.chars_per_second,
+        "params": count_parameters(loaded.model),
+        "minutes": loaded.config.train.max_minutes,
+        "steps": metadata["metrics"]["step"],
+    }
+    report = {
+        "figures": figures,
+        "throughput_runs": None if throughput is None else {"toolkit": throughput.toolkit, "plain": throughput.plain},
+        "config": args.config,
+        "data": args.data,
+        "checkpoint": str(loaded.checkpoint),
+        "threads": THREADS,
+        "torch": torch.__version__,
+    }
+    (run_dir / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    say(f"figures written to {run_dir / 'benchmark.json'}")
+    say(result_line(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
