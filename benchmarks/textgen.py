@@ -215,6 +215,7 @@ def toolkit_tokens_per_second(config: TextGenConfig, corpus: LMCorpus, measured_
 class Throughput:
     toolkit: list[float]  # tokens/s of each toolkit run
     plain: list[float]  # tokens/s of each plain run
+    flops_per_token: float  # matmul FLOPs of one training token
 
     @property
     def toolkit_mean(self) -> float:
@@ -228,6 +229,10 @@ class Throughput:
     def ratio(self) -> float:
         return self.toolkit_mean / self.plain_mean
 
+    @property
+    def toolkit_gflops(self) -> float:
+        return self.toolkit_mean * self.flops_per_token / 1e9
+
 
 def measure_throughput(config: TextGenConfig, measured_steps: int, work_dir: Path) -> Throughput:
     """Interleaved toolkit and plain runs; ``work_dir`` holds a SentencePiece model if the config trains one."""
@@ -237,7 +242,7 @@ def measure_throughput(config: TextGenConfig, measured_steps: int, work_dir: Pat
         f"[1/4] training throughput: {ROUNDS} x (toolkit, plain), {LOG_WINDOW_STEPS} warm-up + {measured_steps} "
         f"measured steps of {config.data.batch_size} x {config.data.window} = {tokens_per_step:,} tokens each"
     )
-    result = Throughput([], [])
+    result = Throughput([], [], training_flops_per_token(config.model, len(corpus.vocab)))
     runs: list[tuple[str, Callable[[TextGenConfig, LMCorpus, int], float], list[float]]] = [
         ("toolkit", toolkit_tokens_per_second, result.toolkit),
         ("plain  ", plain_tokens_per_second, result.plain),

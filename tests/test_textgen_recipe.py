@@ -184,3 +184,16 @@ def test_two_process_ddp_matches_single_process(tiny_text: Path, tmp_path: Path)
     expected, actual = latest_weights(single), latest_weights(ddp)
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("tokenizer", ["word", "sentencepiece"])
+def test_word_and_sentencepiece_levels_train_and_generate(tokenizer: str, tiny_text: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / tokenizer
+    run_recipe(
+        "textgen.py", "train", "--config", "recipes/configs/alice_word.yaml", "--run-dir", str(run_dir),
+        *overrides(*TINY_TEXTGEN, f"data.path={tiny_text}", f"data.tokenizer={tokenizer}",
+                   "data.sentencepiece_vocab_size=60", "data.window=8", "train.max_steps=10"),
+    )
+    result = run_recipe("textgen.py", "generate", "--checkpoint", str(run_dir), "--prime", "romeo", "--length", "12", "--seed", "0")
+    assert result.stdout.startswith("romeo")
+    assert len(result.stdout.split()) > 1

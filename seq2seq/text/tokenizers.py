@@ -199,18 +199,22 @@ class SentencePieceTokenizer:
             raise FileNotFoundError(f"cannot train sentencepiece: text files not found: {missing}")
         model_prefix = Path(model_prefix)
         model_prefix.parent.mkdir(parents=True, exist_ok=True)
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=_read_sentences([Path(path) for path in files]),
-            model_prefix=str(model_prefix),
-            vocab_size=vocab_size,
-            model_type=model_type,
-            character_coverage=character_coverage,
-            unk_id=0,
-            bos_id=-1,
-            eos_id=-1,
-            pad_id=-1,
-            minloglevel=2,
-        )
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=_read_sentences([Path(path) for path in files]),
+                model_prefix=str(model_prefix),
+                vocab_size=vocab_size,
+                model_type=model_type,
+                character_coverage=character_coverage,
+                unk_id=0,
+                bos_id=-1,
+                eos_id=-1,
+                pad_id=-1,
+                minloglevel=2,
+            )
+        except RuntimeError as error:  # sentencepiece reports bad settings this way
+            reason = str(error).split("] ")[-1]
+            raise ValueError(f"cannot train sentencepiece on {[str(f) for f in files]}: {reason}") from None
         return cls.load(model_prefix.with_name(model_prefix.name + ".model"))
 
     def tokenize(self, text: str) -> list[str]:

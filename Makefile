@@ -1,0 +1,29 @@
+# Set-up and the everyday commands. `make train` and `make test` each build the
+# virtual environment first (once), so on a fresh machine either one is all it takes.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install train test clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job: fetch tiny-shakespeare, train the default character-level model, sample from it.
+train: $(STAMP)
+	$(BIN)/python data_scripts/tinyshakespeare.py
+	$(BIN)/python recipes/textgen.py train --config recipes/configs/shakespeare_char.yaml
+	$(BIN)/python recipes/textgen.py generate --checkpoint runs/shakespeare_char --prime "ROMEO:" --seed 1
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,108 @@
+"""The shared trainer on a tiny language model: divergence, early stopping, budgets, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2seq.config import ModelConfig, TrainConfig
+from seq2seq.data.lm_stream import LMStream, Window
+from seq2seq.models import build_language_model
+from seq2seq.training.lm_task import LanguageModelTask
+from seq2seq.training.runtime import Runtime
+from seq2seq.training.trainer import BatchLoss, Trainer, TrainingDiverged
+
+CPU = Runtime(torch.device("cpu"))
+
+
+def tiny_task(vocab_size: int = 12) -> LanguageModelTask:
+    torch.manual_seed(0)
+    stream = torch.arange(4, 4 + 8).repeat(200)  # a repeating pattern of 8 tokens
+    return LanguageModelTask(
+        LMStream(stream[:1500], batch_size=4, window=8), LMStream(stream[1500:], 4, 8, shift_per_epoch=False), CPU.device
+    )
+
+
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_language_model(ModelConfig(embedding_size=8, hidden_size=16), vocab_size=12, pad_id=0)
+
+
+def make_trainer(tmp_path: Path, task=None, **train: object) -> Trainer:
+    config = TrainConfig(**{"max_steps": 30, "validate_every": 10, "log_every": 5, "lr": 0.01, **train})
+    return Trainer(tiny_model(), task or tiny_task(), config, tmp_path / "run", {"task": "test"}, CPU)
+
+
+def test_fit_learns_a_repeating_pattern(tmp_path: Path) -> None:
+    progress = make_trainer(tmp_path, max_steps=120, validate_every=40).fit()
+    assert progress.best_val_loss < 0.5  # log(8) ~ 2.08 for a model that learnt nothing
+
+
+class NaNTask(LanguageModelTask):
+    def batch_loss(self, model: torch.nn.Module, batch: Window) -> BatchLoss:
+        result = super().batch_loss(model, batch)
+        return BatchLoss(result.loss * float("nan"), result.tokens)
+
+
+def test_nan_loss_stops_with_clear_message(tmp_path: Path) -> None:
+    base = tiny_task()
+    task = NaNTask(base.train, base.validation, CPU.device)
+    with pytest.raises(TrainingDiverged, match="lower train.lr|Lower train.lr"):
+        make_trainer(tmp_path, task=task).fit()
+
+
+class FlatValidationTask(LanguageModelTask):
+    """Validation never improves after the first one."""
+
+    def validate(self, model: torch.nn.Module) -> dict[str, float]:
+        return {"val_loss": 1.0}
+
+
+def test_early_stopping_after_patience(tmp_path: Path) -> None:
+    base = tiny_task()
+    task = FlatValidationTask(base.train, base.validation, CPU.device)
+    progress = make_trainer(tmp_path, task=task, max_steps=200, validate_every=5, early_stopping_patience=3).fit()
+    assert progress.step == 20  # first validation sets the best, three more without improvement
+
+
+def test_time_budget_stops_training(tmp_path: Path) -> None:
+    progress = make_trainer(tmp_path, max_steps=10_000, max_minutes=0.02).fit()
+    assert progress.step < 10_000
+    assert progress.elapsed >= 0.02 * 60
+
+
+def test_keeps_latest_and_best_checkpoints(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, max_steps=40, validate_every=10, keep_latest=1, keep_best=1)
+    trainer.fit()
+    index = json.loads((tmp_path / "run" / "checkpoints.json").read_text())
+    assert index["latest"][0] == "step_000040"
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert 1 <= len(kept) <= 2 and "step_000040" in kept
+
+
+def test_accumulation_counts_updates_not_batches(tmp_path: Path) -> None:
+    progress = make_trainer(tmp_path, max_steps=10, accumulate_steps=3, validate_every=10).fit()
+    assert progress.step == 10
+    assert progress.epoch == 0 and progress.position == 30  # 3 batches per update
+
+
+def test_learning_rate_follows_schedule(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, max_steps=20, schedule="linear", min_lr_ratio=0.5)
+    trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["lr"] for r in records if "lr" in r]
+    assert rates == sorted(rates, reverse=True)
+    assert math.isclose(rates[-1], 0.01 * (1 - 0.5 * 19 / 20), rel_tol=1e-6)
+
+
+def test_resume_continues_from_latest(tmp_path: Path) -> None:
+    make_trainer(tmp_path, max_steps=20).fit()
+    trainer = make_trainer(tmp_path, max_steps=30)
+    assert trainer.resume_if_possible()
+    assert trainer.progress.step == 20
+    assert trainer.fit().step == 30
