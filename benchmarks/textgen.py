@@ -1,6 +1,6 @@
 """Text-generation benchmark: speed and quality of the character-level Shakespeare model on 2 CPU threads.
 
-  python benchmarks/textgen.py                      # the full run: about 35 minutes
+  python benchmarks/textgen.py                      # the full run: throughput, then 30 minutes of training
   python benchmarks/textgen.py --reuse              # score and time an already trained run
   python benchmarks/textgen.py --minutes 0.3 --throughput-steps 10   # a quick check that it all works
 
@@ -42,8 +42,9 @@ from torch.nn import functional as F  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make ``seq2seq`` and ``recipes`` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipes.textgen import DEFAULT_CONFIG, TextGenConfig, load_trained, validation_stream  # noqa: E402
+from recipes.textgen import DEFAULT_CONFIG, LoadedModel, TextGenConfig, load_trained, validation_stream  # noqa: E402
 from recipes.textgen import main as textgen_main  # noqa: E402
+from seq2seq.cli import run_command  # noqa: E402
 from seq2seq.config import DecodeConfig, ModelConfig, load_config, to_dict  # noqa: E402
 from seq2seq.data.lm_corpus import LMCorpus, load_lm_corpus, make_tokenizer  # noqa: E402
 from seq2seq.data.lm_stream import LMStream, Window  # noqa: E402
@@ -75,6 +76,7 @@ RNNState = Tensor | tuple[Tensor, Tensor]  # (L, B, H), or LSTM's (hidden, cell)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; bad values stop with a usage message."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"text-generation config (default: {DEFAULT_CONFIG})")
     parser.add_argument("--data", default=DEFAULT_DATA, help=f"the training text (default: {DEFAULT_DATA})")
@@ -93,22 +95,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.throughput_steps < LOG_WINDOW_STEPS or args.throughput_steps % LOG_WINDOW_STEPS:
-        parser.error(f"--throughput-steps must be a positive multiple of {LOG_WINDOW_STEPS}, got {args.throughput_steps}")
+        parser.error(
+            f"--throughput-steps must be a positive multiple of {LOG_WINDOW_STEPS}, got {args.throughput_steps}"
+        )
     if args.minutes <= 0:
         parser.error(f"--minutes must be above 0, got {args.minutes}")
     return args
 
 
 def check_data(path: str) -> None:
+    """Stop early, saying how to get the text, when ``path`` is missing."""
     if not Path(path).is_file():
-        raise SystemExit(
-            f"error: the training text {path} does not exist. Get it with `python data_scripts/tinyshakespeare.py` "
+        raise FileNotFoundError(
+            f"the training text {path} does not exist. Get it with `python data_scripts/tinyshakespeare.py` "
             "(offline: add --source PATH/TO/input.txt, or set SEQ2SEQ_DATA_MIRROR=DIR), "
             "or point --data at a copy."
         )
 
 
 def say(message: str) -> None:
+    """Progress on stdout, shown at once even when piped."""
     print(message, flush=True)
 
 
@@ -301,10 +307,36 @@ def matmul_gflops(rows: int, inner: int, columns: int, min_seconds: float = 0.3,
     return best
 
 
+@dataclass
+class MatmulPeak:
+    square: float  # GFLOP/s of 2048 x 2048 x 2048
+    recurrent_step: float  # GFLOP/s of one batch's recurrent product, (B, H) x (H, gates * H)
+
+
+def measure_peak(config: TextGenConfig, throughput: Throughput | None) -> MatmulPeak:
+    """The fp32 matmul peak of this machine, printed beside the toolkit's achieved GFLOP/s."""
+    say("[2/4] fp32 matmul peak and achieved training GFLOP/s")
+    rows, hidden = config.data.batch_size, config.model.hidden_size
+    columns = GATES[config.model.cell] * hidden
+    peak = MatmulPeak(matmul_gflops(2048, 2048, 2048), matmul_gflops(rows, hidden, columns))
+    say(f"  peak 2048 x 2048 x 2048: {peak.square:.1f} GFLOP/s")
+    say(f"  peak ({rows}, {hidden}) x ({hidden}, {columns}): {peak.recurrent_step:.1f} GFLOP/s")
+    if throughput is not None:
+        achieved = throughput.toolkit_gflops
+        say(
+            f"  toolkit training: {throughput.flops_per_token / 1e6:.1f} MFLOP/token x "
+            f"{throughput.toolkit_mean:,.0f} tokens/s = {achieved:.1f} GFLOP/s "
+            f"({achieved / peak.square:.0%} of the square peak, "
+            f"{achieved / peak.recurrent_step:.0%} of the {rows}-row peak)"
+        )
+    return peak
+
+
 # ---- 3. validation loss after a fixed training budget ------------------------------------------
 
 
 def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a checkpoint to score."""
     return run_dir.is_dir() and CheckpointManager(run_dir).latest() is not None
 
 
@@ -322,24 +354,46 @@ def train_with_recipe(args: argparse.Namespace) -> None:
         command += ["--set", override]
     status = textgen_main(command)
     if status:
-        raise SystemExit(f"error: training failed (exit status {status}); see the message above")
+        raise RuntimeError(f"training failed (exit status {status}); see the message above")
+
+
+def ensure_trained(args: argparse.Namespace) -> None:
+    """Train a fresh model, unless --reuse finds one in the run directory."""
+    run_dir = Path(args.run_dir)
+    if args.reuse and has_checkpoint(run_dir):
+        say(f"[3/4] --reuse: scoring the model already trained in {run_dir}")
+        return
+    if args.reuse:
+        say(f"  --reuse: {run_dir} holds no checkpoint yet, so it is trained now")
+    train_with_recipe(args)
 
 
 @dataclass
-class ValidationFigures:
-    carried_nats: float
+class ValidationLoss:
+    carried_nats: float  # hidden state carried across windows of the training length
     carried_bits: float
-    fresh_nats: float
+    fresh_nats: float  # every FRESH_WINDOW-token window starts from a zero state
     fresh_bits: float
-    characters: int
+    characters: int  # tokens scored
 
 
-def score_validation(model: nn.Module, config: TextGenConfig, validation_ids: Tensor) -> ValidationFigures:
-    """Validation loss with the state carried across training-size windows, and over fresh 256-token windows."""
-    carried = score_stream(model, validation_stream(validation_ids, config.data), CPU, carry_state=True)
-    fresh_data = replace(config.data, window=FRESH_WINDOW)
-    fresh = score_stream(model, validation_stream(validation_ids, fresh_data), CPU, carry_state=False)
-    return ValidationFigures(carried.nats, carried.bits, fresh.nats, fresh.bits, carried.tokens)
+def score_validation(loaded: LoadedModel, data_path: str) -> ValidationLoss:
+    """Validation loss with the state carried across windows, and over fresh 256-token windows."""
+    data = replace(loaded.config.data, path=data_path)
+    validation_ids = load_lm_corpus(data, loaded.tokenizer, loaded.vocab).validation_ids  # (N,)
+    carried = score_stream(loaded.model, validation_stream(validation_ids, data), CPU, carry_state=True)
+    fresh_stream = validation_stream(validation_ids, replace(data, window=FRESH_WINDOW))
+    fresh = score_stream(loaded.model, fresh_stream, CPU, carry_state=False)
+    result = ValidationLoss(carried.nats, carried.bits, fresh.nats, fresh.bits, carried.tokens)
+    say(
+        f"  {result.characters:,} validation characters; state carried across windows of {data.window}: "
+        f"{result.carried_nats:.4f} nats/char ({result.carried_bits:.4f} bits/char)"
+    )
+    say(
+        f"  fresh windows of {FRESH_WINDOW}: {result.fresh_nats:.4f} nats/char ({result.fresh_bits:.4f} bits/char); "
+        "target <= 1.48, nanoGPT 1.4697"
+    )
+    return result
 
 
 # ---- 4. generation speed -------------------------------------------------------------------------
@@ -355,9 +409,11 @@ class GenerationTiming:
         return self.characters / self.seconds
 
 
-def time_generation(model: nn.Module, special: SpecialIds, prime_id: int, samples: int) -> GenerationTiming:
-    """Sample GENERATED_CHARS tokens for each of ``samples`` sequences, timing the search only."""
-    prefix = torch.tensor([[prime_id]])  # (1, 1)
+def time_generation(loaded: LoadedModel, samples: int) -> GenerationTiming:
+    """Sample GENERATED_CHARS characters for each of ``samples`` sequences after a newline; time the search only."""
+    vocab = loaded.vocab
+    special = SpecialIds(vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id)
+    prefix = torch.tensor([vocab.encode(loaded.tokenizer.tokenize("\n"), unknown="unk")])  # (1, 1)
     decode = DecodeConfig(
         method="sample",
         max_length=GENERATED_CHARS,
@@ -365,96 +421,71 @@ def time_generation(model: nn.Module, special: SpecialIds, prime_id: int, sample
         num_samples=samples,
         seed=0,
     )
-    generate(model, empty_source(1), replace(decode, max_length=10), special, prefix)  # warm-up
+    generate(loaded.model, empty_source(1), replace(decode, max_length=10), special, prefix)  # warm-up
     started = time.perf_counter()
-    hypotheses = generate(model, empty_source(1), decode, special, prefix)
+    hypotheses = generate(loaded.model, empty_source(1), decode, special, prefix)
     seconds = time.perf_counter() - started
     characters = int(hypotheses.lengths.sum())
     if characters < samples * GENERATED_CHARS:
-        say(f"  note: a sample drew end-of-sequence early; {characters} of {samples * GENERATED_CHARS} characters made")
+        say(f"  note: end-of-sequence was drawn early; {characters} of {samples * GENERATED_CHARS} characters made")
     return GenerationTiming(seconds, characters)
+
+
+def measure_generation(loaded: LoadedModel) -> tuple[GenerationTiming, GenerationTiming]:
+    """One sample, then a batch of GENERATION_BATCH samples."""
+    say(f"[4/4] sampling {GENERATED_CHARS} characters at temperature {GENERATION_TEMPERATURE}")
+    one = time_generation(loaded, 1)
+    say(f"  1 sample: {one.seconds:.3f} s ({one.chars_per_second:,.0f} chars/s); target < 1 s")
+    batch = time_generation(loaded, GENERATION_BATCH)
+    say(f"  {GENERATION_BATCH} samples: {batch.seconds:.3f} s ({batch.chars_per_second:,.0f} chars/s in all)")
+    return one, batch
 
 
 # ---- the run -------------------------------------------------------------------------------------
 
+Figures = dict[str, float | int | None]
 
-def result_line(figures: dict[str, float | int | None]) -> str:
+
+def result_line(figures: Figures) -> str:
+    """``RESULT textgen: key=value ...``; figures that were not measured show as n/a."""
+
     def shown(value: float | int | None) -> str:
         if value is None:
             return "n/a"
-        return str(value) if isinstance(value, int) else f"{value:.4g}"
+        if isinstance(value, int) or abs(value) >= 1000:
+            return f"{value:.0f}"
+        return f"{value:.4g}"
 
     return "RESULT textgen: " + " ".join(f"{key}={shown(value)}" for key, value in figures.items())
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_benchmark(args: argparse.Namespace) -> None:
+    """All four parts, then the figures line and ``<run-dir>/benchmark.json``."""
     check_data(args.data)
     torch.set_num_threads(THREADS)
     config = load_config(TextGenConfig, args.config, [f"data.path={args.data}"])
-    run_dir = Path(args.run_dir)
     say(f"textgen benchmark: {args.config}, {args.data}, {torch.get_num_threads()} threads, torch {torch.__version__}")
 
     throughput = None
     if not args.skip_throughput:
         with tempfile.TemporaryDirectory(prefix="bench_textgen_") as work_dir:
             throughput = measure_throughput(config, args.throughput_steps, Path(work_dir))
+    peak = measure_peak(config, throughput)
 
-    say("[2/4] fp32 matmul peak")
-    hidden, gates = config.model.hidden_size, GATES[config.model.cell]
-    peak_2048 = matmul_gflops(2048, 2048, 2048)
-    peak_64_row = matmul_gflops(config.data.batch_size, hidden, gates * hidden)
-    say(f"  2048 x 2048 x 2048: {peak_2048:.1f} GFLOP/s")
-    say(f"  ({config.data.batch_size}, {hidden}) x ({hidden}, {gates * hidden}): {peak_64_row:.1f} GFLOP/s")
+    ensure_trained(args)
+    loaded = load_trained(args.run_dir, CPU)
+    step = load_metadata(loaded.checkpoint)["metrics"]["step"]
+    say(f"  scoring {loaded.checkpoint} (step {step}) on the validation split")
+    validation = score_validation(loaded, args.data)
+    one, batch = measure_generation(loaded)
 
-    if args.reuse and has_checkpoint(run_dir):
-        say(f"[3/4] --reuse: scoring the model already trained in {run_dir}")
-    else:
-        if args.reuse:
-            say(f"  --reuse: {run_dir} holds no checkpoint yet, so it is trained now")
-        train_with_recipe(args)
-
-    loaded = load_trained(str(run_dir), CPU)
-    vocab_size = len(loaded.vocab)
-    metadata = load_metadata(loaded.checkpoint)
-    gflops = None
-    if throughput is not None:
-        flops_per_token = training_flops_per_token(loaded.config.model, vocab_size)
-        gflops = throughput.toolkit_mean * flops_per_token / 1e9
-        say(
-            f"  toolkit training: {flops_per_token / 1e6:.1f} MFLOP/token x {throughput.toolkit_mean:,.0f} tokens/s "
-            f"= {gflops:.1f} GFLOP/s ({gflops / peak_2048:.0%} of the 2048 peak, {gflops / peak_64_row:.0%} of the "
-            f"{config.data.batch_size}-row peak)"
-        )
-
-    say(f"  scoring {loaded.checkpoint} (step {metadata['metrics']['step']}) on the validation split")
-    corpus = load_lm_corpus(replace(loaded.config.data, path=args.data), loaded.tokenizer, loaded.vocab)
-    validation = score_validation(loaded.model, loaded.config, corpus.validation_ids)
-    say(
-        f"  {validation.characters:,} characters; state carried across windows of {loaded.config.data.window}: "
-        f"{validation.carried_nats:.4f} nats/char ({validation.carried_bits:.4f} bits/char)"
-    )
-    say(
-        f"  fresh windows of {FRESH_WINDOW}: {validation.fresh_nats:.4f} nats/char "
-        f"({validation.fresh_bits:.4f} bits/char); target <= 1.48, nanoGPT 1.4697"
-    )
-
-    say(f"[4/4] sampling {GENERATED_CHARS} characters at temperature {GENERATION_TEMPERATURE}")
-    vocab = loaded.vocab
-    special = SpecialIds(vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id)
-    prime_id = vocab.encode(loaded.tokenizer.tokenize("\n"), unknown="unk")[0]
-    one = time_generation(loaded.model, special, prime_id, 1)
-    batch = time_generation(loaded.model, special, prime_id, GENERATION_BATCH)
-    say(f"  1 sample: {one.seconds:.3f} s ({one.chars_per_second:,.0f} chars/s); target < 1 s")
-    say(f"  {GENERATION_BATCH} samples: {batch.seconds:.3f} s ({batch.chars_per_second:,.0f} chars/s over the batch)")
-
-    figures: dict[str, float | int | None] = {
+    figures: Figures = {
         "train_tok_s": None if throughput is None else throughput.toolkit_mean,
         "plain_tok_s": None if throughput is None else throughput.plain_mean,
         "ratio": None if throughput is None else throughput.ratio,
-        "gflops": gflops,
-        "peak_gflops_2048": peak_2048,
-        "peak_gflops_64row": peak_64_row,
+        "gflops": None if throughput is None else throughput.toolkit_gflops,
+        "peak_gflops_2048": peak.square,
+        "peak_gflops_64row": peak.recurrent_step,
         "val_nats": validation.carried_nats,
         "val_bits": validation.carried_bits,
         "val_nats_fresh256": validation.fresh_nats,
@@ -465,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         "gen_chars_s_16": batch.chars_per_second,
         "params": count_parameters(loaded.model),
         "minutes": loaded.config.train.max_minutes,
-        "steps": metadata["metrics"]["step"],
+        "steps": step,
     }
     report = {
         "figures": figures,
@@ -476,10 +507,14 @@ def main(argv: list[str] | None = None) -> int:
         "threads": THREADS,
         "torch": torch.__version__,
     }
-    (run_dir / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    say(f"figures written to {run_dir / 'benchmark.json'}")
+    report_path = Path(args.run_dir) / "benchmark.json"
+    report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    say(f"figures written to {report_path}")
     say(result_line(figures))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(run_benchmark, parse_args(argv))
 
 
 if __name__ == "__main__":

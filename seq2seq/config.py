@@ -35,6 +35,23 @@ class ModelConfig:
     dropout: float = 0.0  # between RNN layers and on the RNN output
     embedding_dropout: float = 0.0  # on the input embeddings
     tie_embeddings: bool = False  # share input embedding and output projection weights
+    # Attention over the encoder memory (translation, captioning); text generation has none.
+    attention: str = "none"  # none | bahdanau (additive) | dot | general (Luong multiplicative)
+    # Which decoder state queries the memory: previous (the top hidden state before the step,
+    # as in Bahdanau et al.) | current (the top RNN output of the step, as in Luong et al.) |
+    # auto (previous for bahdanau, current for dot and general).
+    attention_query: str = "auto"
+    input_feeding: bool = False  # feed the previous attentional vector to the RNN with the next token
+    # How an encoder summary starts the decoder: linear (tanh of a linear map, the same for
+    # every layer) | copy (the summary as it is; its size must equal hidden_size) | none (zeros).
+    bridge: str = "linear"
+    # The RNN encoder of translation (unused by the other tasks).
+    source_embedding_size: int = 256  # source token vectors
+    encoder_cell: str = "gru"  # gru | lstm | rnn
+    encoder_hidden_size: int = 256  # units per direction
+    encoder_layers: int = 1  # stacked encoder layers
+    bidirectional: bool = True  # read the source both ways; the memory has 2 * encoder_hidden_size
+    encoder_dropout: float = 0.0  # on the source embeddings and between encoder layers
 
 
 @dataclass
@@ -65,9 +82,9 @@ class TrainConfig:
 
 @dataclass
 class DecodeConfig:
-    """The shared decoding: greedy, sampling (and beam search with translation)."""
+    """The shared decoding: greedy search, sampling and beam search."""
 
-    method: str = "sample"  # greedy | sample
+    method: str = "sample"  # greedy | sample | beam
     max_length: int = 500  # new tokens to generate
     temperature: float = 1.0  # 0 means greedy
     top_k: int = 0  # keep the k most likely tokens; 0 disables
@@ -76,6 +93,17 @@ class DecodeConfig:
     num_samples: int = 1  # samples generated together as one batch
     seed: int | None = None  # makes sampling reproducible
     stop: list[str] = field(default_factory=list)  # stop once the text contains one of these
+    # Beam search (method "beam"; beam_size 1 is greedy search with the settings below).
+    beam_size: int = 5  # hypotheses kept alive per input
+    n_best: int = 1  # finished hypotheses returned per input, best first; at most beam_size
+    length_penalty: str = "gnmt"  # none (summed log-probability) | gnmt | average (per token)
+    alpha: float = 0.6  # strength of gnmt: score / ((5 + length) / 6) ** alpha; 0 is none
+    min_length: int = 0  # fewest tokens before eos
+    min_length_ratio: float = 0.0  # fewest tokens before eos, times the source length; 0 disables
+    max_length_ratio: float = 0.0  # most new tokens, times the source length, within max_length; 0 disables
+    ban_unk: bool = True  # never generate unk (greedy search and sampling always ban it)
+    # Every method.
+    no_repeat_ngram: int = 0  # never generate an n-gram of this size twice (the prefix counts); 0 disables
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:

@@ -1,4 +1,4 @@
-"""Tests for seq2seq.models: the shared RNN decoder, its state, encoder outputs, the LM builder."""
+"""Tests for seq2seq.models: the shared RNN decoder, its state, attention in it, encoder outputs, the builders."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import torch
 from torch.nn import functional as F
 
 from seq2seq.config import ModelConfig
-from seq2seq.models import DecoderState, EncoderOutput, PrimeEncoder, RNNDecoder, build_language_model
+from seq2seq.models import (
+    DecoderState,
+    EncoderOutput,
+    PrimeEncoder,
+    RNNDecoder,
+    Seq2Seq,
+    build_language_model,
+    build_translation_model,
+)
 from seq2seq.models.decoder import count_parameters
 from seq2seq.models.encoders import empty_source
 
@@ -256,3 +264,290 @@ def test_tiny_model_overfits_a_repeated_text() -> None:
         if loss.item() < 0.1:
             break
     assert loss.item() < 0.1 < first_loss
+
+
+# --- attention, input feeding, the bridge and the translation model ---------------------------
+
+SOURCE_VOCAB = 11
+SOURCE_LENGTHS = [5, 2, 4]
+ATTENTIONS = ["bahdanau", "dot", "general"]
+
+
+def make_translator(
+    attention: str = "bahdanau",
+    input_feeding: bool = False,
+    query: str = "auto",
+    cell: str = "gru",
+    layers: int = 1,
+    bridge: str = "linear",
+    seed: int = 0,
+) -> Seq2Seq:
+    """A tiny translation model; memory (2 * 6) equals the decoder's hidden size, so dot works."""
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        cell=cell,
+        embedding_size=8,
+        hidden_size=12,
+        num_layers=layers,
+        dropout=0.3,
+        attention=attention,
+        attention_query=query,
+        input_feeding=input_feeding,
+        bridge=bridge,
+        source_embedding_size=5,
+        encoder_hidden_size=6,
+        encoder_cell=cell,
+    )
+    return build_translation_model(config, SOURCE_VOCAB, VOCAB, PAD).eval()
+
+
+def padded_source(lengths: list[int] = SOURCE_LENGTHS, seed: int = 2) -> torch.Tensor:
+    """(B, max(lengths)) source ids, padded at the end."""
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, SOURCE_VOCAB, (len(lengths), max(lengths)), generator=generator)
+    return tokens.masked_fill(torch.arange(max(lengths)) >= torch.tensor(lengths).unsqueeze(1), PAD)
+
+
+def run_steps(model: Seq2Seq, source: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, list, DecoderState]:
+    """Teacher forcing through ``step``: logits (B, T, V), the weights of each step, final state."""
+    encoder_output = model.encode(source)
+    state = model.decoder.init_state(encoder_output)
+    logits, weights = [], []
+    for position in range(tokens.shape[1]):
+        step_logits, state, step_weights = model.decoder.step(tokens[:, position], state, encoder_output)
+        logits.append(step_logits)
+        weights.append(step_weights)
+    return torch.stack(logits, dim=1), weights, state
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("query", ["previous", "current"])
+@pytest.mark.parametrize("input_feeding", [False, True])
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_attention_step_in_a_loop_equals_forward(attention: str, input_feeding: bool, query: str, cell: str) -> None:
+    model = make_translator(attention, input_feeding, query, cell, layers=2)
+    source, tokens = padded_source(), random_tokens()
+    with torch.no_grad():
+        full, full_state = model(source, tokens)
+        stepped, _, state = run_steps(model, source, tokens)
+    assert torch.allclose(stepped, full, atol=1e-5)
+    assert_states_close(state, full_state)
+    assert (state.input_feed is not None) == input_feeding
+    if input_feeding:
+        assert torch.allclose(state.input_feed, full_state.input_feed, atol=1e-6)
+
+
+@pytest.mark.parametrize("input_feeding", [False, True])
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_step_weights_sum_to_one_and_are_zero_on_padding(attention: str, input_feeding: bool) -> None:
+    model = make_translator(attention, input_feeding)
+    source = padded_source()
+    with torch.no_grad():
+        _, weights, _ = run_steps(model, source, random_tokens(length=3))
+    real = source != PAD  # (B, S)
+    for step_weights in weights:
+        assert step_weights.shape == source.shape
+        assert torch.allclose(step_weights.sum(-1), torch.ones(BATCH), atol=1e-6)
+        assert (step_weights[~real] == 0).all() and (step_weights[real] > 0).all()
+
+
+@pytest.mark.parametrize("input_feeding", [False, True])
+@pytest.mark.parametrize("query", ["previous", "current"])
+def test_previous_queries_attend_before_the_token_is_read(query: str, input_feeding: bool) -> None:
+    model = make_translator("bahdanau", input_feeding, query)
+    encoder_output = model.encode(padded_source())
+    state = model.decoder.init_state(encoder_output)
+    tokens = random_tokens()
+    with torch.no_grad():
+        _, _, first = model.decoder.step(tokens[:, 0], state, encoder_output)
+        _, _, second = model.decoder.step(tokens[:, 1], state, encoder_output)
+    assert torch.equal(first, second) == (query == "previous")
+
+
+def count_calls(module: torch.nn.Module) -> list[int]:
+    """A one-element list that counts the module's forward calls."""
+    calls = [0]
+    module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("query", ["previous", "current"])
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_forward_without_input_feeding_takes_the_fused_path(attention: str, query: str) -> None:
+    model = make_translator(attention, query=query, cell="lstm", layers=2)
+    rnn_calls, attention_calls = count_calls(model.decoder.rnn), count_calls(model.decoder.attention)
+    with torch.no_grad():
+        model(padded_source(), random_tokens())
+    assert rnn_calls == [1] and attention_calls == [1]
+
+
+def test_forward_with_input_feeding_steps_through_the_positions() -> None:
+    model = make_translator("general", input_feeding=True)
+    attention_calls = count_calls(model.decoder.attention)
+    with torch.no_grad():
+        model(padded_source(), random_tokens())
+    assert attention_calls == [LENGTH]
+
+
+def test_keys_are_prepared_once_per_source() -> None:
+    model = make_translator("bahdanau", input_feeding=True)
+    prepared = [0]
+    original = model.decoder.attention.prepare
+
+    def counting_prepare(memory: torch.Tensor) -> torch.Tensor:
+        prepared[0] += 1
+        return original(memory)
+
+    model.decoder.attention.prepare = counting_prepare
+    with torch.no_grad():
+        run_steps(model, padded_source(), random_tokens())
+        model(padded_source(), random_tokens())
+    assert prepared == [2]  # one per encoded source, none per step
+
+
+@pytest.mark.parametrize("attention", ["dot", "general"])
+def test_encoder_output_repeats_with_its_keys(attention: str) -> None:
+    model = make_translator(attention)
+    with torch.no_grad():
+        encoder_output = model.encode(padded_source())
+    index = torch.tensor([2, 2, 0])
+    picked = encoder_output.index_select(index)
+    assert torch.equal(picked.keys, encoder_output.keys[index])
+    assert (picked.keys is picked.memory) == (attention == "dot")
+
+
+@pytest.mark.parametrize("input_feeding", [False, True])
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_translation_does_not_depend_on_the_rest_of_the_batch(attention: str, input_feeding: bool) -> None:
+    model = make_translator(attention, input_feeding, cell="lstm")
+    source = padded_source()
+    target_lengths = [7, 3, 5]
+    tokens = random_tokens().masked_fill(torch.arange(LENGTH) >= torch.tensor(target_lengths).unsqueeze(1), PAD)
+    with torch.no_grad():
+        together, _ = model(source, tokens)
+        for row, (source_length, target_length) in enumerate(zip(SOURCE_LENGTHS, target_lengths)):
+            alone, _ = model(source[row : row + 1, :source_length], tokens[row : row + 1, :target_length])
+            assert torch.allclose(together[row, :target_length], alone[0], atol=1e-5)
+
+
+def test_state_with_input_feed_reorders_detaches_and_round_trips() -> None:
+    model = make_translator("dot", input_feeding=True, cell="lstm").train()
+    _, state = model(padded_source(), random_tokens())
+    assert state.input_feed.shape == (BATCH, 12) and state.input_feed.requires_grad
+    index = torch.tensor([1, 1, 0])
+    assert torch.equal(state.index_select(index).input_feed, state.input_feed[index])
+    assert not state.detach().input_feed.requires_grad
+    tensors = state.tensors()
+    assert set(tensors) == {"hidden", "cell", "input_feed"}
+    assert torch.equal(DecoderState.from_tensors(tensors).input_feed, state.input_feed)
+
+
+def test_a_state_without_input_feed_is_refused_by_an_input_feeding_decoder() -> None:
+    model = make_translator("dot", input_feeding=True)
+    encoder_output = model.encode(padded_source())
+    state = DecoderState(model.decoder.init_state(encoder_output).hidden)
+    with pytest.raises(ValueError, match="init_state"):
+        model.decoder.step(random_tokens()[:, 0], state, encoder_output)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_linear_bridge_starts_every_layer_from_the_encoder_summary(cell: str) -> None:
+    model = make_translator(cell=cell, layers=2, input_feeding=True)
+    encoder_output = model.encode(padded_source())
+    state = model.decoder.init_state(encoder_output)
+    expected = torch.tanh(model.decoder.bridge(encoder_output.summary))  # (B, H)
+    assert torch.allclose(state.hidden[0], expected) and torch.allclose(state.hidden[1], expected)
+    assert (state.cell is None) == (cell == "gru")
+    if state.cell is not None:
+        assert not state.cell.any()
+    assert not state.input_feed.any()
+
+
+@pytest.mark.parametrize("bridge", ["copy", "none"])
+def test_copy_and_no_bridge(bridge: str) -> None:
+    model = make_translator(bridge=bridge)
+    assert model.decoder.bridge is None
+    encoder_output = model.encode(padded_source())
+    hidden = model.decoder.init_state(encoder_output).hidden
+    assert torch.equal(hidden[0], encoder_output.summary if bridge == "copy" else torch.zeros_like(hidden[0]))
+
+
+def test_without_attention_the_translation_model_reads_the_source_through_the_bridge() -> None:
+    model = make_translator("none")
+    assert model.decoder.attention is None
+    with torch.no_grad():
+        logits, _ = model(padded_source(), random_tokens())
+        other, _ = model(padded_source(seed=5), random_tokens())
+    assert logits.shape == (BATCH, LENGTH, VOCAB)
+    assert not torch.allclose(logits, other)
+
+
+def test_the_language_model_keeps_its_parameters() -> None:
+    model = build_language_model(ModelConfig(embedding_size=8, hidden_size=12), VOCAB, PAD)
+    names = {name for name, _ in model.named_parameters()}
+    assert names == {
+        "decoder.embedding.weight",
+        "decoder.rnn.weight_ih_l0",
+        "decoder.rnn.weight_hh_l0",
+        "decoder.rnn.bias_ih_l0",
+        "decoder.rnn.bias_hh_l0",
+        "decoder.output.weight",
+        "decoder.output.bias",
+    }
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"attention": "luong"}, r"model.attention must be one of none, bahdanau, dot, general; got 'luong'"),
+        ({"attention_query": "next"}, r"model.attention_query.*previous.*'next'"),
+        ({"bridge": "mlp"}, r"model.bridge must be one of linear, copy, none"),
+        ({"input_feeding": True}, r"model.input_feeding.*needs attention"),
+    ],
+)
+def test_bad_attention_settings_are_refused(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_translation_model(ModelConfig(**changes), SOURCE_VOCAB, VOCAB, PAD)
+
+
+def test_attention_without_an_encoder_memory_is_refused() -> None:
+    with pytest.raises(ValueError, match="set model.attention=none"):
+        build_language_model(ModelConfig(attention="general"), VOCAB, PAD)
+
+
+def test_copy_bridge_needs_matching_sizes() -> None:
+    config = ModelConfig(hidden_size=32, encoder_hidden_size=8, bridge="copy")
+    with pytest.raises(ValueError, match=r"summary size \(16\).*hidden_size \(32\)"):
+        build_translation_model(config, SOURCE_VOCAB, VOCAB, PAD)
+
+
+@pytest.mark.parametrize(("attention", "input_feeding"), [("general", False), ("bahdanau", True)])
+def test_tiny_translation_model_learns_to_reverse(attention: str, input_feeding: bool) -> None:
+    torch.manual_seed(0)
+    bos, eos = 1, 2
+    source = torch.tensor([[3, 4, 5, 6], [6, 5, 7, 0], [4, 7, 3, 0], [5, 3, 0, 0]])
+    reversed_rows = [[t for t in row if t != PAD][::-1] for row in source.tolist()]
+    target = torch.tensor([[bos, *row, eos] + [PAD] * (4 - len(row)) for row in reversed_rows])
+    target_in, target_out = target[:, :-1], target[:, 1:]
+    config = ModelConfig(
+        cell="gru",
+        embedding_size=16,
+        hidden_size=32,
+        attention=attention,
+        input_feeding=input_feeding,
+        source_embedding_size=16,
+        encoder_hidden_size=16,
+    )
+    model = build_translation_model(config, source_vocab_size=8, target_vocab_size=8, pad_id=PAD)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(150):
+        logits, _ = model(source, target_in)
+        loss = F.cross_entropy(logits.flatten(0, 1), target_out.flatten(), ignore_index=PAD)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if loss.item() < 0.05:
+            break
+    assert losses[-1] < 0.05 < losses[0]

@@ -17,6 +17,7 @@ from seq2seq.decoding import (
     apply_processors,
     build_processors,
 )
+from seq2seq.decoding.processors import MinLength, NoRepeatNGram
 
 NO_PREFIX = torch.zeros(2, 0, dtype=torch.long)
 LOGITS = torch.tensor(
@@ -160,3 +161,49 @@ def test_apply_processors_chains_in_order() -> None:
     assert kept(out) == [{0, 3}, {2, 4}]
     assert math.isinf(out[0, 1].item())
     assert torch.equal(apply_processors([], NO_PREFIX, LOGITS), LOGITS)
+
+
+def test_min_length_bans_eos_only_in_rows_below_their_minimum() -> None:
+    eos, prompt_length = 2, 1
+    prefix = torch.tensor([[1, 4, 4], [1, 4, 4]])  # two tokens generated after the prompt
+    out = MinLength(eos, torch.tensor([3, 2]), prompt_length)(prefix, LOGITS)
+    assert kept(out) == [{0, 1, 3, 4}, {0, 1, 2, 3, 4}]
+    assert torch.equal(out[0, [0, 1, 3, 4]], LOGITS[0, [0, 1, 3, 4]])
+    assert torch.equal(out[1], LOGITS[1])
+
+
+def test_min_length_of_zero_changes_nothing() -> None:
+    assert torch.equal(MinLength(2, torch.tensor([0, 0]), 0)(NO_PREFIX, LOGITS), LOGITS)
+
+
+def test_min_length_needs_one_length_per_row() -> None:
+    with pytest.raises(ValueError, match="built for 3 rows"):
+        MinLength(2, torch.tensor([1, 1, 1]), 0)(NO_PREFIX, LOGITS)
+    with pytest.raises(ValueError, match="lengths >= 0"):
+        MinLength(2, torch.tensor([-1, 1]), 0)
+
+
+def test_no_repeat_ngram_bans_the_tokens_that_complete_a_seen_ngram() -> None:
+    prefix = torch.tensor([[1, 2, 3, 1, 2], [1, 2, 3, 4, 0]])  # row 0 ends in (1, 2), seen before 3
+    assert kept(NoRepeatNGram(3)(prefix, LOGITS)) == [{0, 1, 2, 4}, {0, 1, 2, 3, 4}]
+    bigram_prefix = torch.tensor([[4, 1, 4, 3, 4], [0, 1, 1, 2, 3]])  # row 0: 4 came before 1 and 3
+    assert kept(NoRepeatNGram(2)(bigram_prefix, LOGITS)) == [{0, 2, 4}, {0, 1, 2, 3, 4}]
+
+
+def test_no_repeat_unigram_bans_every_token_seen() -> None:
+    prefix = torch.tensor([[1, 3, 1], [0, 0, 0]])
+    assert kept(NoRepeatNGram(1)(prefix, LOGITS)) == [{0, 2, 4}, {1, 2, 3, 4}]
+
+
+def test_no_repeat_ngram_on_a_short_prefix_changes_nothing() -> None:
+    assert torch.equal(NoRepeatNGram(3)(torch.tensor([[1, 2], [3, 4]]), LOGITS), LOGITS)
+
+
+def test_no_repeat_ngram_needs_n_of_at_least_one() -> None:
+    with pytest.raises(ValueError, match="n >= 1"):
+        NoRepeatNGram(0)
+
+
+def test_build_processors_adds_the_ngram_block_after_the_bans() -> None:
+    config = DecodeConfig(method="greedy", no_repeat_ngram=3, repetition_penalty=1.3)
+    assert [type(p) for p in build_processors(config, [0])] == [BanTokens, NoRepeatNGram, RepetitionPenalty]

@@ -2,9 +2,10 @@
 
 Every processor follows one contract, ``(prefix_ids, logits) -> logits``: it reads the
 tokens so far, ``(B, t)``, and returns new logits, ``(B, V)``, without changing its input.
-Greedy search, sampling (and beam search) share them; ``build_processors`` chains the ones a
-``DecodeConfig`` asks for in a fixed order: bans -> repetition penalty -> temperature ->
-top-k -> top-p.
+Greedy search, sampling and beam search share them; ``build_processors`` chains the ones a
+``DecodeConfig`` asks for greedy search and sampling in a fixed order: bans -> n-gram block ->
+repetition penalty -> temperature -> top-k -> top-p. Beam search builds its own chain of the
+processors that only ban tokens (see ``seq2seq.decoding.beam``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,52 @@ class BanTokens:
                 "check that the special ids come from the model's vocabulary"
             )
         return logits.index_fill(-1, self.ids.to(logits.device), float("-inf"))
+
+
+class MinLength:
+    """Bans eos from the rows that have generated fewer tokens than their minimum.
+
+    min_lengths: (B,) the fewest tokens each row generates before eos.
+    prompt_length: the tokens at the start of every prefix that were given, not generated.
+    """
+
+    def __init__(self, eos_id: int, min_lengths: Tensor, prompt_length: int) -> None:
+        if min_lengths.dim() != 1 or bool((min_lengths < 0).any()):
+            raise ValueError(f"MinLength needs a 1-d tensor of lengths >= 0, got {min_lengths.tolist()}")
+        self.eos_id = eos_id
+        self.min_lengths = min_lengths
+        self.prompt_length = prompt_length
+
+    def __call__(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
+        if len(self.min_lengths) != len(logits):
+            raise ValueError(
+                f"MinLength was built for {len(self.min_lengths)} rows but the logits have {len(logits)}"
+            )
+        generated = prefix_ids.shape[1] - self.prompt_length
+        too_short = self.min_lengths.to(logits.device) > generated  # (B,)
+        is_eos = torch.arange(logits.shape[-1], device=logits.device) == self.eos_id  # (V,)
+        return logits.masked_fill(too_short.unsqueeze(-1) & is_eos, float("-inf"))
+
+
+class NoRepeatNGram:
+    """Bans every token that would complete an n-gram already in the prefix.
+
+    With n = 1 no token appears twice. The n-grams of all rows are compared at once.
+    """
+
+    def __init__(self, n: int) -> None:
+        if n < 1:
+            raise ValueError(f"no-repeat n-gram blocking needs n >= 1, got {n}")
+        self.n = n
+
+    def __call__(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
+        if prefix_ids.shape[1] < self.n:
+            return logits
+        ngrams = prefix_ids.unfold(1, self.n, 1)  # (B, G, n) every n-gram so far
+        last = prefix_ids[:, prefix_ids.shape[1] - self.n + 1 :]  # (B, n - 1) the n-gram being started
+        repeats = (ngrams[:, :, :-1] == last.unsqueeze(1)).all(dim=-1)  # (B, G)
+        times_banned = torch.zeros_like(logits, dtype=torch.long).scatter_add(-1, ngrams[:, :, -1], repeats.long())
+        return logits.masked_fill(times_banned > 0, float("-inf"))
 
 
 class RepetitionPenalty:
@@ -115,15 +162,19 @@ def is_greedy(config: DecodeConfig) -> bool:
 
 
 def build_processors(config: DecodeConfig, banned_ids: list[int]) -> list[LogitsProcessor]:
-    """The processors a config asks for, in order: bans, repetition penalty, temperature, top-k, top-p.
+    """The processors of greedy search and sampling, in order: bans, n-gram block, repetition
+    penalty, temperature, top-k, top-p.
 
     Only processors that change something are included. Temperature, top-k and top-p never
-    change the most likely token, so greedy search gets only the bans and the penalty.
+    change the most likely token, so greedy search gets only the bans, the n-gram block and
+    the penalty.
     """
     _check_config(config)
     processors: list[LogitsProcessor] = []
     if banned_ids:
         processors.append(BanTokens(banned_ids))
+    if config.no_repeat_ngram > 0:
+        processors.append(NoRepeatNGram(config.no_repeat_ngram))
     if config.repetition_penalty != 1:
         processors.append(RepetitionPenalty(config.repetition_penalty))
     if is_greedy(config):
@@ -155,4 +206,18 @@ def _check_config(config: DecodeConfig) -> None:
     if config.repetition_penalty <= 0:
         raise ValueError(
             f"decode.repetition_penalty must be > 0 (1 disables it), got {config.repetition_penalty}"
+        )
+    if config.no_repeat_ngram < 0:
+        raise ValueError(f"decode.no_repeat_ngram must be >= 0 (0 disables it), got {config.no_repeat_ngram}")
+    beam_only = {
+        "min_length": config.min_length != 0,
+        "min_length_ratio": config.min_length_ratio != 0,
+        "max_length_ratio": config.max_length_ratio != 0,
+        "ban_unk": not config.ban_unk,
+    }
+    if any(beam_only.values()):
+        keys = ", ".join(f"decode.{key}" for key, is_set in beam_only.items() if is_set)
+        raise ValueError(
+            f"{keys} applies to beam search only; set decode.method=beam "
+            "(decode.beam_size=1 is greedy search) or leave it at its default"
         )

@@ -22,7 +22,7 @@ from seq2seq.models.decoder import DecoderState
 from seq2seq.models.encoders import EncoderOutput
 from seq2seq.models.seq2seq import Seq2Seq
 
-SEARCH_METHODS = ("greedy", "sample")
+SEARCH_METHODS = ("greedy", "sample", "beam")
 # Steps between the checks whether every sequence has finished (each one waits for the device).
 FINISHED_CHECK_INTERVAL = 4
 
@@ -81,7 +81,8 @@ def generate(
     on_step: Callable[[Tensor], None] | None = None,
     should_stop: Callable[[Tensor], Tensor] | None = None,
 ) -> Hypotheses:
-    """Generates ``config.num_samples`` continuations of each input.
+    """Generates ``config.num_samples`` continuations of each input, or with method "beam" the
+    ``config.n_best`` best of a beam search (see ``seq2seq.decoding.beam``).
 
     source: the task's input, (B, ...) on the model's device; (B, 0) for text generation.
     prefix: (B, P) ids that prime the decoder, the same length for every input; default bos.
@@ -93,11 +94,16 @@ def generate(
     gets its previous mode back afterwards.
     """
     _check_config(config)
+    if config.method == "beam" and (on_step is not None or should_stop is not None):
+        raise ValueError("on_step and should_stop work with greedy search and sampling, not with beam search")
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            hypotheses = _greedy_or_sample(model, source, config, special, prefix, on_step, should_stop)
+            if config.method == "beam":
+                hypotheses = _beam_search(model, source, config, special, prefix)
+            else:
+                hypotheses = _greedy_or_sample(model, source, config, special, prefix, on_step, should_stop)
     finally:
         model.train(was_training)
     return _usable_outside_inference_mode(hypotheses)
@@ -211,6 +217,15 @@ def _greedy_or_sample(
             if (step + 1) % FINISHED_CHECK_INTERVAL == 0 and bool(progress.finished.all()):
                 break
     return _as_hypotheses(progress, config.num_samples)
+
+
+def _beam_search(
+    model: Seq2Seq, source: Tensor, config: DecodeConfig, special: SpecialIds, prefix: Tensor | None
+) -> Hypotheses:
+    """Beam search, whose module builds on this one and is therefore imported here."""
+    from seq2seq.decoding.beam import beam_search
+
+    return beam_search(model, source, config, special, prefix)
 
 
 @contextmanager

@@ -1,14 +1,28 @@
-"""Encoders, the shared RNN decoder and the model that joins them."""
+"""Encoders, attention, the shared RNN decoder and the model that joins them."""
 
+from seq2seq.models.attention import (
+    Attention,
+    BahdanauAttention,
+    DotAttention,
+    GeneralAttention,
+    build_attention,
+)
 from seq2seq.models.decoder import DecoderState, RNNDecoder
-from seq2seq.models.encoders import EncoderOutput, PrimeEncoder
-from seq2seq.models.seq2seq import Seq2Seq, build_language_model
+from seq2seq.models.encoders import EncoderOutput, PrimeEncoder, RNNEncoder
+from seq2seq.models.seq2seq import Seq2Seq, build_language_model, build_translation_model
 
 __all__ = [
+    "Attention",
+    "BahdanauAttention",
     "DecoderState",
+    "DotAttention",
     "EncoderOutput",
+    "GeneralAttention",
     "PrimeEncoder",
     "RNNDecoder",
+    "RNNEncoder",
     "Seq2Seq",
+    "build_attention",
     "build_language_model",
+    "build_translation_model",
 ]

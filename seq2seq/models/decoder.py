@@ -1,52 +1,79 @@
 """The shared recurrent decoder: one module for every task.
 
-``forward`` runs a whole target sequence under teacher forcing through one fused
-``nn.LSTM``/``nn.GRU``/``nn.RNN`` call; ``step`` advances one token and is what decoding
-calls. Both run the same layers, so ``step`` in a loop gives the same outputs as ``forward``
-(a test holds them together).
+Embedding -> multi-layer RNN -> (attention) -> output projection to the vocabulary.
+
+With attention, the top RNN output h_t and the context c_t read from the encoder memory
+combine into the attentional vector h~_t = tanh(W [h_t; c_t]) (Luong et al.), which the
+output layer reads. The query is the top hidden state before the step
+(``attention_query: previous``, Bahdanau's order: attend, then run the RNN) or the top RNN
+output of the step (``current``, Luong's order). With input feeding, h~_{t-1} goes into the
+RNN next to the embedding of token t; nothing else from attention reaches the RNN.
+
+``forward`` (teacher forcing) has two paths that compute the same function:
+
+- fused, whenever input feeding is off: the whole target runs through one fused
+  ``nn.LSTM``/``nn.GRU``/``nn.RNN`` call, then attention over all T positions is one
+  batched call (``previous`` queries are the RNN outputs shifted by one position);
+- stepped, with input feeding, where each position needs the previous attentional vector:
+  a loop over positions. The embedding's share of the first layer's input gates is one
+  matrix product for all positions before the loop, and the output layer runs once on all
+  positions after it.
+
+``step`` advances one token (what decoding calls) through the same code; a test holds
+``step`` in a loop and ``forward`` together.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from seq2seq.config import ModelConfig
-from seq2seq.models.encoders import EncoderOutput
+from seq2seq.models.attention import ATTENTION_TYPES, build_attention
+from seq2seq.models.encoders import RNN_CELLS, EncoderOutput
 
-RNN_CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+ATTENTION_QUERIES = ("auto", "previous", "current")
+BRIDGES = ("linear", "copy", "none")
 
 
 @dataclass
 class DecoderState:
     """The recurrent state between steps.
 
-    hidden: (L, B, H)
-    cell:   (L, B, H) for LSTM, else None
+    hidden:     (L, B, H)
+    cell:       (L, B, H) for LSTM, else None
+    input_feed: (B, H) the last attentional vector, with input feeding; else None
     """
 
     hidden: Tensor
     cell: Tensor | None = None
+    input_feed: Tensor | None = None
 
     def index_select(self, index: Tensor) -> DecoderState:
         """Reorder along the batch (beam search, n samples). index: (B',)"""
         cell = None if self.cell is None else self.cell.index_select(1, index)
-        return DecoderState(self.hidden.index_select(1, index), cell)
+        input_feed = None if self.input_feed is None else self.input_feed.index_select(0, index)
+        return DecoderState(self.hidden.index_select(1, index), cell, input_feed)
 
     def detach(self) -> DecoderState:
         """Cut the graph between truncated-BPTT windows."""
         cell = None if self.cell is None else self.cell.detach()
-        return DecoderState(self.hidden.detach(), cell)
+        input_feed = None if self.input_feed is None else self.input_feed.detach()
+        return DecoderState(self.hidden.detach(), cell, input_feed)
 
     def tensors(self) -> dict[str, Tensor]:
         """The state as named tensors (for checkpoints of carried state)."""
-        return {"hidden": self.hidden} if self.cell is None else {"hidden": self.hidden, "cell": self.cell}
+        named = {"hidden": self.hidden, "cell": self.cell, "input_feed": self.input_feed}
+        return {name: tensor for name, tensor in named.items() if tensor is not None}
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, Tensor]) -> DecoderState:
-        return cls(tensors["hidden"], tensors.get("cell"))
+        return cls(tensors["hidden"], tensors.get("cell"), tensors.get("input_feed"))
 
     def as_rnn_input(self) -> Tensor | tuple[Tensor, Tensor]:
         return self.hidden if self.cell is None else (self.hidden, self.cell)
@@ -56,25 +83,79 @@ class DecoderState:
         return cls(*state) if isinstance(state, tuple) else cls(state)
 
 
-class RNNDecoder(nn.Module):
-    """Embedding -> multi-layer RNN -> output projection to the vocabulary."""
+# One layer of one step from precomputed input gates: (gates, hidden, cell, w_hh, b_hh) ->
+# (hidden, cell). The gate layouts are PyTorch's, so the fused modules' weights serve as they are.
+CellStep = Callable[[Tensor, Tensor, Tensor | None, Tensor, Tensor], tuple[Tensor, Tensor | None]]
 
-    def __init__(self, vocab_size: int, config: ModelConfig, pad_id: int) -> None:
+
+def _lstm_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:
+    """gates: (B, 4H) input gates (i, f, g, o); hidden, cell: (B, H)."""
+    gates = gates + F.linear(hidden, w_hh, b_hh)  # (B, 4H)
+    input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
+    cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
+    return torch.sigmoid(output_gate) * torch.tanh(cell), cell
+
+
+def _gru_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, None]:
+    """gates: (B, 3H) input gates (r, z, n); hidden: (B, H)."""
+    recurrent = F.linear(hidden, w_hh, b_hh)  # (B, 3H)
+    size = hidden.shape[1]
+    reset, update = torch.sigmoid(gates[:, : 2 * size] + recurrent[:, : 2 * size]).chunk(2, dim=1)
+    candidate = torch.tanh(gates[:, 2 * size :] + reset * recurrent[:, 2 * size :])
+    return candidate + update * (hidden - candidate), None
+
+
+def _tanh_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, None]:
+    """gates: (B, H) input part of an Elman RNN; hidden: (B, H)."""
+    return torch.tanh(gates + F.linear(hidden, w_hh, b_hh)), None
+
+
+CELL_STEPS: dict[str, CellStep] = {"lstm": _lstm_step, "gru": _gru_step, "rnn": _tanh_step}
+
+
+class RNNDecoder(nn.Module):
+    """Embedding -> multi-layer RNN -> attention (optional) -> output projection.
+
+    memory_size:  size of the encoder memory vectors; needed for attention.
+    summary_size: size of the encoder summary vector; with it the bridge starts the state.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        config: ModelConfig,
+        pad_id: int,
+        memory_size: int | None = None,
+        summary_size: int | None = None,
+    ) -> None:
         super().__init__()
-        if config.cell not in RNN_CELLS:
-            raise ValueError(f"model.cell must be one of {sorted(RNN_CELLS)}, got {config.cell!r}")
+        _check_config(config, memory_size, summary_size)
         self.cell_type = config.cell
+        self.cell_step = CELL_STEPS[config.cell]
         self.num_layers = config.num_layers
         self.hidden_size = config.hidden_size
+        self.embedding_size = config.embedding_size
+        self.input_feeding = config.input_feeding
         self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=pad_id)
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.layer_dropout = config.dropout if config.num_layers > 1 else 0.0
+        feed_size = config.hidden_size if config.input_feeding else 0
         self.rnn = RNN_CELLS[config.cell](
-            config.embedding_size,
+            config.embedding_size + feed_size,
             config.hidden_size,
             num_layers=config.num_layers,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            dropout=self.layer_dropout,
             batch_first=True,
         )
+        self.bridge_kind = config.bridge if summary_size is not None else "none"
+        self.bridge = nn.Linear(summary_size, config.hidden_size) if self.bridge_kind == "linear" else None
+        self.attention = None
+        self.combine = None  # W of the attentional vector tanh(W [h; c])
+        if config.attention != "none":
+            self.attention = build_attention(config.attention, config.hidden_size, memory_size)
+            self.combine = nn.Linear(config.hidden_size + memory_size, config.hidden_size)
+        query = config.attention_query
+        self.query_is_current = query == "current" or (query == "auto" and config.attention != "bahdanau")
         self.output_dropout = nn.Dropout(config.dropout)
         # Tying needs the output layer to read vectors of the embedding's size.
         needs_projection = config.tie_embeddings and config.hidden_size != config.embedding_size
@@ -84,12 +165,38 @@ class RNNDecoder(nn.Module):
         if config.tie_embeddings:
             self.output.weight = self.embedding.weight
 
+    def prepare(self, encoder_output: EncoderOutput) -> EncoderOutput:
+        """The encoder output with the attention's keys, computed once per source.
+
+        ``Seq2Seq.encode`` calls this; ``forward`` and ``step`` prepare an unprepared output
+        themselves, which costs ``step`` the memory projection at every call.
+        """
+        if self.attention is None or encoder_output.keys is not None:
+            return encoder_output
+        if encoder_output.memory is None:
+            raise ValueError(
+                "this decoder attends over encoder memory, but the encoder output has none; "
+                "models whose encoder has no memory need model.attention=none"
+            )
+        return dataclasses.replace(encoder_output, keys=self.attention.prepare(encoder_output.memory))
+
     def init_state(self, encoder_output: EncoderOutput) -> DecoderState:
-        """The state before the first token: zeros (an encoder summary arrives with attention)."""
+        """The state before the first token: the bridged encoder summary, or zeros.
+
+        The bridge gives every layer the same start, tanh(Linear(summary)) or the summary
+        itself; an LSTM's cell and the input feed start at zero.
+        """
         weight = self.embedding.weight
         shape = (self.num_layers, encoder_output.batch_size, self.hidden_size)
-        hidden = weight.new_zeros(shape)
-        return DecoderState(hidden, weight.new_zeros(shape) if self.cell_type == "lstm" else None)
+        summary = encoder_output.summary
+        if summary is None or self.bridge_kind == "none":
+            hidden = weight.new_zeros(shape)
+        else:
+            start = torch.tanh(self.bridge(summary)) if self.bridge is not None else summary  # (B, H)
+            hidden = start.unsqueeze(0).expand(shape).contiguous()  # (L, B, H)
+        cell = weight.new_zeros(shape) if self.cell_type == "lstm" else None
+        input_feed = weight.new_zeros(shape[1:]) if self.input_feeding else None
+        return DecoderState(hidden, cell, input_feed)
 
     def forward(
         self, target_in: Tensor, encoder_output: EncoderOutput, state: DecoderState | None = None
@@ -99,11 +206,15 @@ class RNNDecoder(nn.Module):
         target_in: (B, T) token ids fed as inputs.
         Returns logits (B, T, V) and the state after the last position.
         """
+        encoder_output = self.prepare(encoder_output)
         if state is None:
             state = self.init_state(encoder_output)
         embedded = self.embedding_dropout(self.embedding(target_in))  # (B, T, E)
-        rnn_out, rnn_state = self.rnn(embedded, state.as_rnn_input())  # (B, T, H)
-        return self._project(rnn_out), DecoderState.from_rnn_output(rnn_state)
+        if self.input_feeding:
+            features, state = self._stepped(embedded, state, encoder_output)
+        else:
+            features, state, _ = self._fused(embedded, state, encoder_output)
+        return self._project(features), state
 
     def step(
         self, previous: Tensor, state: DecoderState, encoder_output: EncoderOutput
@@ -113,18 +224,144 @@ class RNNDecoder(nn.Module):
         previous: (B,) the last token of each sequence.
         Returns logits (B, V), the new state and attention weights (B, S) or None.
         """
-        logits, state = self.forward(previous.unsqueeze(1), encoder_output, state)
-        return logits.squeeze(1), state, None
+        encoder_output = self.prepare(encoder_output)
+        embedded = self.embedding_dropout(self.embedding(previous))  # (B, E)
+        if self.input_feeding:
+            self._check_input_feed(state)
+            gates = F.linear(embedded, self._embedding_weight(), self.rnn.bias_ih_l0)  # (B, G)
+            features, state, weights = self._feed_step(gates, state, encoder_output)
+        else:
+            features, state, weights = self._fused(embedded.unsqueeze(1), state, encoder_output)
+            features = features.squeeze(1)  # (B, H)
+            weights = None if weights is None else weights.squeeze(1)  # (B, S)
+        return self._project(features), state, weights
 
-    def _project(self, rnn_out: Tensor) -> Tensor:
-        """(B, T, H) -> (B, T, V)"""
-        features = self.output_dropout(rnn_out)
+    def _fused(
+        self, embedded: Tensor, state: DecoderState, encoder_output: EncoderOutput
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """One RNN call over all positions, then one attention call over all of them.
+
+        embedded: (B, T, E). Returns features (B, T, H), the new state, weights (B, T, S) or None.
+        """
+        rnn_out, rnn_state = self.rnn(embedded, state.as_rnn_input())  # (B, T, H)
+        new_state = DecoderState.from_rnn_output(rnn_state)
+        if self.attention is None:
+            return rnn_out, new_state, None
+        if self.query_is_current:
+            queries = rnn_out
+        else:
+            queries = torch.cat([state.hidden[-1].unsqueeze(1), rnn_out[:, :-1]], dim=1)  # (B, T, H)
+        context, weights = self._attend(queries, encoder_output)  # (B, T, Hm), (B, T, S)
+        return self._attentional(rnn_out, context), new_state, weights
+
+    def _stepped(
+        self, embedded: Tensor, state: DecoderState, encoder_output: EncoderOutput
+    ) -> tuple[Tensor, DecoderState]:
+        """Input feeding: one position at a time. embedded: (B, T, E) -> features (B, T, H)."""
+        self._check_input_feed(state)
+        gates = F.linear(embedded, self._embedding_weight(), self.rnn.bias_ih_l0)  # (B, T, G)
+        features = []
+        for position in range(embedded.shape[1]):
+            attentional, state, _ = self._feed_step(gates[:, position], state, encoder_output)
+            features.append(attentional)
+        return torch.stack(features, dim=1), state
+
+    def _feed_step(
+        self, embedding_gates: Tensor, state: DecoderState, encoder_output: EncoderOutput
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """One position with input feeding.
+
+        embedding_gates: (B, G) the embedding's share of the first layer's input gates, bias
+        included. Returns the attentional vector (B, H), the new state and weights (B, S).
+        """
+        if not self.query_is_current:
+            context, weights = self._attend(state.hidden[-1], encoder_output)
+        gates = torch.addmm(embedding_gates, state.input_feed, self._feed_weight().t())  # (B, G)
+        hidden, cell = self._cells(gates, state)  # (L, B, H)
+        if self.query_is_current:
+            context, weights = self._attend(hidden[-1], encoder_output)
+        attentional = self._attentional(hidden[-1], context)  # (B, H)
+        return attentional, DecoderState(hidden, cell, attentional), weights
+
+    def _cells(self, first_gates: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:
+        """Every layer for one position, with the fused module's weights.
+
+        first_gates: (B, G) input gates of the first layer. Returns hidden and cell (L, B, H).
+        """
+        hiddens, cells = [], []
+        gates = first_gates
+        for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.rnn.all_weights):
+            if layer > 0:
+                below = F.dropout(hiddens[-1], self.layer_dropout, self.training)
+                gates = F.linear(below, w_ih, b_ih)  # (B, G)
+            cell = None if state.cell is None else state.cell[layer]
+            hidden, cell = self.cell_step(gates, state.hidden[layer], cell, w_hh, b_hh)
+            hiddens.append(hidden)
+            cells.append(cell)
+        return torch.stack(hiddens), None if state.cell is None else torch.stack(cells)
+
+    def _embedding_weight(self) -> Tensor:
+        """The columns of the first layer's input weights that read the embedding. (G, E)"""
+        return self.rnn.weight_ih_l0[:, : self.embedding_size]
+
+    def _feed_weight(self) -> Tensor:
+        """The columns of the first layer's input weights that read the input feed. (G, H)"""
+        return self.rnn.weight_ih_l0[:, self.embedding_size :]
+
+    def _attend(self, query: Tensor, encoder_output: EncoderOutput) -> tuple[Tensor, Tensor]:
+        """query: (B, [T,] H) -> context (B, [T,] Hm), weights (B, [T,] S)"""
+        return self.attention(query, encoder_output.memory, encoder_output.mask, encoder_output.keys)
+
+    def _attentional(self, rnn_out: Tensor, context: Tensor) -> Tensor:
+        """tanh(W [h; c]): (B, [T,] H) and (B, [T,] Hm) -> (B, [T,] H)"""
+        return torch.tanh(self.combine(torch.cat([rnn_out, context], dim=-1)))
+
+    def _check_input_feed(self, state: DecoderState) -> None:
+        if state.input_feed is None:
+            raise ValueError(
+                "this decoder feeds its attentional vector back as input, but the state has no "
+                "input_feed; start from decoder.init_state(encoder_output)"
+            )
+
+    def _project(self, features: Tensor) -> Tensor:
+        """(B, [T,] H) -> (B, [T,] V)"""
+        features = self.output_dropout(features)
         if self.pre_output is not None:
             features = self.pre_output(features)
         return self.output(features)
 
 
+def _check_config(config: ModelConfig, memory_size: int | None, summary_size: int | None) -> None:
+    """Refuses settings the decoder cannot build, saying which key to change."""
+    if config.cell not in RNN_CELLS:
+        raise ValueError(f"model.cell must be one of {sorted(RNN_CELLS)}, got {config.cell!r}")
+    if config.attention not in ("none", *ATTENTION_TYPES):
+        raise ValueError(
+            f"model.attention must be one of none, {', '.join(ATTENTION_TYPES)}; got {config.attention!r}"
+        )
+    if config.attention != "none" and memory_size is None:
+        raise ValueError(
+            f"model.attention={config.attention} needs an encoder memory to attend to, and this "
+            "model's encoder has none (text generation); set model.attention=none"
+        )
+    if config.attention_query not in ATTENTION_QUERIES:
+        raise ValueError(
+            f"model.attention_query must be one of {', '.join(ATTENTION_QUERIES)}; got {config.attention_query!r}"
+        )
+    if config.input_feeding and config.attention == "none":
+        raise ValueError(
+            "model.input_feeding feeds the attentional vector back into the RNN, so it needs "
+            "attention: set model.attention (bahdanau, dot or general) or model.input_feeding=false"
+        )
+    if config.bridge not in BRIDGES:
+        raise ValueError(f"model.bridge must be one of {', '.join(BRIDGES)}; got {config.bridge!r}")
+    if config.bridge == "copy" and summary_size is not None and summary_size != config.hidden_size:
+        raise ValueError(
+            f"model.bridge=copy needs the encoder summary size ({summary_size}) to equal "
+            f"model.hidden_size ({config.hidden_size}); use model.bridge=linear or make them equal"
+        )
+
+
 def count_parameters(module: nn.Module) -> int:
     """Trainable parameters, shared (tied) tensors counted once."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
-

@@ -2,7 +2,8 @@
 
 Every encoder returns an ``EncoderOutput``. Text generation has no input: its
 ``PrimeEncoder`` only says how many sequences to start; the prompt itself primes the
-decoder state by running through the decoder.
+decoder state by running through the decoder. Translation reads the source sentence with
+an ``RNNEncoder``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from seq2seq.config import ModelConfig
+
+RNN_CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 @dataclass
@@ -18,19 +24,24 @@ class EncoderOutput:
     """What the decoder reads from the encoder.
 
     memory:  (B, S, H) states that attention reads; None when there is nothing to attend to.
-    mask:    (B, S) True at real (non-pad) positions; None without memory.
+    mask:    (B, S) True at real (non-pad) positions; None when every position is real.
     summary: (B, H) a vector that initialises the decoder state; None starts from zeros.
+    keys:    (B, S, K) the memory prepared for the decoder's attention (``RNNDecoder.prepare``,
+             once per source); None until then. It may be ``memory`` itself.
     """
 
     batch_size: int
     memory: Tensor | None = None
     mask: Tensor | None = None
     summary: Tensor | None = None
+    keys: Tensor | None = None
 
     def index_select(self, index: Tensor) -> EncoderOutput:
         """Reorder or repeat along the batch (for n samples or beams per input). index: (B',)"""
         pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
-        return EncoderOutput(index.numel(), pick(self.memory), pick(self.mask), pick(self.summary))
+        memory = pick(self.memory)
+        keys = memory if self.keys is self.memory else pick(self.keys)
+        return EncoderOutput(index.numel(), memory, pick(self.mask), pick(self.summary), keys)
 
 
 class PrimeEncoder(nn.Module):
@@ -39,6 +50,56 @@ class PrimeEncoder(nn.Module):
     def forward(self, source: Tensor) -> EncoderOutput:
         """source: (B, 0), a placeholder whose batch size is all it carries."""
         return EncoderOutput(batch_size=source.shape[0])
+
+
+class RNNEncoder(nn.Module):
+    """Source token ids -> embeddings -> (bi)directional GRU/LSTM/RNN over packed sequences.
+
+    Padding is never read: each sentence runs for its own length, so its memory and summary
+    do not depend on the other sentences of the batch. An empty source sentence (length 0)
+    is read as one pad token, which is then its single real position; the data pipeline
+    may refuse empty lines earlier.
+    """
+
+    def __init__(self, vocab_size: int, config: ModelConfig, pad_id: int) -> None:
+        super().__init__()
+        if config.encoder_cell not in RNN_CELLS:
+            raise ValueError(
+                f"model.encoder_cell must be one of {sorted(RNN_CELLS)}, got {config.encoder_cell!r}"
+            )
+        self.pad_id = pad_id
+        self.directions = 2 if config.bidirectional else 1
+        self.output_size = self.directions * config.encoder_hidden_size
+        self.embedding = nn.Embedding(vocab_size, config.source_embedding_size, padding_idx=pad_id)
+        self.embedding_dropout = nn.Dropout(config.encoder_dropout)
+        self.rnn = RNN_CELLS[config.encoder_cell](
+            config.source_embedding_size,
+            config.encoder_hidden_size,
+            num_layers=config.encoder_layers,
+            dropout=config.encoder_dropout if config.encoder_layers > 1 else 0.0,
+            bidirectional=config.bidirectional,
+            batch_first=True,
+        )
+
+    def forward(self, source: Tensor) -> EncoderOutput:
+        """source: (B, S) token ids, padded at the end with pad_id.
+
+        Returns memory (B, S, D * H), mask (B, S) and summary (B, D * H): the top layer's
+        final forward and backward states side by side (D = 2 when bidirectional).
+        """
+        if source.shape[1] == 0:
+            source = source.new_full((source.shape[0], 1), self.pad_id)
+        batch_size, source_length = source.shape
+        lengths = (source != self.pad_id).sum(dim=1).clamp_(min=1)  # (B,)
+        mask = torch.arange(source_length, device=source.device) < lengths.unsqueeze(1)  # (B, S)
+        embedded = self.embedding_dropout(self.embedding(source))  # (B, S, E)
+        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed_out, final = self.rnn(packed)
+        memory, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=source_length)  # (B, S, D*H)
+        final_hidden = final[0] if isinstance(final, tuple) else final  # (L * D, B, H)
+        top = final_hidden[-self.directions :]  # (D, B, H)
+        summary = top.transpose(0, 1).reshape(batch_size, self.output_size)  # (B, D * H)
+        return EncoderOutput(batch_size, memory, mask, summary)
 
 
 def empty_source(batch_size: int, device: torch.device | str = "cpu") -> Tensor:

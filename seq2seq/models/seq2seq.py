@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from seq2seq.config import ModelConfig
 from seq2seq.models.decoder import DecoderState, RNNDecoder
-from seq2seq.models.encoders import EncoderOutput, PrimeEncoder
+from seq2seq.models.encoders import EncoderOutput, PrimeEncoder, RNNEncoder
 
 
 class Seq2Seq(nn.Module):
@@ -18,7 +18,8 @@ class Seq2Seq(nn.Module):
         self.decoder = decoder
 
     def encode(self, source: Tensor) -> EncoderOutput:
-        return self.encoder(source)
+        """The encoder output, prepared once for the decoder's attention."""
+        return self.decoder.prepare(self.encoder(source))
 
     def forward(
         self, source: Tensor, target_in: Tensor, state: DecoderState | None = None
@@ -30,3 +31,17 @@ class Seq2Seq(nn.Module):
 def build_language_model(config: ModelConfig, vocab_size: int, pad_id: int) -> Seq2Seq:
     """Free text generation: no input, the shared decoder alone."""
     return Seq2Seq(PrimeEncoder(), RNNDecoder(vocab_size, config, pad_id))
+
+
+def build_translation_model(
+    config: ModelConfig, source_vocab_size: int, target_vocab_size: int, pad_id: int
+) -> Seq2Seq:
+    """Translation: an RNN encoder over source tokens and the shared decoder.
+
+    The decoder attends over the encoder memory (model.attention) and starts from the
+    encoder summary through the bridge (model.bridge).
+    """
+    encoder = RNNEncoder(source_vocab_size, config, pad_id)
+    size = encoder.output_size
+    decoder = RNNDecoder(target_vocab_size, config, pad_id, memory_size=size, summary_size=size)
+    return Seq2Seq(encoder, decoder)

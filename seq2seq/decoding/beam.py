@@ -1,0 +1,282 @@
+"""Beam search, batched over inputs and beams with fixed (B, K) shapes.
+
+Each step extends the K alive beams of every input by one token and takes the 2K best of the
+K * V candidates. The eos candidates among the best K finish: they enter the input's pool of K
+finished hypotheses, ranked by their length-penalised score. The best K candidates that did not
+end become the next alive beams, and the decoder state follows them through ``index_select``
+on the flattened (B * K) batch. Each step records only its tokens, backpointers and attention;
+the returned hypotheses are recovered at the end by following the backpointers. With K = 1
+this is greedy search.
+
+An input is done once its pool is full and no alive beam, penalised at its current length,
+scores better than the worst finished hypothesis (without a length penalty no later hypothesis
+could). At an input's maximum length its best K candidates finish whatever their last token, so
+every input gets a result even from a model that never ends a sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from seq2seq.config import DecodeConfig
+from seq2seq.decoding.processors import BanTokens, LogitsProcessor, MinLength, NoRepeatNGram, apply_processors
+from seq2seq.decoding.search import (
+    FINISHED_CHECK_INTERVAL,
+    Hypotheses,
+    SpecialIds,
+    _onednn_disabled,
+    prime_decoder,
+)
+from seq2seq.models.encoders import EncoderOutput
+from seq2seq.models.seq2seq import Seq2Seq
+
+LENGTH_PENALTIES = ("none", "gnmt", "average")
+
+
+def beam_search(
+    model: Seq2Seq, source: Tensor, config: DecodeConfig, special: SpecialIds, prefix: Tensor | None = None
+) -> Hypotheses:
+    """The ``config.n_best`` best hypotheses of a search with ``config.beam_size`` beams per input.
+
+    source and prefix are those of ``generate``, which calls this for method "beam" with the
+    model in eval and inference mode. Hypotheses come best first by length-penalised score;
+    their scores are the summed log-probabilities, without the penalty.
+    """
+    check_beam_config(config)
+    beam_size = config.beam_size
+    primed = prime_decoder(model, source, prefix, special, beam_size)
+    encoder_output, state = primed.encoder_output, primed.state
+    min_lengths, max_lengths = _length_limits(config, encoder_output, primed.prefix.device)  # (B * K,)
+    last_step = max_lengths.view(-1, beam_size)[:, 0] - 1  # (B,)
+    steps = int(last_step.max()) + 1
+    processors = _beam_processors(config, special, min_lengths, primed.prefix.shape[1])
+    beams = _Beams.start(primed.prefix, beam_size, steps)
+
+    previous = primed.prefix[:, -1]  # (B * K,)
+    with _onednn_disabled():
+        for step in range(steps):
+            logits, state, attention = model.decoder.step(previous, state, encoder_output)  # (B * K, V)
+            log_probs = apply_processors(processors, beams.so_far(step), logits.float().log_softmax(dim=-1))
+            penalty = _length_penalty(config, step + 1)
+            rows = beams.advance(step, log_probs, attention, special.eos, last_step == step, penalty)
+            state = state.index_select(rows)
+            previous = beams.tokens[-1].view(-1)  # (B * K,)
+            if (step + 1) % FINISHED_CHECK_INTERVAL == 0 and bool(beams.done.all()):
+                break
+    return beams.best(config.n_best, special.pad)
+
+
+def check_beam_config(config: DecodeConfig) -> None:
+    """Rejects beam settings outside their ranges with the key to fix."""
+    rules = [
+        ("beam_size", config.beam_size >= 1, ">= 1"),
+        ("n_best", 1 <= config.n_best <= config.beam_size, f"between 1 and decode.beam_size ({config.beam_size})"),
+        ("length_penalty", config.length_penalty in LENGTH_PENALTIES, f"one of {', '.join(LENGTH_PENALTIES)}"),
+        ("alpha", config.alpha >= 0, ">= 0 (0 disables the gnmt penalty)"),
+        ("min_length", config.min_length >= 0, ">= 0"),
+        ("min_length_ratio", config.min_length_ratio >= 0, ">= 0 (0 disables it)"),
+        ("max_length_ratio", config.max_length_ratio >= 0, ">= 0 (0 disables it)"),
+        ("no_repeat_ngram", config.no_repeat_ngram >= 0, ">= 0 (0 disables it)"),
+        ("repetition_penalty", config.repetition_penalty == 1, "1 with beam search; use decode.no_repeat_ngram"),
+    ]
+    for key, valid, requirement in rules:
+        if not valid:
+            raise ValueError(f"decode.{key} must be {requirement}, got {getattr(config, key)!r}")
+
+
+def _length_penalty(config: DecodeConfig, length: int) -> float:
+    """What the summed log-probability of a hypothesis of ``length`` tokens is divided by."""
+    if config.length_penalty == "gnmt":
+        return ((5 + length) / 6) ** config.alpha
+    if config.length_penalty == "average":
+        return float(length)
+    return 1.0
+
+
+def _length_limits(config: DecodeConfig, encoder_output: EncoderOutput, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(rows,) the fewest tokens before eos and the most new tokens (eos included) of each row.
+
+    A ratio applies to the row's source length: the minimum is rounded down, the maximum up.
+    """
+    rows = encoder_output.batch_size
+    min_lengths = torch.full((rows,), config.min_length, device=device)
+    max_lengths = torch.full((rows,), config.max_length, device=device)
+    if config.min_length_ratio > 0 or config.max_length_ratio > 0:
+        source_lengths = _source_lengths(encoder_output).to(device).float()  # (rows,)
+        if config.min_length_ratio > 0:
+            min_lengths = min_lengths.maximum((config.min_length_ratio * source_lengths).floor().long())
+        if config.max_length_ratio > 0:
+            max_lengths = max_lengths.minimum((config.max_length_ratio * source_lengths).ceil().long()).clamp(min=1)
+    return min_lengths, max_lengths
+
+
+def _source_lengths(encoder_output: EncoderOutput) -> Tensor:
+    """(rows,) the real positions of each source: from the mask, or all positions of the memory."""
+    if encoder_output.mask is not None:
+        return encoder_output.mask.sum(dim=1)
+    if encoder_output.memory is not None:
+        return torch.full((encoder_output.batch_size,), encoder_output.memory.shape[1])
+    raise ValueError(
+        "decode.min_length_ratio and decode.max_length_ratio need a model that reads a source, and this "
+        "one has none; set them to 0 and use decode.min_length and decode.max_length"
+    )
+
+
+def _beam_processors(
+    config: DecodeConfig, special: SpecialIds, min_lengths: Tensor, prompt_length: int
+) -> list[LogitsProcessor]:
+    """Processors that only ban tokens, so that scores stay the model's log-probabilities."""
+    banned = [token for token in special.never_generated() if config.ban_unk or token != special.unk]
+    processors: list[LogitsProcessor] = [BanTokens(banned)] if banned else []
+    if config.no_repeat_ngram > 0:
+        processors.append(NoRepeatNGram(config.no_repeat_ngram))
+    if config.min_length > 0 or config.min_length_ratio > 0:
+        processors.append(MinLength(special.eos, min_lengths, prompt_length))
+    return processors
+
+
+@dataclass
+class _Pool:
+    """The K best finished hypotheses of each input, best first; empty places score -inf.
+
+    scores:      (B, K) summed log-probabilities divided by the length penalty
+    raw_scores:  (B, K) summed log-probabilities
+    ends:        (B, K) the step of the last token
+    parents:     (B, K) the alive beam that the last token extended
+    last_tokens: (B, K)
+    """
+
+    scores: Tensor
+    raw_scores: Tensor
+    ends: Tensor
+    parents: Tensor
+    last_tokens: Tensor
+
+    @classmethod
+    def empty(cls, batch_size: int, beam_size: int, device: torch.device) -> _Pool:
+        no_scores = torch.full((batch_size, beam_size), float("-inf"), device=device)
+        zeros = torch.zeros(batch_size, beam_size, dtype=torch.long, device=device)
+        return cls(no_scores, no_scores, zeros, zeros, zeros)
+
+    def add(self, scores: Tensor, raw_scores: Tensor, step: int, parents: Tensor, tokens: Tensor) -> _Pool:
+        """Merges (B, K) new hypotheses (-inf where nothing finished); on ties the older stay."""
+        beam_size = self.scores.shape[1]
+        merged = torch.cat([self.scores, scores], dim=1)  # (B, 2K)
+        keep = merged.sort(dim=1, descending=True, stable=True).indices[:, :beam_size]  # (B, K)
+        ends = torch.full_like(parents, step)
+        return _Pool(
+            merged.gather(1, keep),
+            _merge(self.raw_scores, raw_scores, keep),
+            _merge(self.ends, ends, keep),
+            _merge(self.parents, parents, keep),
+            _merge(self.last_tokens, tokens, keep),
+        )
+
+
+def _merge(old: Tensor, new: Tensor, keep: Tensor) -> Tensor:
+    """(B, K) + (B, K) -> (B, K): the places ``keep`` picks from both side by side."""
+    return torch.cat([old, new], dim=1).gather(1, keep)
+
+
+@dataclass
+class _Beams:
+    """The search's state for B inputs with K beams each.
+
+    sequences: (B * K, P + steps) the prompt and tokens of the alive beams, in beam order
+    scores:    (B, K) summed log-probabilities of the alive beams, best first
+    pool:      the finished hypotheses
+    done:      (B,) inputs whose pool can no longer change
+    tokens, parents: per step, (B, K) the token each alive beam took and the beam it extended
+    attention: per step, (B, K, S) the attention of the beams that the step extended
+    """
+
+    sequences: Tensor
+    prompt_length: int
+    scores: Tensor
+    pool: _Pool
+    done: Tensor
+    tokens: list[Tensor]
+    parents: list[Tensor]
+    attention: list[Tensor]
+
+    @classmethod
+    def start(cls, prefix: Tensor, beam_size: int, steps: int) -> _Beams:
+        """K identical beams per input from its (B * K, P) repeated prefix."""
+        rows, prompt_length = prefix.shape
+        batch_size = rows // beam_size
+        sequences = prefix.new_zeros(rows, prompt_length + steps)
+        sequences[:, :prompt_length] = prefix
+        scores = torch.full((batch_size, beam_size), float("-inf"), device=prefix.device)
+        scores[:, 0] = 0.0  # the beams start identical, so only the first one is extended at first
+        done = torch.zeros(batch_size, dtype=torch.bool, device=prefix.device)
+        return cls(sequences, prompt_length, scores, _Pool.empty(batch_size, beam_size, prefix.device), done, [], [], [])
+
+    def so_far(self, step: int) -> Tensor:
+        """(B * K, P + step) the prompt and the tokens of each alive beam."""
+        return self.sequences[:, : self.prompt_length + step]
+
+    def advance(
+        self, step: int, log_probs: Tensor, attention: Tensor | None, eos_id: int, at_limit: Tensor, penalty: float
+    ) -> Tensor:
+        """Extends the beams by one token.
+
+        log_probs: (B * K, V) processed log-probabilities of the next token.
+        attention: (B * K, S) or None. at_limit: (B,) inputs at their last step, whose best
+        candidates finish whatever their token. penalty: the length penalty at this step.
+        Returns the (B * K,) rows of the old beams that the new ones continue.
+        """
+        batch_size, beam_size = self.scores.shape
+        vocab_size = log_probs.shape[-1]
+        candidates = self.scores.unsqueeze(-1) + log_probs.view(batch_size, beam_size, vocab_size)  # (B, K, V)
+        top_scores, top_ids = candidates.view(batch_size, -1).topk(2 * beam_size, dim=1)  # (B, 2K) best first
+        parents, tokens = top_ids // vocab_size, top_ids % vocab_size
+        ended = tokens == eos_id  # (B, 2K)
+
+        best = slice(0, beam_size)
+        finishing = (ended[:, best] | at_limit.unsqueeze(-1)) & ~self.done.unsqueeze(-1)  # (B, K)
+        penalised = (top_scores[:, best] / penalty).masked_fill(~finishing, float("-inf"))
+        self.pool = self.pool.add(penalised, top_scores[:, best], step, parents[:, best], tokens[:, best])
+
+        alive = ended.long().sort(dim=1, stable=True).indices[:, :beam_size]  # (B, K) the best K that go on
+        self.scores = top_scores.gather(1, alive)
+        parents, tokens = parents.gather(1, alive), tokens.gather(1, alive)
+        self.done |= at_limit | (self.pool.scores[:, -1] >= self.scores[:, 0] / penalty)
+
+        self.tokens.append(tokens)
+        self.parents.append(parents)
+        if attention is not None:
+            self.attention.append(attention.view(batch_size, beam_size, -1))
+        first_row = torch.arange(batch_size, device=parents.device).unsqueeze(-1) * beam_size  # (B, 1)
+        rows = (first_row + parents).view(-1)  # (B * K,)
+        self.sequences = self.sequences.index_select(0, rows)
+        self.sequences[:, self.prompt_length + step] = tokens.view(-1)
+        return rows
+
+    def best(self, n_best: int, pad_id: int) -> Hypotheses:
+        """The n best finished hypotheses of each input, recovered along the backpointers."""
+        pool = self.pool
+        scores, ends = pool.raw_scores[:, :n_best], pool.ends[:, :n_best]  # (B, N)
+        lengths = torch.where(torch.isfinite(pool.scores[:, :n_best]), ends + 1, 0)  # (B, N)
+        longest = int(lengths.max())
+        tokens = torch.full((*lengths.shape, longest), pad_id, dtype=torch.long, device=lengths.device)
+        attention = None
+        if self.attention:
+            attention = self.attention[0].new_zeros(*lengths.shape, longest, self.attention[0].shape[-1])
+
+        beam = pool.parents[:, :n_best]  # (B, N) the alive beam each hypothesis is in after a step
+        for step in reversed(range(longest)):
+            ending = ends == step
+            tokens[:, :, step] = torch.where(ending, pool.last_tokens[:, :n_best], self.tokens[step].gather(1, beam))
+            parent = torch.where(ending, pool.parents[:, :n_best], self.parents[step].gather(1, beam))
+            if attention is not None:
+                source_length = attention.shape[-1]
+                attention[:, :, step] = self.attention[step].gather(1, parent.unsqueeze(-1).expand(-1, -1, source_length))
+            beam = parent
+
+        outside = torch.arange(longest, device=lengths.device) >= lengths.unsqueeze(-1)  # (B, N, T)
+        if attention is not None:
+            attention = attention.masked_fill(outside.unsqueeze(-1), 0.0)
+        return Hypotheses(tokens.masked_fill(outside, pad_id), lengths, scores, attention)

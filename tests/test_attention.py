@@ -1,0 +1,148 @@
+"""Tests for seq2seq.models.attention: additive and multiplicative attention over padded memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from seq2seq.models.attention import ATTENTION_TYPES, Attention, build_attention
+
+BATCH, TARGET, SOURCE = 3, 4, 6
+QUERY_SIZE, MEMORY_SIZE = 8, 10
+LENGTHS = [6, 2, 4]  # real source positions per row
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_attention(kind: str, query_size: int = QUERY_SIZE, memory_size: int = MEMORY_SIZE) -> Attention:
+    torch.manual_seed(0)
+    return build_attention(kind, query_size, memory_size)
+
+
+def sizes(kind: str) -> tuple[int, int]:
+    """(query size, memory size): dot needs them equal."""
+    return (MEMORY_SIZE, MEMORY_SIZE) if kind == "dot" else (QUERY_SIZE, MEMORY_SIZE)
+
+
+def inputs(kind: str, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """queries (B, T, Hq), memory (B, S, Hm), mask (B, S)."""
+    generator = torch.Generator().manual_seed(seed)
+    query_size, memory_size = sizes(kind)
+    queries = torch.randn(BATCH, TARGET, query_size, generator=generator)
+    memory = torch.randn(BATCH, SOURCE, memory_size, generator=generator)
+    mask = torch.arange(SOURCE) < torch.tensor(LENGTHS).unsqueeze(1)
+    return queries, memory, mask
+
+
+@pytest.mark.parametrize("kind", ATTENTION_TYPES)
+def test_weights_sum_to_one_over_real_positions_and_are_zero_on_padding(kind: str) -> None:
+    attention = make_attention(kind, *sizes(kind))
+    queries, memory, mask = inputs(kind)
+    context, weights = attention(queries, memory, mask)
+    assert context.shape == (BATCH, TARGET, memory.shape[-1])
+    assert weights.shape == (BATCH, TARGET, SOURCE)
+    assert torch.allclose(weights.sum(-1), torch.ones(BATCH, TARGET), atol=1e-6)
+    assert (weights.masked_select(~mask.unsqueeze(1)) == 0).all()
+    assert (weights.masked_select(mask.unsqueeze(1)) > 0).all()
+    assert torch.allclose(context, weights @ memory, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ATTENTION_TYPES)
+def test_padding_content_does_not_matter(kind: str) -> None:
+    attention = make_attention(kind, *sizes(kind))
+    queries, memory, mask = inputs(kind)
+    noisy = memory.masked_fill(~mask.unsqueeze(-1), 1e3)
+    context, weights = attention(queries, memory, mask)
+    noisy_context, noisy_weights = attention(queries, noisy, mask)
+    assert torch.allclose(context, noisy_context, atol=1e-5)
+    assert torch.equal(weights == 0, noisy_weights == 0)
+
+
+@pytest.mark.parametrize("kind", ATTENTION_TYPES)
+def test_one_query_per_row_equals_the_batched_form(kind: str) -> None:
+    attention = make_attention(kind, *sizes(kind))
+    queries, memory, mask = inputs(kind)
+    context, weights = attention(queries, memory, mask)
+    for position in range(TARGET):
+        single_context, single_weights = attention(queries[:, position], memory, mask)
+        assert single_context.shape == (BATCH, memory.shape[-1])
+        assert single_weights.shape == (BATCH, SOURCE)
+        assert torch.allclose(single_context, context[:, position], atol=1e-6)
+        assert torch.allclose(single_weights, weights[:, position], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ATTENTION_TYPES)
+def test_prepared_keys_give_the_same_result(kind: str) -> None:
+    attention = make_attention(kind, *sizes(kind))
+    queries, memory, mask = inputs(kind)
+    keys = attention.prepare(memory)
+    assert keys.shape[:2] == (BATCH, SOURCE)
+    prepared = attention(queries, memory, mask, keys)
+    unprepared = attention(queries, memory, mask)
+    assert torch.allclose(prepared[0], unprepared[0]) and torch.allclose(prepared[1], unprepared[1])
+
+
+@pytest.mark.parametrize("kind", ATTENTION_TYPES)
+def test_no_mask_attends_everywhere(kind: str) -> None:
+    attention = make_attention(kind, *sizes(kind))
+    queries, memory, _ = inputs(kind)
+    _, weights = attention(queries, memory, None)
+    assert (weights > 0).all()
+    assert torch.allclose(weights.sum(-1), torch.ones(BATCH, TARGET), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["dot", "general"])
+def test_multiplicative_attention_finds_the_matching_memory_vector(kind: str) -> None:
+    attention = make_attention(kind, MEMORY_SIZE, MEMORY_SIZE)
+    if kind == "general":
+        with torch.no_grad():
+            attention.memory_projection.weight.copy_(torch.eye(MEMORY_SIZE))
+    memory = torch.eye(MEMORY_SIZE)[:SOURCE].unsqueeze(0)  # (1, S, Hm), orthonormal rows
+    query = 20.0 * memory[:, 3]  # (1, Hm)
+    with torch.no_grad():
+        _, weights = attention(query, memory, torch.ones(1, SOURCE, dtype=torch.bool))
+    assert int(weights.argmax()) == 3
+    assert float(weights[0, 3]) > 0.99
+
+
+def test_bahdanau_scores_follow_its_formula() -> None:
+    attention = make_attention("bahdanau")
+    queries, memory, _ = inputs("bahdanau")
+    scores = attention.score(queries, attention.prepare(memory))  # (B, T, S)
+    b, t, s = 1, 2, 3
+    projected = attention.query_projection(queries[b, t]) + attention.memory_projection(memory[b, s])
+    expected = attention.energy(torch.tanh(projected)).squeeze()
+    assert torch.allclose(scores[b, t, s], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ATTENTION_TYPES)
+def test_gradients_reach_the_query_memory_and_parameters(kind: str) -> None:
+    attention = make_attention(kind, *sizes(kind))
+    queries, memory, mask = inputs(kind)
+    queries.requires_grad_(True)
+    memory.requires_grad_(True)
+    context, _ = attention(queries, memory, mask)
+    context.pow(2).sum().backward()
+    assert queries.grad is not None and queries.grad.abs().sum() > 0
+    assert memory.grad is not None
+    assert (memory.grad.masked_select(~mask.unsqueeze(-1)) == 0).all()  # padding gets no gradient
+    for parameter in attention.parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+
+
+def test_dot_attention_refuses_different_sizes_and_names_the_fix() -> None:
+    with pytest.raises(ValueError, match=r"\(8\).*\(10\).*general"):
+        build_attention("dot", 8, 10)
+
+
+def test_unknown_attention_is_named_with_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"bahdanau, dot, general.*'luong'"):
+        build_attention("luong", 8, 8)

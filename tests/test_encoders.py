@@ -1,0 +1,132 @@
+"""Tests for seq2seq.models.encoders: the RNN encoder over padded source sentences."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from seq2seq.config import ModelConfig
+from seq2seq.models import RNNEncoder
+
+VOCAB, PAD = 11, 0
+HIDDEN = 6
+LENGTHS = [5, 2, 4]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_encoder(cell: str = "gru", bidirectional: bool = True, layers: int = 1, dropout: float = 0.0) -> RNNEncoder:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        source_embedding_size=5,
+        encoder_cell=cell,
+        encoder_hidden_size=HIDDEN,
+        encoder_layers=layers,
+        bidirectional=bidirectional,
+        encoder_dropout=dropout,
+    )
+    return RNNEncoder(VOCAB, config, PAD).eval()
+
+
+def padded_source(lengths: list[int] = LENGTHS, seed: int = 1) -> torch.Tensor:
+    """(B, max(lengths)) random ids, padded at the end."""
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, VOCAB, (len(lengths), max(lengths)), generator=generator)
+    return tokens.masked_fill(torch.arange(max(lengths)) >= torch.tensor(lengths).unsqueeze(1), PAD)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_output_shapes_and_mask(cell: str, bidirectional: bool, layers: int) -> None:
+    encoder = make_encoder(cell, bidirectional, layers)
+    source = padded_source()
+    output = encoder(source)
+    size = (2 if bidirectional else 1) * HIDDEN
+    assert encoder.output_size == size
+    assert output.batch_size == len(LENGTHS)
+    assert output.memory.shape == (len(LENGTHS), max(LENGTHS), size)
+    assert output.summary.shape == (len(LENGTHS), size)
+    assert torch.equal(output.mask, source != PAD)
+    assert output.keys is None
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_padding_is_never_read(cell: str) -> None:
+    encoder = make_encoder(cell, layers=2)
+    source = padded_source()
+    with torch.no_grad():
+        together = encoder(source)
+        for row, length in enumerate(LENGTHS):
+            alone = encoder(source[row : row + 1, :length])
+            more_padding = encoder(torch.nn.functional.pad(source[row : row + 1, :length], (0, 3), value=PAD))
+            assert torch.allclose(together.memory[row, :length], alone.memory[0], atol=1e-5)
+            assert torch.allclose(together.summary[row], alone.summary[0], atol=1e-5)
+            assert torch.allclose(more_padding.summary[0], alone.summary[0], atol=1e-5)
+    assert (together.memory.masked_select(~together.mask.unsqueeze(-1)) == 0).all()
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_summary_is_the_final_forward_and_backward_states(cell: str) -> None:
+    encoder = make_encoder(cell, layers=2)
+    with torch.no_grad():
+        output = encoder(padded_source())
+    for row, length in enumerate(LENGTHS):
+        forward_end = output.memory[row, length - 1, :HIDDEN]  # the forward RNN's last real step
+        backward_end = output.memory[row, 0, HIDDEN:]  # the backward RNN ends at the first token
+        assert torch.allclose(output.summary[row], torch.cat([forward_end, backward_end]), atol=1e-6)
+
+
+def test_unidirectional_summary_is_the_last_real_state() -> None:
+    encoder = make_encoder(bidirectional=False)
+    with torch.no_grad():
+        output = encoder(padded_source())
+    for row, length in enumerate(LENGTHS):
+        assert torch.allclose(output.summary[row], output.memory[row, length - 1], atol=1e-6)
+
+
+def test_an_empty_source_row_is_read_as_one_pad_token() -> None:
+    encoder = make_encoder()
+    source = padded_source([3, 0, 2])
+    with torch.no_grad():
+        output = encoder(source)
+        lone_pad = encoder(torch.full((1, 1), PAD))
+    assert output.mask[1].tolist() == [True, False, False]
+    assert torch.isfinite(output.memory).all() and torch.isfinite(output.summary).all()
+    assert torch.allclose(output.summary[1], lone_pad.summary[0], atol=1e-6)
+
+
+def test_a_batch_of_empty_sources_still_encodes() -> None:
+    output = make_encoder()(torch.empty(2, 0, dtype=torch.long))
+    assert output.memory.shape == (2, 1, 2 * HIDDEN)
+    assert output.mask.all()
+
+
+def test_dropout_is_active_in_training_mode_only() -> None:
+    encoder = make_encoder(layers=2, dropout=0.5)
+    source = padded_source()
+    with torch.no_grad():
+        assert torch.equal(encoder(source).memory, encoder(source).memory)
+        encoder.train()
+        assert not torch.equal(encoder(source).memory, encoder(source).memory)
+
+
+def test_gradients_reach_every_parameter() -> None:
+    encoder = make_encoder("lstm", layers=2).train()
+    output = encoder(padded_source())
+    (output.memory.sum() + output.summary.sum()).backward()
+    for name, parameter in encoder.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_unknown_encoder_cell_is_named_with_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"model.encoder_cell.*gru.*lstm.*'transformer'"):
+        RNNEncoder(VOCAB, ModelConfig(encoder_cell="transformer"), PAD)
