@@ -27,6 +27,7 @@ class MarkovDecoder(nn.Module):
     def __init__(self, table: Tensor) -> None:
         super().__init__()
         self.table = table  # (V, V) log-probabilities, one row per previous token
+        self.steps = 0  # calls of step()
 
     def prepare(self, encoder_output: EncoderOutput) -> EncoderOutput:
         return encoder_output
@@ -42,6 +43,7 @@ class MarkovDecoder(nn.Module):
     def step(
         self, previous: Tensor, state: DecoderState, encoder_output: EncoderOutput
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        self.steps += 1
         attention = None
         if encoder_output.memory is not None:
             positions = encoder_output.memory.shape[1]
@@ -90,7 +92,8 @@ def sources(*lengths: int) -> Tensor:
 
 def tiny_lm(eos_boost: float = 0.1) -> Seq2Seq:
     torch.manual_seed(0)
-    model = build_language_model(ModelConfig(cell="gru", embedding_size=8, hidden_size=16), LM_VOCAB, SPECIAL.pad)
+    config = ModelConfig(cell="gru", embedding_size=8, hidden_size=16)
+    model = build_language_model(config, LM_VOCAB, SPECIAL.pad)
     with torch.no_grad():
         model.decoder.output.bias[SPECIAL.eos] += eos_boost
     return model
@@ -219,11 +222,11 @@ def test_an_input_gets_the_same_hypotheses_in_any_batch() -> None:
 
 
 def test_per_input_length_limits_do_not_depend_on_the_batch() -> None:
-    model, source = markov_model(random_table(can_end=True), with_source=True), sources(2, 6, 4)
+    model, lengths = markov_model(random_table(can_end=True), with_source=True), [2, 6, 4]
     config = beam(beam_size=3, n_best=2, max_length_ratio=1.5, min_length_ratio=0.5)
-    together = generate(model, source, config, SPECIAL)
-    for row in range(3):
-        alone = generate(model, source[row : row + 1, : int((source[row] != SPECIAL.pad).sum())], config, SPECIAL)
+    together = generate(model, sources(*lengths), config, SPECIAL)
+    for row, length in enumerate(lengths):
+        alone = generate(model, sources(length), config, SPECIAL)
         assert hypotheses(together, row) == hypotheses(alone)
 
 
@@ -240,11 +243,13 @@ def test_beam_finds_the_best_sequence_that_greedy_misses() -> None:
         }
     )
     model = markov_model(table)
-    greedy = generate(model, empty_source(1), DecodeConfig(method="greedy", max_length=5), SPECIAL)
-    found = generate(model, empty_source(1), beam(beam_size=2, length_penalty="none", max_length=5), SPECIAL)
+    greedy = generate(model, empty_source(1), DecodeConfig(method="greedy", max_length=50), SPECIAL)
+    model.decoder.steps = 0
+    found = generate(model, empty_source(1), beam(beam_size=2, length_penalty="none", max_length=50), SPECIAL)
     assert hypotheses(greedy) == [[A, SPECIAL.eos]]
     assert hypotheses(found) == [[B, SPECIAL.eos]]
     assert torch.allclose(found.scores, torch.tensor(0.36).log())
+    assert model.decoder.steps < 10  # stopped once nothing could beat the finished hypotheses
 
 
 def test_n_best_are_sorted_distinct_and_scored_by_their_tokens() -> None:
@@ -288,7 +293,9 @@ SHORT_OR_LONG = markov(
         ("average", 0.6, [B, C, D, SPECIAL.eos]),
     ],
 )
-def test_length_penalty_decides_between_short_and_long(length_penalty: str, alpha: float, best: list[int]) -> None:
+def test_length_penalty_decides_between_short_and_long(
+    length_penalty: str, alpha: float, best: list[int]
+) -> None:
     config = beam(beam_size=2, n_best=2, max_length=10, length_penalty=length_penalty, alpha=alpha)
     hyps = generate(markov_model(SHORT_OR_LONG), empty_source(1), config, SPECIAL)
     assert hypotheses(hyps)[0] == best
@@ -300,9 +307,12 @@ def repeated_ngrams(tokens: list[int], n: int) -> bool:
     return len(ngrams) != len(set(ngrams))
 
 
-@pytest.mark.parametrize("config", [beam(beam_size=4, n_best=4, length_penalty="none"), DecodeConfig(method="greedy")])
+@pytest.mark.parametrize(
+    "config", [beam(beam_size=4, n_best=4, length_penalty="none"), DecodeConfig(method="greedy")]
+)
 def test_no_repeat_ngram_blocks_repeats(config: DecodeConfig) -> None:
-    model = markov_model(markov({SPECIAL.bos: {A: 1.0}, A: {B: 0.95, SPECIAL.eos: 0.05}, B: {A: 0.95, SPECIAL.eos: 0.05}}))
+    ping_pong = {SPECIAL.bos: {A: 1.0}, A: {B: 0.95, SPECIAL.eos: 0.05}, B: {A: 0.95, SPECIAL.eos: 0.05}}
+    model = markov_model(markov(ping_pong))
     config = dataclasses.replace(config, max_length=8)
     free = generate(model, empty_source(1), config, SPECIAL)
     blocked = generate(model, empty_source(1), dataclasses.replace(config, no_repeat_ngram=2), SPECIAL)
@@ -331,8 +341,16 @@ def test_min_length_ratio_follows_each_source_length() -> None:
     assert (hyps.lengths[0] < 6).any()
 
 
+def test_places_without_a_hypothesis_are_empty() -> None:
+    only_one = markov({SPECIAL.bos: {A: 1.0}, A: {SPECIAL.eos: 1.0}})
+    hyps = generate(markov_model(only_one), empty_source(1), beam(beam_size=3, n_best=3, max_length=5), SPECIAL)
+    assert hypotheses(hyps) == [[A, SPECIAL.eos], [], []]
+    assert hyps.scores[0, 0] == 0 and torch.isneginf(hyps.scores[0, 1:]).all()
+
+
 def test_a_model_that_never_ends_still_returns_max_length_results() -> None:
-    hyps = generate(markov_model(random_table()), empty_source(2), beam(beam_size=3, n_best=3, max_length=7), SPECIAL)
+    config = beam(beam_size=3, n_best=3, max_length=7)
+    hyps = generate(markov_model(random_table()), empty_source(2), config, SPECIAL)
     assert (hyps.lengths == 7).all()
     assert torch.isfinite(hyps.scores).all()
     assert not (hyps.tokens == SPECIAL.eos).any()
@@ -340,7 +358,8 @@ def test_a_model_that_never_ends_still_returns_max_length_results() -> None:
 
 def test_max_length_ratio_follows_each_source_length() -> None:
     model = markov_model(random_table(), with_source=True)
-    hyps = generate(model, sources(2, 5), beam(beam_size=2, n_best=2, max_length=50, max_length_ratio=1.5), SPECIAL)
+    config = beam(beam_size=2, n_best=2, max_length=50, max_length_ratio=1.5)
+    hyps = generate(model, sources(2, 5), config, SPECIAL)
     assert hyps.lengths.tolist() == [[3, 3], [8, 8]]
     capped = generate(model, sources(2, 5), beam(beam_size=2, max_length=4, max_length_ratio=1.5), SPECIAL)
     assert capped.lengths.flatten().tolist() == [3, 4]
@@ -350,7 +369,8 @@ def test_max_length_ratio_follows_each_source_length() -> None:
 def test_unk_appears_only_without_the_ban(ban_unk: bool) -> None:
     table = random_table()
     table[:, SPECIAL.unk] += 5.0
-    hyps = generate(markov_model(table), empty_source(2), beam(beam_size=3, n_best=3, max_length=6, ban_unk=ban_unk), SPECIAL)
+    config = beam(beam_size=3, n_best=3, max_length=6, ban_unk=ban_unk)
+    hyps = generate(markov_model(table), empty_source(2), config, SPECIAL)
     assert (hyps.tokens == SPECIAL.unk).any() != ban_unk
 
 

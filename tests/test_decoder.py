@@ -364,6 +364,32 @@ def test_previous_queries_attend_before_the_token_is_read(query: str, input_feed
     assert torch.equal(first, second) == (query == "previous")
 
 
+@pytest.mark.parametrize("input_feeding", [False, True])
+@pytest.mark.parametrize("query", ["previous", "current"])
+def test_the_query_is_the_top_hidden_state_before_or_after_the_step(query: str, input_feeding: bool) -> None:
+    model = make_translator("general", input_feeding, query, cell="lstm", layers=2)
+    queries: list[torch.Tensor] = []
+    model.decoder.attention.register_forward_hook(lambda _, args, __: queries.append(args[0]))
+    encoder_output = model.encode(padded_source())
+    before = model.decoder.init_state(encoder_output)
+    with torch.no_grad():
+        _, after, _ = model.decoder.step(random_tokens()[:, 0], before, encoder_output)
+    expected = before.hidden[-1] if query == "previous" else after.hidden[-1]
+    assert len(queries) == 1 and torch.allclose(queries[0].reshape(expected.shape), expected)
+
+
+def test_input_feeding_reaches_the_rnn() -> None:
+    model = make_translator("dot", input_feeding=True)
+    encoder_output = model.encode(padded_source())
+    state = model.decoder.init_state(encoder_output)
+    fed = DecoderState(state.hidden, state.cell, torch.randn(state.input_feed.shape))
+    with torch.no_grad():
+        plain, plain_state, _ = model.decoder.step(random_tokens()[:, 0], state, encoder_output)
+        changed, changed_state, _ = model.decoder.step(random_tokens()[:, 0], fed, encoder_output)
+    assert not torch.allclose(plain_state.hidden, changed_state.hidden)
+    assert not torch.allclose(plain, changed)
+
+
 def count_calls(module: torch.nn.Module) -> list[int]:
     """A one-element list that counts the module's forward calls."""
     calls = [0]

@@ -271,9 +271,9 @@ def test_results_can_be_changed_in_place(model: Seq2Seq) -> None:
     assert not (hyps.tokens == SPECIAL.eos).any()
 
 
-def test_beam_is_refused_with_the_available_methods(model: Seq2Seq) -> None:
-    with pytest.raises(ValueError, match="greedy, sample"):
-        run(model, DecodeConfig(method="beam"))
+def test_unknown_method_is_refused_with_the_available_methods(model: Seq2Seq) -> None:
+    with pytest.raises(ValueError, match="greedy, sample, beam"):
+        run(model, DecodeConfig(method="nucleus"))
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 from seq2seq.decoding.processors import (
     BanTokens,
     LogitsProcessor,
+    MinLength,
+    NoRepeatNGram,
     RepetitionPenalty,
     Temperature,
     TopK,
@@ -16,6 +18,8 @@ __all__ = [
     "BanTokens",
     "Hypotheses",
     "LogitsProcessor",
+    "MinLength",
+    "NoRepeatNGram",
     "RepetitionPenalty",
     "SpecialIds",
     "Temperature",

@@ -43,7 +43,8 @@ def beam_search(
 
     source and prefix are those of ``generate``, which calls this for method "beam" with the
     model in eval and inference mode. Hypotheses come best first by length-penalised score;
-    their scores are the summed log-probabilities, without the penalty.
+    their scores are the summed log-probabilities, without the penalty. Where the model allows
+    fewer than N distinct hypotheses, the places left over have length 0 and score -inf.
     """
     check_beam_config(config)
     beam_size = config.beam_size
@@ -59,7 +60,8 @@ def beam_search(
     with _onednn_disabled():
         for step in range(steps):
             logits, state, attention = model.decoder.step(previous, state, encoder_output)  # (B * K, V)
-            log_probs = apply_processors(processors, beams.so_far(step), logits.float().log_softmax(dim=-1))
+            log_probs = logits.float().log_softmax(dim=-1)
+            log_probs = apply_processors(processors, beams.so_far(step), log_probs)
             penalty = _length_penalty(config, step + 1)
             rows = beams.advance(step, log_probs, attention, special.eos, last_step == step, penalty)
             state = state.index_select(rows)
@@ -71,16 +73,17 @@ def beam_search(
 
 def check_beam_config(config: DecodeConfig) -> None:
     """Rejects beam settings outside their ranges with the key to fix."""
+    beam_size, penalties = config.beam_size, ", ".join(LENGTH_PENALTIES)
     rules = [
-        ("beam_size", config.beam_size >= 1, ">= 1"),
-        ("n_best", 1 <= config.n_best <= config.beam_size, f"between 1 and decode.beam_size ({config.beam_size})"),
-        ("length_penalty", config.length_penalty in LENGTH_PENALTIES, f"one of {', '.join(LENGTH_PENALTIES)}"),
+        ("beam_size", beam_size >= 1, ">= 1"),
+        ("n_best", 1 <= config.n_best <= beam_size, f"from 1 to decode.beam_size ({beam_size})"),
+        ("length_penalty", config.length_penalty in LENGTH_PENALTIES, f"one of {penalties}"),
         ("alpha", config.alpha >= 0, ">= 0 (0 disables the gnmt penalty)"),
         ("min_length", config.min_length >= 0, ">= 0"),
         ("min_length_ratio", config.min_length_ratio >= 0, ">= 0 (0 disables it)"),
         ("max_length_ratio", config.max_length_ratio >= 0, ">= 0 (0 disables it)"),
         ("no_repeat_ngram", config.no_repeat_ngram >= 0, ">= 0 (0 disables it)"),
-        ("repetition_penalty", config.repetition_penalty == 1, "1 with beam search; use decode.no_repeat_ngram"),
+        ("repetition_penalty", config.repetition_penalty == 1, "1 in beam search; use decode.no_repeat_ngram"),
     ]
     for key, valid, requirement in rules:
         if not valid:
@@ -96,7 +99,9 @@ def _length_penalty(config: DecodeConfig, length: int) -> float:
     return 1.0
 
 
-def _length_limits(config: DecodeConfig, encoder_output: EncoderOutput, device: torch.device) -> tuple[Tensor, Tensor]:
+def _length_limits(
+    config: DecodeConfig, encoder_output: EncoderOutput, device: torch.device
+) -> tuple[Tensor, Tensor]:
     """(rows,) the fewest tokens before eos and the most new tokens (eos included) of each row.
 
     A ratio applies to the row's source length: the minimum is rounded down, the maximum up.
@@ -109,7 +114,8 @@ def _length_limits(config: DecodeConfig, encoder_output: EncoderOutput, device: 
         if config.min_length_ratio > 0:
             min_lengths = min_lengths.maximum((config.min_length_ratio * source_lengths).floor().long())
         if config.max_length_ratio > 0:
-            max_lengths = max_lengths.minimum((config.max_length_ratio * source_lengths).ceil().long()).clamp(min=1)
+            most = (config.max_length_ratio * source_lengths).ceil().long()
+            max_lengths = max_lengths.minimum(most).clamp(min=1)
     return min_lengths, max_lengths
 
 
@@ -175,6 +181,17 @@ class _Pool:
             _merge(self.last_tokens, tokens, keep),
         )
 
+    def top(self, n: int) -> _Pool:
+        """The n best places of each input."""
+        places = slice(0, n)
+        return _Pool(
+            self.scores[:, places],
+            self.raw_scores[:, places],
+            self.ends[:, places],
+            self.parents[:, places],
+            self.last_tokens[:, places],
+        )
+
 
 def _merge(old: Tensor, new: Tensor, keep: Tensor) -> Tensor:
     """(B, K) + (B, K) -> (B, K): the places ``keep`` picks from both side by side."""
@@ -188,7 +205,7 @@ class _Beams:
     sequences: (B * K, P + steps) the prompt and tokens of the alive beams, in beam order
     scores:    (B, K) summed log-probabilities of the alive beams, best first
     pool:      the finished hypotheses
-    done:      (B,) inputs whose pool can no longer change
+    done:      (B,) inputs whose search has ended
     tokens, parents: per step, (B, K) the token each alive beam took and the beam it extended
     attention: per step, (B, K, S) the attention of the beams that the step extended
     """
@@ -212,14 +229,21 @@ class _Beams:
         scores = torch.full((batch_size, beam_size), float("-inf"), device=prefix.device)
         scores[:, 0] = 0.0  # the beams start identical, so only the first one is extended at first
         done = torch.zeros(batch_size, dtype=torch.bool, device=prefix.device)
-        return cls(sequences, prompt_length, scores, _Pool.empty(batch_size, beam_size, prefix.device), done, [], [], [])
+        pool = _Pool.empty(batch_size, beam_size, prefix.device)
+        return cls(sequences, prompt_length, scores, pool, done, tokens=[], parents=[], attention=[])
 
     def so_far(self, step: int) -> Tensor:
         """(B * K, P + step) the prompt and the tokens of each alive beam."""
         return self.sequences[:, : self.prompt_length + step]
 
     def advance(
-        self, step: int, log_probs: Tensor, attention: Tensor | None, eos_id: int, at_limit: Tensor, penalty: float
+        self,
+        step: int,
+        log_probs: Tensor,
+        attention: Tensor | None,
+        eos_id: int,
+        at_limit: Tensor,
+        penalty: float,
     ) -> Tensor:
         """Extends the beams by one token.
 
@@ -228,55 +252,66 @@ class _Beams:
         candidates finish whatever their token. penalty: the length penalty at this step.
         Returns the (B * K,) rows of the old beams that the new ones continue.
         """
-        batch_size, beam_size = self.scores.shape
-        vocab_size = log_probs.shape[-1]
-        candidates = self.scores.unsqueeze(-1) + log_probs.view(batch_size, beam_size, vocab_size)  # (B, K, V)
-        top_scores, top_ids = candidates.view(batch_size, -1).topk(2 * beam_size, dim=1)  # (B, 2K) best first
-        parents, tokens = top_ids // vocab_size, top_ids % vocab_size
-        ended = tokens == eos_id  # (B, 2K)
+        beam_size = self.scores.shape[1]
+        scores, parents, tokens = self._candidates(log_probs)  # (B, 2K) each, best first
+        ended = tokens == eos_id
 
         best = slice(0, beam_size)
         finishing = (ended[:, best] | at_limit.unsqueeze(-1)) & ~self.done.unsqueeze(-1)  # (B, K)
-        penalised = (top_scores[:, best] / penalty).masked_fill(~finishing, float("-inf"))
-        self.pool = self.pool.add(penalised, top_scores[:, best], step, parents[:, best], tokens[:, best])
+        penalised = (scores[:, best] / penalty).masked_fill(~finishing, float("-inf"))
+        self.pool = self.pool.add(penalised, scores[:, best], step, parents[:, best], tokens[:, best])
 
-        alive = ended.long().sort(dim=1, stable=True).indices[:, :beam_size]  # (B, K) the best K that go on
-        self.scores = top_scores.gather(1, alive)
-        parents, tokens = parents.gather(1, alive), tokens.gather(1, alive)
+        going_on = ended.long().sort(dim=1, stable=True).indices[:, :beam_size]  # (B, K) best that did not end
+        self.scores = scores.gather(1, going_on)
         self.done |= at_limit | (self.pool.scores[:, -1] >= self.scores[:, 0] / penalty)
+        return self._record(step, parents.gather(1, going_on), tokens.gather(1, going_on), attention)
 
+    def _candidates(self, log_probs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The 2K best extensions of each input: summed scores, parent beams, tokens; (B, 2K) each.
+
+        They are among the 2K best tokens of each beam, so only those are summed and compared.
+        """
+        batch_size, beam_size = self.scores.shape
+        per_beam = min(2 * beam_size, log_probs.shape[-1])
+        beam_scores, beam_tokens = log_probs.topk(per_beam, dim=-1)  # (B * K, 2K)
+        candidates = self.scores.unsqueeze(-1) + beam_scores.view(batch_size, beam_size, per_beam)  # (B, K, 2K)
+        scores, ids = candidates.view(batch_size, -1).topk(2 * beam_size, dim=1)  # (B, 2K)
+        return scores, ids // per_beam, beam_tokens.view(batch_size, -1).gather(1, ids)
+
+    def _record(self, step: int, parents: Tensor, tokens: Tensor, attention: Tensor | None) -> Tensor:
+        """Stores the new beams' (B, K) parents and tokens; returns the (B * K,) rows they continue."""
+        batch_size, beam_size = parents.shape
         self.tokens.append(tokens)
         self.parents.append(parents)
         if attention is not None:
             self.attention.append(attention.view(batch_size, beam_size, -1))
-        first_row = torch.arange(batch_size, device=parents.device).unsqueeze(-1) * beam_size  # (B, 1)
-        rows = (first_row + parents).view(-1)  # (B * K,)
+        first_rows = torch.arange(batch_size, device=parents.device).unsqueeze(-1) * beam_size  # (B, 1)
+        rows = (first_rows + parents).view(-1)  # (B * K,)
         self.sequences = self.sequences.index_select(0, rows)
         self.sequences[:, self.prompt_length + step] = tokens.view(-1)
         return rows
 
     def best(self, n_best: int, pad_id: int) -> Hypotheses:
         """The n best finished hypotheses of each input, recovered along the backpointers."""
-        pool = self.pool
-        scores, ends = pool.raw_scores[:, :n_best], pool.ends[:, :n_best]  # (B, N)
-        lengths = torch.where(torch.isfinite(pool.scores[:, :n_best]), ends + 1, 0)  # (B, N)
+        finished = self.pool.top(n_best)
+        lengths = torch.where(torch.isfinite(finished.scores), finished.ends + 1, 0)  # (B, N)
         longest = int(lengths.max())
         tokens = torch.full((*lengths.shape, longest), pad_id, dtype=torch.long, device=lengths.device)
         attention = None
         if self.attention:
             attention = self.attention[0].new_zeros(*lengths.shape, longest, self.attention[0].shape[-1])
 
-        beam = pool.parents[:, :n_best]  # (B, N) the alive beam each hypothesis is in after a step
+        beam = finished.parents  # (B, N) the alive beam that holds each hypothesis after a step
         for step in reversed(range(longest)):
-            ending = ends == step
-            tokens[:, :, step] = torch.where(ending, pool.last_tokens[:, :n_best], self.tokens[step].gather(1, beam))
-            parent = torch.where(ending, pool.parents[:, :n_best], self.parents[step].gather(1, beam))
+            ending = finished.ends == step
+            tokens[:, :, step] = torch.where(ending, finished.last_tokens, self.tokens[step].gather(1, beam))
+            parent = torch.where(ending, finished.parents, self.parents[step].gather(1, beam))
             if attention is not None:
-                source_length = attention.shape[-1]
-                attention[:, :, step] = self.attention[step].gather(1, parent.unsqueeze(-1).expand(-1, -1, source_length))
+                along_source = parent.unsqueeze(-1).expand(-1, -1, attention.shape[-1])  # (B, N, S)
+                attention[:, :, step] = self.attention[step].gather(1, along_source)
             beam = parent
 
         outside = torch.arange(longest, device=lengths.device) >= lengths.unsqueeze(-1)  # (B, N, T)
         if attention is not None:
             attention = attention.masked_fill(outside.unsqueeze(-1), 0.0)
-        return Hypotheses(tokens.masked_fill(outside, pad_id), lengths, scores, attention)
+        return Hypotheses(tokens.masked_fill(outside, pad_id), lengths, finished.raw_scores, attention)

@@ -87,8 +87,11 @@ class NoRepeatNGram:
         ngrams = prefix_ids.unfold(1, self.n, 1)  # (B, G, n) every n-gram so far
         last = prefix_ids[:, prefix_ids.shape[1] - self.n + 1 :]  # (B, n - 1) the n-gram being started
         repeats = (ngrams[:, :, :-1] == last.unsqueeze(1)).all(dim=-1)  # (B, G)
-        times_banned = torch.zeros_like(logits, dtype=torch.long).scatter_add(-1, ngrams[:, :, -1], repeats.long())
-        return logits.masked_fill(times_banned > 0, float("-inf"))
+        vocab_size = logits.shape[-1]
+        # The n-grams that do not repeat point at a spare last column, which is then dropped.
+        completions = torch.where(repeats, ngrams[:, :, -1], vocab_size)  # (B, G)
+        banned = torch.zeros(len(logits), vocab_size + 1, dtype=torch.bool, device=logits.device)
+        return logits.masked_fill(banned.scatter_(-1, completions, True)[:, :vocab_size], float("-inf"))
 
 
 class RepetitionPenalty:
