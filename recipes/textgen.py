@@ -106,8 +106,8 @@ def train(args: argparse.Namespace) -> None:
         if runtime.is_main:
             best = trainer.checkpoints.best()
             print(
-                f"done: step {progress.step}, best validation loss {progress.best_val_loss:.4f} nats/token "
-                f"({progress.best_val_loss / 0.6931471805599453:.4f} bits/token); best checkpoint {best}"
+                f"done: step {progress.step}, best {config.train.best_metric} {progress.best_metric:.4f}; "
+                f"best checkpoint {best}"
             )
     finally:
         stop_runtime(runtime)

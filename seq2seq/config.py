@@ -62,7 +62,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    schedule: str = "cosine"  # constant | cosine | linear (decay after warm-up)
+    schedule: str = "cosine"  # constant | cosine | linear (decay after warm-up) | plateau
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1  # final lr as a fraction of lr (cosine and linear)
     clip_grad_norm: float = 1.0  # 0 disables clipping
@@ -72,6 +72,11 @@ class TrainConfig:
     validate_every: int = 500  # steps between validations and checkpoints
     log_every: int = 50  # steps between metric log lines
     early_stopping_patience: int = 0  # validations without improvement; 0 disables
+    best_metric: str = "val_loss"  # the validation metric that picks the best checkpoints
+    best_mode: str = "min"  # min | max: whether a lower or a higher best_metric is better
+    plateau_factor: float = 0.5  # plateau schedule: multiply the lr by this ...
+    plateau_patience: int = 2  # ... after this many validations without improvement
+    label_smoothing: float = 0.0  # spread this much target probability over the vocabulary
     keep_latest: int = 1  # most recent checkpoints kept
     keep_best: int = 1  # best checkpoints (by validation loss) kept
     seed: int = 1234

@@ -37,7 +37,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     text.write_text(make_text(12_000), encoding="utf-8")
     run_dir = folder / "run"
     result = run_recipe("textgen.py", *train_args(text, run_dir, "train.max_steps=30"))
-    assert "best validation loss" in result.stdout
+    assert "best val_loss" in result.stdout
     return run_dir
 
 

@@ -40,7 +40,7 @@ def make_trainer(tmp_path: Path, task=None, **train: object) -> Trainer:
 
 def test_fit_learns_a_repeating_pattern(tmp_path: Path) -> None:
     progress = make_trainer(tmp_path, max_steps=120, validate_every=40).fit()
-    assert progress.best_val_loss < 0.5  # log(8) ~ 2.08 for a model that learnt nothing
+    assert progress.best_metric < 0.5  # log(8) ~ 2.08 for a model that learnt nothing
 
 
 class NaNTask(LanguageModelTask):
@@ -106,3 +106,30 @@ def test_resume_continues_from_latest(tmp_path: Path) -> None:
     assert trainer.resume_if_possible()
     assert trainer.progress.step == 20
     assert trainer.fit().step == 30
+
+
+def test_plateau_schedule_halves_lr_without_improvement(tmp_path: Path) -> None:
+    base = tiny_task()
+    task = FlatValidationTask(base.train, base.validation, CPU.device)
+    trainer = make_trainer(
+        tmp_path, task=task, max_steps=25, validate_every=5, schedule="plateau", plateau_patience=2, plateau_factor=0.5
+    )
+    progress = trainer.fit()
+    assert progress.lr_scale == 0.25  # validations at 5..25: best, then 4 without improvement -> two halvings
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rates = {r["step"]: r["lr"] for r in records if "lr" in r}
+    assert rates[15] == pytest.approx(0.01) and rates[20] == pytest.approx(0.005)
+
+
+def test_best_metric_in_max_mode_picks_highest(tmp_path: Path) -> None:
+    class ScoredTask(LanguageModelTask):
+        scores = iter([10.0, 30.0, 20.0])
+
+        def validate(self, model: torch.nn.Module) -> dict[str, float]:
+            return {"val_loss": 1.0, "bleu": next(self.scores)}
+
+    base = tiny_task()
+    task = ScoredTask(base.train, base.validation, CPU.device)
+    make_trainer(tmp_path, task=task, max_steps=30, validate_every=10, best_metric="bleu", best_mode="max").fit()
+    index = json.loads((tmp_path / "run" / "checkpoints.json").read_text())
+    assert index["best"][0][1] == "step_000020"

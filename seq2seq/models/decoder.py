@@ -98,10 +98,11 @@ def _lstm_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor,
 
 def _gru_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, None]:
     """gates: (B, 3H) input gates (r, z, n); hidden: (B, H)."""
-    recurrent = F.linear(hidden, w_hh, b_hh)  # (B, 3H)
     size = hidden.shape[1]
-    reset, update = torch.sigmoid(gates[:, : 2 * size] + recurrent[:, : 2 * size]).chunk(2, dim=1)
-    candidate = torch.tanh(gates[:, 2 * size :] + reset * recurrent[:, 2 * size :])
+    input_gates, input_candidate = gates.split([2 * size, size], dim=1)
+    recurrent_gates, recurrent_candidate = F.linear(hidden, w_hh, b_hh).split([2 * size, size], dim=1)
+    reset, update = torch.sigmoid(input_gates + recurrent_gates).chunk(2, dim=1)  # (B, H) each
+    candidate = torch.tanh(input_candidate + reset * recurrent_candidate)
     return candidate + update * (hidden - candidate), None
 
 
@@ -228,8 +229,9 @@ class RNNDecoder(nn.Module):
         embedded = self.embedding_dropout(self.embedding(previous))  # (B, E)
         if self.input_feeding:
             self._check_input_feed(state)
-            gates = F.linear(embedded, self._embedding_weight(), self.rnn.bias_ih_l0)  # (B, G)
-            features, state, weights = self._feed_step(gates, state, encoder_output)
+            embedding_weight, feed_weight = self._first_layer_weights()
+            gates = F.linear(embedded, embedding_weight, self.rnn.bias_ih_l0)  # (B, G)
+            features, state, weights = self._feed_step(gates, feed_weight, state, encoder_output)
         else:
             features, state, weights = self._fused(embedded.unsqueeze(1), state, encoder_output)
             features = features.squeeze(1)  # (B, H)
@@ -259,24 +261,26 @@ class RNNDecoder(nn.Module):
     ) -> tuple[Tensor, DecoderState]:
         """Input feeding: one position at a time. embedded: (B, T, E) -> features (B, T, H)."""
         self._check_input_feed(state)
-        gates = F.linear(embedded, self._embedding_weight(), self.rnn.bias_ih_l0)  # (B, T, G)
+        embedding_weight, feed_weight = self._first_layer_weights()
+        gates = F.linear(embedded, embedding_weight, self.rnn.bias_ih_l0)  # (B, T, G)
         features = []
-        for position in range(embedded.shape[1]):
-            attentional, state, _ = self._feed_step(gates[:, position], state, encoder_output)
+        for position_gates in gates.unbind(1):  # unbind, not indexing: one gradient copy, not T
+            attentional, state, _ = self._feed_step(position_gates, feed_weight, state, encoder_output)
             features.append(attentional)
         return torch.stack(features, dim=1), state
 
     def _feed_step(
-        self, embedding_gates: Tensor, state: DecoderState, encoder_output: EncoderOutput
+        self, embedding_gates: Tensor, feed_weight: Tensor, state: DecoderState, encoder_output: EncoderOutput
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One position with input feeding.
 
         embedding_gates: (B, G) the embedding's share of the first layer's input gates, bias
-        included. Returns the attentional vector (B, H), the new state and weights (B, S).
+        included; feed_weight: (G, H) the columns that read the input feed. Returns the
+        attentional vector (B, H), the new state and weights (B, S).
         """
         if not self.query_is_current:
             context, weights = self._attend(state.hidden[-1], encoder_output)
-        gates = torch.addmm(embedding_gates, state.input_feed, self._feed_weight().t())  # (B, G)
+        gates = torch.addmm(embedding_gates, state.input_feed, feed_weight.t())  # (B, G)
         hidden, cell = self._cells(gates, state)  # (L, B, H)
         if self.query_is_current:
             context, weights = self._attend(hidden[-1], encoder_output)
@@ -290,23 +294,21 @@ class RNNDecoder(nn.Module):
         """
         hiddens, cells = [], []
         gates = first_gates
-        for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.rnn.all_weights):
+        previous_cells = [None] * self.num_layers if state.cell is None else state.cell.unbind(0)
+        layers = zip(self.rnn.all_weights, state.hidden.unbind(0), previous_cells)
+        for layer, ((w_ih, w_hh, b_ih, b_hh), hidden, cell) in enumerate(layers):
             if layer > 0:
                 below = F.dropout(hiddens[-1], self.layer_dropout, self.training)
                 gates = F.linear(below, w_ih, b_ih)  # (B, G)
-            cell = None if state.cell is None else state.cell[layer]
-            hidden, cell = self.cell_step(gates, state.hidden[layer], cell, w_hh, b_hh)
+            hidden, cell = self.cell_step(gates, hidden, cell, w_hh, b_hh)
             hiddens.append(hidden)
             cells.append(cell)
         return torch.stack(hiddens), None if state.cell is None else torch.stack(cells)
 
-    def _embedding_weight(self) -> Tensor:
-        """The columns of the first layer's input weights that read the embedding. (G, E)"""
-        return self.rnn.weight_ih_l0[:, : self.embedding_size]
-
-    def _feed_weight(self) -> Tensor:
-        """The columns of the first layer's input weights that read the input feed. (G, H)"""
-        return self.rnn.weight_ih_l0[:, self.embedding_size :]
+    def _first_layer_weights(self) -> tuple[Tensor, Tensor]:
+        """The first layer's input weights split into the columns that read the embedding
+        (G, E) and those that read the input feed (G, H)."""
+        return self.rnn.weight_ih_l0.split([self.embedding_size, self.hidden_size], dim=1)
 
     def _attend(self, query: Tensor, encoder_output: EncoderOutput) -> tuple[Tensor, Tensor]:
         """query: (B, [T,] H) -> context (B, [T,] Hm), weights (B, [T,] S)"""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-SCHEDULES = ("constant", "cosine", "linear")
+SCHEDULES = ("constant", "cosine", "linear", "plateau")
 
 
 def learning_rate(
@@ -25,7 +25,7 @@ def learning_rate(
     if warmup_steps and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     progress = min(max(progress, 0.0), 1.0)
-    if schedule == "constant":
+    if schedule in ("constant", "plateau"):  # plateau reductions are the trainer's (they follow validation)
         factor = 1.0
     elif schedule == "cosine":
         factor = min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))

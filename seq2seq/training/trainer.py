@@ -48,7 +48,7 @@ class TrainingTask(Protocol):
         """Forward one batch through ``model`` (possibly DDP-wrapped)."""
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        """Validation metrics; must include ``val_loss``."""
+        """Validation metrics; must include ``val_loss`` and the config's ``best_metric``."""
 
     def state_dict(self) -> dict[str, Tensor]:
         """Task state that a resume needs (e.g. the carried hidden state)."""
@@ -68,8 +68,9 @@ class Progress:
     epoch: int = 0
     position: int = 0  # batches of the current epoch already consumed
     elapsed: float = 0.0  # seconds of training, over all restarts
-    best_val_loss: float = math.inf
+    best_metric: float = math.nan  # best value of the config's best_metric so far
     validations_without_improvement: int = 0
+    lr_scale: float = 1.0  # reductions by the plateau schedule
 
 
 class Trainer:
@@ -95,7 +96,11 @@ class Trainer:
             else model
         )
         self.optimizer = build_optimizer(model, config)
-        self.checkpoints = CheckpointManager(self.run_dir, config.keep_latest, config.keep_best)
+        if config.best_mode not in ("min", "max"):
+            raise ValueError(f"train.best_mode must be min or max, got {config.best_mode!r}")
+        self.checkpoints = CheckpointManager(
+            self.run_dir, config.keep_latest, config.keep_best, mode=config.best_mode, metric=config.best_metric
+        )
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.progress = Progress()
         if config.precision not in ("fp32", "bf16"):
@@ -193,7 +198,7 @@ class Trainer:
     def _optimizer_step(self) -> float:
         config, progress = self.config, self.progress
         budget_progress = progress.elapsed / (config.max_minutes * 60) if config.max_minutes > 0 else 0.0
-        lr = learning_rate(
+        lr = progress.lr_scale * learning_rate(
             config.lr,
             config.schedule,
             progress.step,
@@ -228,26 +233,38 @@ class Trainer:
         with torch.no_grad(), self._autocast():
             metrics = self.task.validate(self.model)
         self.model.train()
-        val_loss = metrics["val_loss"]
-        if val_loss < progress.best_val_loss:
-            progress.best_val_loss = val_loss
-            progress.validations_without_improvement = 0
-        else:
-            progress.validations_without_improvement += 1
+        self._track_best(metrics)
         record = {"step": progress.step, "epoch": progress.epoch, **metrics}
         summary = "  ".join(f"{key} {value:.4f}" for key, value in metrics.items())
-        log.info("step %d  %s  (best val_loss %.4f)", progress.step, summary, progress.best_val_loss)
+        log.info("step %d  %s  (best %s %.4f)", progress.step, summary, self.config.best_metric, progress.best_metric)
         training_state = self._training_state()
         if self.runtime.is_main:
             self.metrics.write(record)
             metadata = {**self.metadata, "metrics": record}
-            self.checkpoints.save(progress.step, self.model, metadata, training_state, val_loss)
+            value = metrics[self.config.best_metric]
+            self.checkpoints.save(progress.step, self.model, metadata, training_state, value)
             plot_training_curve(self.metrics.read(), self.run_dir / "training_curve.png", self.run_dir.name)
         patience = self.config.early_stopping_patience
         if patience and progress.validations_without_improvement >= patience:
             log.info("early stopping: no improvement in %d validations", patience)
             return True
         return False
+
+    def _track_best(self, metrics: dict[str, float]) -> None:
+        """Update the best metric, the patience count and (plateau schedule) the lr scale."""
+        config, progress = self.config, self.progress
+        if config.best_metric not in metrics:
+            raise ValueError(f"train.best_metric {config.best_metric!r} is not among the validation metrics {sorted(metrics)}")
+        value = metrics[config.best_metric]
+        better = value < progress.best_metric if config.best_mode == "min" else value > progress.best_metric
+        if better or math.isnan(progress.best_metric):
+            progress.best_metric = value
+            progress.validations_without_improvement = 0
+            return
+        progress.validations_without_improvement += 1
+        if config.schedule == "plateau" and progress.validations_without_improvement % config.plateau_patience == 0:
+            progress.lr_scale *= config.plateau_factor
+            log.info("no improvement in %d validations: learning rate scaled to %.3g", config.plateau_patience, progress.lr_scale)
 
     def _training_state(self) -> dict[str, Any]:
         """Optimizer and progress (shared), and each process's RNG and task state."""
