@@ -65,6 +65,16 @@ def add_train_arguments(parser: argparse.ArgumentParser, default_config: str) ->
     )
 
 
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint (a run directory or one step directory) and --device."""
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a run directory (its best checkpoint is used) or one checkpoint directory",
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+
+
 def prepare_run_dir(run_dir: Path, fresh: bool, is_main: bool) -> dict[str, Any] | None:
     """Empty the run directory when ``fresh``; else return the metadata of its latest checkpoint."""
     if fresh and is_main and run_dir.exists():

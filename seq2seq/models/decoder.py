@@ -88,7 +88,9 @@ class DecoderState:
 CellStep = Callable[[Tensor, Tensor, Tensor | None, Tensor, Tensor], tuple[Tensor, Tensor | None]]
 
 
-def _lstm_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:
+def _lstm_step(
+    gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor
+) -> tuple[Tensor, Tensor]:
     """gates: (B, 4H) input gates (i, f, g, o); hidden, cell: (B, H)."""
     gates = gates + F.linear(hidden, w_hh, b_hh)  # (B, 4H)
     input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
@@ -96,7 +98,9 @@ def _lstm_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor,
     return torch.sigmoid(output_gate) * torch.tanh(cell), cell
 
 
-def _gru_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, None]:
+def _gru_step(
+    gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor
+) -> tuple[Tensor, None]:
     """gates: (B, 3H) input gates (r, z, n); hidden: (B, H)."""
     size = hidden.shape[1]
     input_gates, input_candidate = gates.split([2 * size, size], dim=1)
@@ -106,7 +110,9 @@ def _gru_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, 
     return candidate + update * (hidden - candidate), None
 
 
-def _tanh_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, None]:
+def _tanh_step(
+    gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor
+) -> tuple[Tensor, None]:
     """gates: (B, H) input part of an Elman RNN; hidden: (B, H)."""
     return torch.tanh(gates + F.linear(hidden, w_hh, b_hh)), None
 
@@ -141,6 +147,7 @@ class RNNDecoder(nn.Module):
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.layer_dropout = config.dropout if config.num_layers > 1 else 0.0
         feed_size = config.hidden_size if config.input_feeding else 0
+        # The fused module; with input feeding, ``_cells`` runs its weights one step at a time.
         self.rnn = RNN_CELLS[config.cell](
             config.embedding_size + feed_size,
             config.hidden_size,

@@ -1,0 +1,51 @@
+"""Pictures of what a model does: the attention alignment of a translated sentence (PNG).
+
+Figures are drawn with matplotlib's Agg canvas directly, so that no display and no global
+backend setting is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor
+
+# Inches per token along each axis, and the least a figure gets.
+_INCHES_PER_TOKEN = 0.35
+_MIN_INCHES = 4.0
+
+
+def plot_attention(
+    weights: Tensor, source_tokens: Sequence[str], target_tokens: Sequence[str], path: Path, title: str = ""
+) -> None:
+    """Save the attention of each target token over the source tokens as a heat map.
+
+    weights: (T, S) attention weights, row t the distribution of target token t over the
+    source; source_tokens (S) label the columns, target_tokens (T) the rows.
+    """
+    if weights.dim() != 2 or tuple(weights.shape) != (len(target_tokens), len(source_tokens)):
+        raise ValueError(
+            f"attention weights of shape {tuple(weights.shape)} do not fit {len(target_tokens)} target and "
+            f"{len(source_tokens)} source tokens: pass a (target tokens, source tokens) matrix"
+        )
+    width = max(_MIN_INCHES, 1.5 + _INCHES_PER_TOKEN * len(source_tokens))
+    height = max(_MIN_INCHES, 1.5 + _INCHES_PER_TOKEN * len(target_tokens))
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
+    image = axis.imshow(weights.detach().float().cpu().numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    axis.set_xticks(range(len(source_tokens)), labels=list(source_tokens), rotation=90)
+    axis.set_yticks(range(len(target_tokens)), labels=list(target_tokens))
+    axis.set_xlabel("source")
+    axis.set_ylabel("target")
+    axis.xaxis.tick_top()
+    axis.xaxis.set_label_position("top")
+    if title:
+        figure.suptitle(title)
+    figure.colorbar(image, ax=axis, shrink=0.6, label="attention weight")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
