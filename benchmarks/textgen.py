@@ -289,7 +289,7 @@ def training_flops_per_token(config: ModelConfig, vocab_size: int) -> float:
     return 3 * forward
 
 
-def matmul_gflops(rows: int, inner: int, columns: int, min_seconds: float = 0.3, trials: int = 3) -> float:
+def matmul_gflops(rows: int, inner: int, columns: int, min_seconds: float = 1.0, trials: int = 5) -> float:
     """Best fp32 GFLOP/s of (rows, inner) x (inner, columns) over a few timed trials."""
     left, right = torch.randn(rows, inner), torch.randn(inner, columns)
     flops = 2.0 * rows * inner * columns
