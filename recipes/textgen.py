@@ -18,7 +18,14 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.cli import add_train_arguments, check_resumable, prepare_run_dir, run_command, setup_logging
+from seq2seq.cli import (
+    add_checkpoint_arguments,
+    add_train_arguments,
+    check_resumable,
+    prepare_run_dir,
+    run_command,
+    setup_logging,
+)
 from seq2seq.config import DecodeConfig, ModelConfig, TrainConfig, from_dict, load_config, to_dict
 from seq2seq.data.lm_corpus import encode_tokens, load_lm_corpus, make_tokenizer
 from seq2seq.data.lm_stream import LMDataConfig, LMStream
@@ -64,7 +71,9 @@ def train(args: argparse.Namespace) -> None:
     run_dir = Path(args.run_dir or Path("runs") / config.name)
     runtime = start_runtime(config.train.device, config.train.threads)
     try:
-        saved = prepare_run_dir(run_dir, args.fresh, runtime.is_main)
+        saved = prepare_run_dir(
+            run_dir, args.fresh, runtime.is_main, config.train.best_metric, config.train.best_mode
+        )
         setup_logging(run_dir, runtime.is_main)
         if saved is None:
             tokenizer, vocab = make_tokenizer(config.data, run_dir), None
@@ -285,15 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.set_defaults(func=evaluate)
     return parser
-
-
-def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        help="a run directory (its best checkpoint is used) or one checkpoint directory",
-    )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,7 +61,14 @@ from seq2seq.plots import plot_attention
 from seq2seq.text import Tokenizer, Vocab, tokenizer_from_dict
 from seq2seq.training.averaging import average_checkpoints, latest_checkpoints
 from seq2seq.training.checkpoint import CheckpointError, load_metadata, load_weights, resolve_checkpoint
-from seq2seq.training.runtime import Runtime, gather_objects, resolve_device, seed_everything, start_runtime, stop_runtime
+from seq2seq.training.runtime import (
+    Runtime,
+    gather_objects,
+    resolve_device,
+    seed_everything,
+    start_runtime,
+    stop_runtime,
+)
 from seq2seq.training.trainer import Trainer
 from seq2seq.training.translation_task import (
     SPECIAL_IDS,
@@ -107,18 +114,9 @@ def train(args: argparse.Namespace) -> None:
     run_dir = Path(args.run_dir or Path("runs") / config.name)
     runtime = start_runtime(config.train.device, config.train.threads)
     try:
-        saved = prepare_run_dir(run_dir, args.fresh, runtime.is_main)
+        saved = prepare_run_dir(run_dir, args.fresh, runtime.is_main, config.train.best_metric, config.train.best_mode)
         setup_logging(run_dir, runtime.is_main)
-        if saved is None:
-            corpus = load_parallel_corpus(config.data, shared_tokenizers(config.data, run_dir, runtime))
-        else:
-            if saved.get("task") != TASK:
-                raise CheckpointError(
-                    f"{run_dir} holds a {saved.get('task')!r} run, not a translation run; "
-                    "pick another --run-dir, or pass --fresh to start over."
-                )
-            check_resumable(saved["config"], to_dict(config), ("model", "data"))
-            corpus = resumed_corpus(config.data, saved)
+        corpus = training_corpus(config, run_dir, runtime, saved)
         seed_everything(config.train.seed)
         model = build_translation_model(config.model, len(corpus.source.vocab), len(corpus.target.vocab), Vocab.pad_id)
         model.to(runtime.device)
@@ -137,34 +135,13 @@ def train(args: argparse.Namespace) -> None:
             runtime.device,
             runtime.world_size,
         )
-        data = config.data
-        batches = TokenBudgetBatcher(
-            corpus.train,
-            data.batch_tokens,
-            data.batch_sentences,
-            data.pool_size,
-            shuffle=True,
-            seed=config.train.seed,
-            rank=runtime.rank,
-            world_size=runtime.world_size,
-        )
-        task = TranslationTask(
-            batches,
-            corpus.valid,
-            corpus.target,
-            runtime.device,
-            config.validation,
-            translation_decode(config.translate),
-            label_smoothing=config.train.label_smoothing,
-            validation_batch_tokens=data.batch_tokens,
-        )
         metadata = {
             "task": TASK,
             "config": to_dict(config),
             "source": corpus.source.to_dict(),
             "target": corpus.target.to_dict(),
         }
-        trainer = Trainer(model, task, config.train, run_dir, metadata, runtime)
+        trainer = Trainer(model, translation_task(config, corpus, runtime), config.train, run_dir, metadata, runtime)
         trainer.resume_if_possible()
         progress = trainer.fit()
         if runtime.is_main:
@@ -174,6 +151,45 @@ def train(args: argparse.Namespace) -> None:
             )
     finally:
         stop_runtime(runtime)
+
+
+def training_corpus(config: TranslationConfig, run_dir: Path, runtime: Runtime, saved: dict | None) -> ParallelCorpus:
+    """A fresh run's corpus, its tokenizers made now; or a resumed run's, read with the run's own
+    tokenizers and vocabularies after checking that the model and data config did not change."""
+    if saved is None:
+        return load_parallel_corpus(config.data, shared_tokenizers(config.data, run_dir, runtime))
+    if saved.get("task") != TASK:
+        raise CheckpointError(
+            f"{run_dir} holds a {saved.get('task')!r} run, not a translation run; "
+            "pick another --run-dir, or pass --fresh to start over."
+        )
+    check_resumable(saved["config"], to_dict(config), ("model", "data"))
+    return resumed_corpus(config.data, saved)
+
+
+def translation_task(config: TranslationConfig, corpus: ParallelCorpus, runtime: Runtime) -> TranslationTask:
+    """The training batches of this process and the validation, as the config says."""
+    data = config.data
+    batches = TokenBudgetBatcher(
+        corpus.train,
+        data.batch_tokens,
+        data.batch_sentences,
+        data.pool_size,
+        shuffle=True,
+        seed=config.train.seed,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+    )
+    return TranslationTask(
+        batches,
+        corpus.valid,
+        corpus.target,
+        runtime.device,
+        config.validation,
+        translation_decode(config.translate),
+        label_smoothing=config.train.label_smoothing,
+        validation_batch_tokens=data.batch_tokens,
+    )
 
 
 def shared_tokenizers(data: ParallelDataConfig, run_dir: Path, runtime: Runtime) -> tuple[Tokenizer, Tokenizer]:
@@ -190,7 +206,11 @@ def resumed_corpus(data: ParallelDataConfig, saved: dict) -> ParallelCorpus:
     are no longer those of the run (the files changed since it started)."""
     source, target = TextCodec.from_dict(saved["source"]), TextCodec.from_dict(saved["target"])
     corpus = load_parallel_corpus(data, (source.tokenizer, target.tokenizer))
-    for lang, kept, built in ((data.source_lang, source.vocab, corpus.source.vocab), (data.target_lang, target.vocab, corpus.target.vocab)):
+    sides = (
+        (data.source_lang, source.vocab, corpus.source.vocab),
+        (data.target_lang, target.vocab, corpus.target.vocab),
+    )
+    for lang, kept, built in sides:
         if built != kept:
             raise CheckpointError(
                 f"the run's {lang} vocabulary ({len(kept)} tokens) is not the one its training data gives now "
@@ -204,8 +224,9 @@ def resumed_corpus(data: ParallelDataConfig, saved: dict) -> ParallelCorpus:
 def vocabulary_change(old: Vocab, new: Vocab) -> str:
     """A short account of how two vocabularies differ."""
     old_tokens, new_tokens = old.to_dict()["tokens"], new.to_dict()["tokens"]
-    added = [token for token in new_tokens if token not in set(old_tokens)]
-    gone = [token for token in old_tokens if token not in set(new_tokens)]
+    old_set, new_set = set(old_tokens), set(new_tokens)
+    added = [token for token in new_tokens if token not in old_set]
+    gone = [token for token in old_tokens if token not in new_set]
     if not added and not gone:
         return "the same tokens in another order, as their frequencies changed"
     return f"{len(added)} new, e.g. {added[:5]}; {len(gone)} gone, e.g. {gone[:5]}"
@@ -339,7 +360,7 @@ def format_translations(results: list[list[Translation]], scored: bool) -> str:
     """One line per input, or with ``scored`` each hypothesis as ``score<TAB>text``."""
     if not scored:
         return "".join(best.text + "\n" for best, *_ in results)
-    return "".join(f"{hypothesis.score:.4f}\t{hypothesis.text}\n" for hypotheses in results for hypothesis in hypotheses)
+    return "".join(f"{h.score:.4f}\t{h.text}\n" for hypotheses in results for h in hypotheses)
 
 
 def translate_interactively(loaded: LoadedTranslator, decode: DecodeConfig, scored: bool) -> None:
@@ -395,7 +416,8 @@ def plot_sentence_attention(
     weights = hypotheses.attention[0, 0, :length]  # (T, S)
     target_tokens = [loaded.target.vocab.id_to_token(i) for i in hypotheses.tokens[0, 0, :length].tolist()]
     source_tokens = loaded.source.tokenizer.tokenize(data.source_lines[number - 1])
-    plot_attention(weights, source_tokens, target_tokens, path, f"sentence {number}: {loaded.target.decode(hypotheses.tokens[0, 0])}")
+    title = f"sentence {number}: {loaded.target.decode(hypotheses.tokens[0, 0])}"
+    plot_attention(weights, source_tokens, target_tokens, path, title)
 
 
 # ---- average ------------------------------------------------------------------------------------
@@ -451,7 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_checkpoint_arguments(ev)
     ev.add_argument("--split", choices=["test", "valid"], default="test", help="which split to score (default: test)")
-    ev.add_argument("--attention-plot", metavar="PNG", help="also plot the attention alignment of --sentence to this PNG")
+    ev.add_argument(
+        "--attention-plot", metavar="PNG", help="also plot the attention alignment of --sentence to this PNG file"
+    )
     ev.add_argument("--sentence", type=positive_int, default=1, help="line number (from 1) of the sentence to plot")
     ev.set_defaults(func=evaluate, n_best=None)
     add_decoding_arguments(ev)
@@ -475,7 +499,9 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     search = parser.add_mutually_exclusive_group()
     search.add_argument("--beam", type=positive_int, help="beam size (default: the config's translate.beam_size)")
     search.add_argument("--greedy", action="store_true", help="greedy search (a beam of 1)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="sentences translated together (default: 64)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=64, help="sentences translated together (default: 64)"
+    )
     parser.add_argument(
         "--max-length-ratio",
         type=float,

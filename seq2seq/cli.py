@@ -75,11 +75,17 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
 
 
-def prepare_run_dir(run_dir: Path, fresh: bool, is_main: bool) -> dict[str, Any] | None:
-    """Empty the run directory when ``fresh``; else return the metadata of its latest checkpoint."""
+def prepare_run_dir(
+    run_dir: Path, fresh: bool, is_main: bool, best_metric: str = "val_loss", best_mode: str = "min"
+) -> dict[str, Any] | None:
+    """Empty the run directory when ``fresh``; else return the metadata of its latest checkpoint.
+
+    best_metric, best_mode: how the run ranks its checkpoints (train.best_metric and
+    train.best_mode); a run directory ranked another way is refused.
+    """
     if fresh and is_main and run_dir.exists():
         shutil.rmtree(run_dir)
-    latest = CheckpointManager(run_dir).latest() if run_dir.exists() else None
+    latest = CheckpointManager(run_dir, metric=best_metric, mode=best_mode).latest() if run_dir.exists() else None
     return None if latest is None else load_metadata(latest)
 
 

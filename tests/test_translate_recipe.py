@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -19,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from seq2seq.config import DecodeConfig
+from seq2seq.text import Vocab
 from seq2seq.training.translation_task import Translation
 from tests.conftest import REPO_ROOT, overrides, run_recipe
 from tests.test_textgen_recipe import latest_weights, wait_for_checkpoint
@@ -53,6 +55,10 @@ TINY_TRANSLATE = [
     "train.device=cpu",
     "translate.max_length=20",
 ]
+# The shared trained run: with dropout (from the config), so that resuming must restore the RNG.
+TRAINED_RUN = ["train.max_steps=60"]
+# Validation by loss alone, for runs that need no BLEU.
+LOSS_ONLY = ["validation.bleu=false", "train.best_metric=val_loss", "train.best_mode=min"]
 
 
 def noun_phrase(rng: random.Random) -> tuple[list[str], list[str]]:
@@ -87,7 +93,8 @@ def write_corpus(folder: Path, seed: int = 0) -> list[str]:
         sources, targets = make_pairs(count, seed * 10 + offset)
         write_lines(folder / f"{split}.de", sources)
         write_lines(folder / f"{split}.en", targets)
-    return [f"data.{key}_prefix={folder / split}" for key, split in (("train", "train"), ("valid", "val"), ("test", "test"))]
+    prefixes = {"train": "train", "valid": "val", "test": "test"}
+    return [f"data.{key}_prefix={folder / split}" for key, split in prefixes.items()]
 
 
 def train_args(data: list[str], run_dir: Path, *extra: str) -> list[str]:
@@ -97,10 +104,12 @@ def train_args(data: list[str], run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
+@functools.cache
 def load_recipe() -> ModuleType:
-    """recipes/translate.py as a module, for its pure functions."""
+    """recipes/translate.py as a module, to call its functions in this process."""
     spec = importlib.util.spec_from_file_location("translate_recipe", REPO_ROOT / "recipes" / "translate.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being defined
     spec.loader.exec_module(module)
     return module
 
@@ -114,7 +123,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 def trained_run(tmp_path_factory: pytest.TempPathFactory, corpus: list[str]) -> Path:
     """One tiny trained run shared by the translate, evaluate and average tests."""
     run_dir = tmp_path_factory.mktemp("translate") / "run"
-    result = run_recipe("translate.py", *train_args(corpus, run_dir, "train.max_steps=60"))
+    result = run_recipe("translate.py", *train_args(corpus, run_dir, *TRAINED_RUN))
     assert "best val_bleu" in result.stdout
     return run_dir
 
@@ -154,14 +163,16 @@ def test_translate_restores_input_order_from_file_and_stdin(trained_run: Path, t
     assert result.stdout.splitlines() == list(reversed(forward))
 
 
-def test_n_best_prints_scored_lines_per_input(trained_run: Path, tmp_path: Path) -> None:
+def test_n_best_prints_scored_lines_per_input(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source_file = tmp_path / "input.de"
     write_lines(source_file, ["ein mann sieht der hund .", "", "der ball gross mag ein kind ."])
-    result = run_recipe(
-        "translate.py", "translate", "--checkpoint", str(trained_run), "--input", str(source_file),
-        "--n-best", "3", "--beam", "4",
+    status = load_recipe().main(
+        ["translate", "--checkpoint", str(trained_run), "--input", str(source_file), "--n-best", "3", "--beam", "4"]
     )
-    lines = result.stdout.splitlines()
+    assert status == 0
+    lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 * 3
     fields = [line.split("\t") for line in lines]
     assert all(len(parts) == 2 for parts in fields)
@@ -171,12 +182,15 @@ def test_n_best_prints_scored_lines_per_input(trained_run: Path, tmp_path: Path)
     assert len({text for _, text in fields[:3]}) == 3  # distinct hypotheses
 
 
-def test_invalid_utf8_and_missing_input_are_clear_errors(trained_run: Path, tmp_path: Path) -> None:
+def test_invalid_utf8_input_is_a_clear_error(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source_file = tmp_path / "latin1.de"
     source_file.write_bytes("ein mann sieht .\nder hund läuft .\n".encode("latin-1"))
-    result = run_recipe("translate.py", "translate", "--checkpoint", str(trained_run), "--input", str(source_file), check=False)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "line 2" in result.stderr and "UTF-8" in result.stderr and "iconv" in result.stderr
+    status = load_recipe().main(["translate", "--checkpoint", str(trained_run), "--input", str(source_file)])
+    error = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in error
+    assert "line 2" in error and "UTF-8" in error and "iconv" in error
 
 
 def test_evaluate_prints_scores_signatures_settings_and_plots_attention(trained_run: Path, tmp_path: Path) -> None:
@@ -200,12 +214,11 @@ def test_average_of_the_last_checkpoints_loads_and_translates(trained_run: Path,
     averaged = load_file(output / "model.safetensors")
     for name, tensor in averaged.items():
         torch.testing.assert_close(tensor, (sources[0][name] + sources[1][name]) / 2)
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "recipes/translate.py"), "translate", "--checkpoint", str(output), "--greedy"],
-        cwd=REPO_ROOT, input="ein hund jagt der katze .\n", capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert len(result.stdout.splitlines()) == 1
+    recipe = load_recipe()
+    loaded = recipe.load_trained(str(output), torch.device("cpu"))
+    decode = recipe.translation_decode(loaded.config.translate, greedy=True)
+    (best,) = recipe.translate_lines(loaded, ["ein hund jagt der katze ."], decode, batch_size=1)[0]
+    assert best.text and best.token_ids[-1] == Vocab.eos_id
 
 
 def test_mismatched_and_empty_training_files_are_clear_errors(corpus: list[str], tmp_path: Path) -> None:
@@ -214,16 +227,19 @@ def test_mismatched_and_empty_training_files_are_clear_errors(corpus: list[str],
     prefix = folder / "train"
     lines = Path(f"{prefix}.en").read_text(encoding="utf-8").splitlines()
     write_lines(Path(f"{prefix}.en"), lines[:-3])
-    result = run_recipe("translate.py", *train_args([*corpus, f"data.train_prefix={prefix}"], tmp_path / "run"), check=False)
+    data = [*corpus, f"data.train_prefix={prefix}"]
+    result = run_recipe("translate.py", *train_args(data, tmp_path / "run"), check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{prefix}.de has 200 lines" in result.stderr and f"{prefix}.en has 197" in result.stderr
 
     Path(f"{prefix}.de").write_text("\n\n", encoding="utf-8")
-    result = run_recipe("translate.py", *train_args([*corpus, f"data.train_prefix={prefix}"], tmp_path / "run2"), check=False)
+    result = run_recipe("translate.py", *train_args(data, tmp_path / "run2"), check=False)
     assert result.returncode == 2 and "holds no text" in result.stderr and f"{prefix}.de" in result.stderr
 
 
-def test_resume_refuses_changed_model_and_changed_vocabulary(trained_run: Path, corpus: list[str], tmp_path: Path) -> None:
+def test_resume_refuses_changed_model_and_changed_vocabulary(
+    trained_run: Path, corpus: list[str], tmp_path: Path
+) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(trained_run, copy)
     result = run_recipe("translate.py", *train_args(corpus, copy, "model.hidden_size=48"), check=False)
@@ -232,34 +248,31 @@ def test_resume_refuses_changed_model_and_changed_vocabulary(trained_run: Path, 
     folder = tmp_path / "data"
     data = write_corpus(folder)
     run_dir = tmp_path / "run"
-    run_recipe("translate.py", *train_args(data, run_dir, "train.max_steps=2", "train.validate_every=2", "validation.bleu=false",
-                                           "train.best_metric=val_loss", "train.best_mode=min"))
-    sources, targets = make_pairs(200, seed=0)
+    run_recipe("translate.py", *train_args(data, run_dir, *LOSS_ONLY, "train.max_steps=2", "train.validate_every=2"))
+    _, targets = make_pairs(200, seed=0)
     write_lines(folder / "train.en", [target.replace("dog", "hound") for target in targets])
-    result = run_recipe("translate.py", *train_args(data, run_dir, "train.max_steps=4", "validation.bleu=false",
-                                                    "train.best_metric=val_loss", "train.best_mode=min"), check=False)
+    result = run_recipe("translate.py", *train_args(data, run_dir, *LOSS_ONLY, "train.max_steps=4"), check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "en vocabulary" in result.stderr and "'hound'" in result.stderr and "--fresh" in result.stderr
 
 
-def test_sigkill_and_resume_ends_with_same_weights(corpus: list[str], tmp_path: Path) -> None:
-    settings = ["train.max_steps=80", "train.validate_every=10", "model.dropout=0.2", "model.encoder_dropout=0.2",
-                "validation.bleu=false", "train.best_metric=val_loss", "train.best_mode=min"]
-    reference = tmp_path / "reference"
-    run_recipe("translate.py", *train_args(corpus, reference, *settings))
-
+def test_sigkill_and_resume_ends_with_same_weights(trained_run: Path, corpus: list[str], tmp_path: Path) -> None:
+    """Killed after a checkpoint and run again, training ends where the uninterrupted run did."""
     killed = tmp_path / "killed"
-    command = [sys.executable, str(REPO_ROOT / "recipes/translate.py"), *train_args(corpus, killed, *settings)]
+    arguments = train_args(corpus, killed, *TRAINED_RUN)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed_at = wait_for_checkpoint(killed, min_step=20, process=process)
+    process = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "recipes/translate.py"), *arguments],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    killed_at = wait_for_checkpoint(killed, min_step=15, process=process)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert killed_at < 80, "the run finished before it could be killed"
+    assert killed_at < 60, "the run finished before it could be killed"
 
-    result = run_recipe("translate.py", *train_args(corpus, killed, *settings))
+    result = run_recipe("translate.py", *arguments)
     assert "resumed from" in result.stderr
-    expected, actual = latest_weights(reference), latest_weights(killed)
+    expected, actual = latest_weights(trained_run), latest_weights(killed)
     assert expected.keys() == actual.keys()
     for name in expected:
         assert torch.equal(expected[name], actual[name]), name
@@ -273,13 +286,12 @@ def test_joint_sentencepiece_trained_into_run_and_carried_by_checkpoint(corpus: 
     ))
     assert (run_dir / "sentencepiece.model").is_file()
     (run_dir / "sentencepiece.model").unlink()  # translating needs only the checkpoint
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "recipes/translate.py"), "translate", "--checkpoint", str(run_dir), "--n-best", "1"],
-        cwd=REPO_ROOT, input="ein mann sieht der hund .\n", capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    score, _ = result.stdout.rstrip("\n").split("\t")
-    assert math.isfinite(float(score))
+    recipe = load_recipe()
+    loaded = recipe.load_trained(str(run_dir), torch.device("cpu"))
+    assert loaded.source.tokenizer.kind == loaded.target.tokenizer.kind == "sentencepiece"
+    decode = recipe.translation_decode(loaded.config.translate, beam=2)
+    (best,) = recipe.translate_lines(loaded, ["ein mann sieht der hund ."], decode, batch_size=1)[0]
+    assert math.isfinite(best.score) and best.token_ids
 
 
 # ---- the recipe's own functions, in process ------------------------------------------------------

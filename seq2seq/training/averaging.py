@@ -36,6 +36,8 @@ _PER_CHECKPOINT_KEYS = ("step", "metrics", "versions", "averaged_from", "config"
 # Config sections that decide the model's shape and vocabulary; the others (train, decoding) may differ.
 _MODEL_SECTIONS = ("model", "data")
 
+TensorSpec = tuple[tuple[int, ...], str]  # a stored tensor's shape and safetensors dtype, e.g. ((7, 4), "F32")
+
 
 def latest_checkpoints(run_dir: Path, count: int) -> list[Path]:
     """The ``count`` step checkpoints of ``run_dir`` with the highest steps, newest first."""
@@ -43,16 +45,19 @@ def latest_checkpoints(run_dir: Path, count: int) -> list[Path]:
         raise ValueError(f"the number of checkpoints to average must be >= 1, got {count}")
     folder = Path(run_dir) / CHECKPOINTS_DIR
     if not folder.is_dir():
-        raise CheckpointError(f"{run_dir} holds no {CHECKPOINTS_DIR}/ folder; pass the run directory of a trained run.")
+        raise CheckpointError(
+            f"{run_dir} holds no {CHECKPOINTS_DIR}/ folder; pass the run directory of a trained run."
+        )
     steps = sorted(
         (path for path in folder.iterdir() if STEP_NAME.fullmatch(path.name) and (path / WEIGHTS_FILE).is_file()),
         key=lambda path: int(path.name.split("_")[1]),
         reverse=True,
     )
     if len(steps) < count:
+        names = ", ".join(path.name for path in steps) or "none"
         raise CheckpointError(
-            f"{folder} holds {len(steps)} checkpoint(s) ({', '.join(path.name for path in steps) or 'none'}), "
-            f"fewer than the {count} asked for. Average fewer, or train with a larger train.keep_latest."
+            f"{folder} holds {len(steps)} checkpoint(s) ({names}), fewer than the {count} asked for. "
+            "Average fewer, or train with a larger train.keep_latest."
         )
     return steps[:count]
 
@@ -70,7 +75,9 @@ def average_checkpoints(directories: Sequence[Path], output: Path) -> dict[str, 
         raise ValueError("the same checkpoint is listed twice; list each checkpoint once")
     output = Path(output)
     if (output / WEIGHTS_FILE).exists():
-        raise CheckpointError(f"{output} already holds a checkpoint; choose another output directory or delete it.")
+        raise CheckpointError(
+            f"{output} already holds a checkpoint; choose another output directory or delete it."
+        )
     metadata = [_step_metadata(directory) for directory in directories]
     specs = [_tensor_specs(directory) for directory in directories]
     for directory, other_specs, other in zip(directories[1:], specs[1:], metadata[1:]):
@@ -91,17 +98,20 @@ def _step_metadata(directory: Path) -> dict[str, Any]:
     """The metadata of a checkpoint directory, which must hold weights."""
     if not (directory / WEIGHTS_FILE).is_file():
         raise CheckpointError(
-            f"{directory} holds no {WEIGHTS_FILE}: pass step directories such as RUN/{CHECKPOINTS_DIR}/step_000500 "
-            "(or a run directory with --last N)."
+            f"{directory} holds no {WEIGHTS_FILE}: pass step directories such as "
+            f"RUN/{CHECKPOINTS_DIR}/step_000500 (or a run directory with --last N)."
         )
     return load_metadata(directory)
 
 
-def _check_same_model(first: Path, first_metadata: dict[str, Any], other: Path, other_metadata: dict[str, Any]) -> None:
+def _check_same_model(
+    first: Path, first_metadata: dict[str, Any], other: Path, other_metadata: dict[str, Any]
+) -> None:
     """Refuses ``other`` unless its model config and vocabularies equal ``first``'s."""
     first_config, other_config = first_metadata.get("config") or {}, other_metadata.get("config") or {}
     differences = config_differences(
-        {key: first_config.get(key) for key in _MODEL_SECTIONS}, {key: other_config.get(key) for key in _MODEL_SECTIONS}
+        {key: first_config.get(key) for key in _MODEL_SECTIONS},
+        {key: other_config.get(key) for key in _MODEL_SECTIONS},
     )
     keys = (set(first_metadata) | set(other_metadata)) - set(_PER_CHECKPOINT_KEYS)
     differences += [f"{key} differs" for key in sorted(keys) if first_metadata.get(key) != other_metadata.get(key)]
@@ -113,18 +123,19 @@ def _check_same_model(first: Path, first_metadata: dict[str, Any], other: Path, 
         )
 
 
-def _tensor_specs(directory: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+def _tensor_specs(directory: Path) -> dict[str, TensorSpec]:
     """Each stored tensor's shape and dtype, read from the file's header."""
     path = directory / WEIGHTS_FILE
     try:
         with safe_open(path, framework="pt") as file:
-            return {name: (tuple(file.get_slice(name).get_shape()), file.get_slice(name).get_dtype()) for name in file.keys()}
+            slices = {name: file.get_slice(name) for name in file.keys()}
+            return {name: (tuple(piece.get_shape()), piece.get_dtype()) for name, piece in slices.items()}
     except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"cannot read {path} ({error}); the file is corrupt: leave this checkpoint out.") from None
+        raise _unreadable(path, error) from None
 
 
 def _check_same_tensors(
-    first: Path, expected: dict[str, tuple[tuple[int, ...], str]], other: Path, found: dict[str, tuple[tuple[int, ...], str]]
+    first: Path, expected: dict[str, TensorSpec], other: Path, found: dict[str, TensorSpec]
 ) -> None:
     """Refuses weights whose tensor names, shapes or dtypes differ, naming each tensor."""
     problems = [f"{name}: only in {first}" for name in expected if name not in found]
@@ -160,4 +171,8 @@ def _read_weights(directory: Path) -> dict[str, Tensor]:
     try:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"cannot read {path} ({error}); the file is corrupt: leave this checkpoint out.") from None
+        raise _unreadable(path, error) from None
+
+
+def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(f"cannot read {path} ({error}); the file is corrupt: leave this checkpoint out.")
