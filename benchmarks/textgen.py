@@ -19,28 +19,33 @@ to ``<run-dir>/benchmark.json``. Run it from the project root on an otherwise id
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-THREADS = 2
-# The thread pools read these when torch is imported, so they are set first.
-os.environ["OMP_NUM_THREADS"] = str(THREADS)
-os.environ["MKL_NUM_THREADS"] = str(THREADS)
+if __package__ in (None, ""):  # run as a script: make the checkout's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from dataclasses import dataclass, replace  # noqa: E402
-from pathlib import Path  # noqa: E402
+# Imported before torch: it pins the thread pools to THREADS.
+from benchmarks.common import (  # noqa: E402
+    GATES,
+    THREADS,
+    Figures,
+    MatmulPeak,
+    has_checkpoint,
+    matmul_peak,
+    result_line,
+    say,
+)
 
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
-
-if __package__ in (None, ""):  # run as a script: make ``seq2seq`` and ``recipes`` importable from the checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipes.textgen import DEFAULT_CONFIG, LoadedModel, TextGenConfig, load_trained, validation_stream  # noqa: E402
 from recipes.textgen import main as textgen_main  # noqa: E402
@@ -52,7 +57,7 @@ from seq2seq.decoding import SpecialIds, generate  # noqa: E402
 from seq2seq.models import build_language_model  # noqa: E402
 from seq2seq.models.decoder import RNN_CELLS, count_parameters  # noqa: E402
 from seq2seq.models.encoders import empty_source  # noqa: E402
-from seq2seq.training.checkpoint import CheckpointManager, load_metadata  # noqa: E402
+from seq2seq.training.checkpoint import load_metadata  # noqa: E402
 from seq2seq.training.lm_task import LanguageModelTask, score_stream  # noqa: E402
 from seq2seq.training.metrics_log import MetricsLog  # noqa: E402
 from seq2seq.training.runtime import Runtime, seed_everything  # noqa: E402
@@ -67,7 +72,6 @@ FRESH_WINDOW = 256  # nanoGPT's shakespeare_char block size
 GENERATED_CHARS = 500
 GENERATION_BATCH = 16
 GENERATION_TEMPERATURE = 0.8
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight matrices per recurrent layer
 
 RNNState = Tensor | tuple[Tensor, Tensor]  # (L, B, H), or LSTM's (hidden, cell)
 
@@ -111,11 +115,6 @@ def check_data(path: str) -> None:
             "(offline: add --source PATH/TO/input.txt, or set SEQ2SEQ_DATA_MIRROR=DIR), "
             "or point --data at a copy."
         )
-
-
-def say(message: str) -> None:
-    """Progress on stdout, shown at once even when piped."""
-    print(message, flush=True)
 
 
 # ---- 1. training throughput: toolkit vs plain PyTorch -------------------------------------------
@@ -289,36 +288,12 @@ def training_flops_per_token(config: ModelConfig, vocab_size: int) -> float:
     return 3 * forward
 
 
-def matmul_gflops(rows: int, inner: int, columns: int, min_seconds: float = 1.0, trials: int = 5) -> float:
-    """Best fp32 GFLOP/s of (rows, inner) x (inner, columns) over a few timed trials."""
-    left, right = torch.randn(rows, inner), torch.randn(inner, columns)
-    flops = 2.0 * rows * inner * columns
-    torch.mm(left, right)  # warm-up
-    started, repeats = time.perf_counter(), 0
-    while time.perf_counter() - started < min_seconds / trials or repeats < 2:  # repeats filling one trial
-        torch.mm(left, right)
-        repeats += 1
-    best = 0.0
-    for _ in range(trials):
-        started = time.perf_counter()
-        for _ in range(repeats):
-            torch.mm(left, right)
-        best = max(best, flops * repeats / (time.perf_counter() - started) / 1e9)
-    return best
-
-
-@dataclass
-class MatmulPeak:
-    square: float  # GFLOP/s of 2048 x 2048 x 2048
-    recurrent_step: float  # GFLOP/s of one batch's recurrent product, (B, H) x (H, gates * H)
-
-
 def measure_peak(config: TextGenConfig, throughput: Throughput | None) -> MatmulPeak:
     """The fp32 matmul peak of this machine, printed beside the toolkit's achieved GFLOP/s."""
     say("[2/4] fp32 matmul peak and achieved training GFLOP/s")
     rows, hidden = config.data.batch_size, config.model.hidden_size
     columns = GATES[config.model.cell] * hidden
-    peak = MatmulPeak(matmul_gflops(2048, 2048, 2048), matmul_gflops(rows, hidden, columns))
+    peak = matmul_peak(rows, hidden, config.model.cell)
     say(f"  peak 2048 x 2048 x 2048: {peak.square:.1f} GFLOP/s")
     say(f"  peak ({rows}, {hidden}) x ({hidden}, {columns}): {peak.recurrent_step:.1f} GFLOP/s")
     if throughput is not None:
@@ -333,11 +308,6 @@ def measure_peak(config: TextGenConfig, throughput: Throughput | None) -> Matmul
 
 
 # ---- 3. validation loss after a fixed training budget ------------------------------------------
-
-
-def has_checkpoint(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a checkpoint to score."""
-    return run_dir.is_dir() and CheckpointManager(run_dir).latest() is not None
 
 
 def train_with_recipe(args: argparse.Namespace) -> None:
@@ -443,22 +413,6 @@ def measure_generation(loaded: LoadedModel) -> tuple[GenerationTiming, Generatio
 
 # ---- the run -------------------------------------------------------------------------------------
 
-Figures = dict[str, float | int | None]
-
-
-def result_line(figures: Figures) -> str:
-    """``RESULT textgen: key=value ...``; figures that were not measured show as n/a."""
-
-    def shown(value: float | int | None) -> str:
-        if value is None:
-            return "n/a"
-        if isinstance(value, int) or abs(value) >= 1000:
-            return f"{value:.0f}"
-        return f"{value:.4g}"
-
-    return "RESULT textgen: " + " ".join(f"{key}={shown(value)}" for key, value in figures.items())
-
-
 def run_benchmark(args: argparse.Namespace) -> None:
     """All four parts, then the figures line and ``<run-dir>/benchmark.json``."""
     check_data(args.data)
@@ -510,7 +464,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     report_path = Path(args.run_dir) / "benchmark.json"
     report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     say(f"figures written to {report_path}")
-    say(result_line(figures))
+    say(result_line("textgen", figures))
 
 
 def main(argv: list[str] | None = None) -> int:

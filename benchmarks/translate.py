@@ -1,0 +1,716 @@
+"""Translation benchmark: Multi30k German -> English on 2 CPU threads, measured as in BENCHMARKS.md.
+
+  python benchmarks/translate.py                  # the full run: throughput, 20 minutes of training, translation
+  python benchmarks/translate.py --reuse          # score and time the model already trained in --run-dir
+  python benchmarks/translate.py --minutes 0.5 --warmup-steps 10 --throughput-steps 20   # a quick check
+
+Four parts:
+
+1. training throughput of the comparison model (``recipes/configs/multi30k_de_en_comparison.yaml``,
+   the model OpenNMT-py and Joey NMT were measured with) and of the default model, each trained
+   by ``recipes/translate.py train`` in a child process (the shared ``Trainer``), interleaved
+   (comparison, default, comparison, default): target tokens/s over steps 51-250 read from the
+   run's metrics log, and the peak resident memory of the process;
+2. the matmul GFLOP/s those runs achieve, beside the fp32 matmul peak measured here;
+3. quality at a budget: the default config trained through the recipe for ``--minutes`` of
+   wall clock from the training process's start, then test_2016_flickr translated with beam 5
+   and with greedy search: sacreBLEU BLEU and chrF, with their signatures;
+4. translation speed of the 1,000 test sentences: sentences/s of the search (model loaded
+   first; batching and detokenisation included) at 64 sentences per batch and at each of
+   BATCH_SIZES, the comparison model's speed at batch 64, and the wall time of one whole
+   ``recipes/translate.py translate`` process.
+
+The last line printed holds every figure (``RESULT translate: key=value ...``); the same figures
+go to ``<run-dir>/benchmark.json``. Run it from the project root on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the checkout's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# Imported before torch: it pins the thread pools to THREADS.
+from benchmarks.common import (  # noqa: E402
+    GATES,
+    THREADS,
+    Figures,
+    MatmulPeak,
+    has_checkpoint,
+    matmul_peak,
+    result_line,
+    say,
+)
+
+import torch  # noqa: E402
+
+from recipes.translate import (  # noqa: E402
+    DEFAULT_CONFIG,
+    LoadedTranslator,
+    TranslationConfig,
+    load_trained,
+    translate_lines,
+    translation_decode,
+    translation_task,
+)
+from seq2seq.cli import run_command  # noqa: E402
+from seq2seq.config import DecodeConfig, ModelConfig, load_config  # noqa: E402
+from seq2seq.data.parallel import (  # noqa: E402
+    ParallelCorpus,
+    language_file,
+    load_parallel_corpus,
+    make_tokenizers,
+    read_lines,
+)
+from seq2seq.data.text_files import DataError  # noqa: E402
+from seq2seq.metrics import Score, corpus_bleu, corpus_chrf  # noqa: E402
+from seq2seq.models import build_translation_model  # noqa: E402
+from seq2seq.models.decoder import count_parameters  # noqa: E402
+from seq2seq.text import Vocab  # noqa: E402
+from seq2seq.training.checkpoint import load_metadata  # noqa: E402
+from seq2seq.training.metrics_log import MetricsLog  # noqa: E402
+from seq2seq.training.runtime import Runtime  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "translate.py"
+COMPARISON_CONFIG = "recipes/configs/multi30k_de_en_comparison.yaml"
+DEFAULT_DATA_DIR = "data/multi30k"
+DEFAULT_RUN_DIR = "runs/bench_multi30k_de_en"
+SPLIT_PREFIXES = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
+CPU = torch.device("cpu")
+ROUNDS = 2  # (comparison, default) pairs in the throughput part
+LOG_EVERY = 10  # steps per throughput record of the trainer's metrics log
+BEAM = 5
+SPEED_BATCH = 64  # sentences per batch of the headline translation speed, as in the comparison table
+BATCH_SIZES = (64, 128, 256)  # searched for the fastest batch size
+MIN_TRAINING_MINUTES = 0.1  # the least training a budget leaves after the process's set-up
+GIB = 2**30
+# ru_maxrss is in KiB on Linux and in bytes on macOS.
+RSS_UNIT = 1 if sys.platform == "darwin" else 1024
+
+
+# ---- setup --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; bad values stop with a usage message."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"the budgeted (default) model's config (default: {DEFAULT_CONFIG})"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        help="folder of the Multi30k files {train,val,test_2016_flickr}.{de,en}[.gz] "
+        f"(default: {DEFAULT_DATA_DIR})",
+    )
+    parser.add_argument("--minutes", type=float, default=20.0, help="training budget in minutes (default: 20)")
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"the budgeted run (default: {DEFAULT_RUN_DIR})")
+    parser.add_argument(
+        "--reuse", action="store_true", help="skip training when --run-dir already holds a checkpoint"
+    )
+    parser.add_argument("--skip-throughput", action="store_true", help="skip the training-throughput part")
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=50,
+        help=f"training steps before the measured ones, a multiple of {LOG_EVERY} (default: 50)",
+    )
+    parser.add_argument(
+        "--throughput-steps",
+        type=int,
+        default=200,
+        help=f"measured training steps per throughput run, a multiple of {LOG_EVERY} (default: 200: steps 51-250)",
+    )
+    args = parser.parse_args(argv)
+    steps = (("--warmup-steps", args.warmup_steps, 0), ("--throughput-steps", args.throughput_steps, LOG_EVERY))
+    for flag, value, least in steps:
+        if value < least or value % LOG_EVERY:
+            parser.error(f"{flag} must be a multiple of {LOG_EVERY} of at least {least}, got {value}")
+    if args.minutes <= 0:
+        parser.error(f"--minutes must be above 0, got {args.minutes}")
+    return args
+
+
+def data_overrides(data_dir: str) -> list[str]:
+    """Config overrides that read every split from ``data_dir``."""
+    return [f"data.{split}_prefix={Path(data_dir) / name}" for split, name in SPLIT_PREFIXES.items()]
+
+
+def check_data(data_dir: str) -> None:
+    """Stop early, saying how to get the files, when a split of German -> English is missing."""
+    try:
+        for name in SPLIT_PREFIXES.values():
+            for lang in ("de", "en"):
+                language_file(Path(data_dir) / name, lang)
+    except DataError as error:
+        raise FileNotFoundError(
+            f"{error} Get Multi30k with `python data_scripts/multi30k.py` (offline: add --source DIR, or set "
+            "SEQ2SEQ_DATA_MIRROR=DIR), or point --data-dir at a folder that holds the files."
+        ) from None
+
+
+def recipe_config(path: str, data_dir: str) -> TranslationConfig:
+    """A translation config with its data read from ``data_dir``."""
+    return load_config(TranslationConfig, path, data_overrides(data_dir))
+
+
+# ---- child processes ------------------------------------------------------------------------------
+
+
+@dataclass
+class ProcessRun:
+    seconds: float  # wall clock from start to exit
+    peak_rss_bytes: int  # the kernel's maximum resident set size of the process
+
+    @property
+    def peak_rss_gib(self) -> float:
+        return self.peak_rss_bytes / GIB
+
+
+def run_recipe(arguments: list[str], output: Path | None = None) -> ProcessRun:
+    """Run ``recipes/translate.py <arguments>`` in a child process on THREADS threads.
+
+    Its stdout and stderr go to ``output`` when given, else to ours. The peak memory is the
+    child's own ``ru_maxrss`` from ``wait4``: the figure ``/usr/bin/time -v`` prints as
+    "Maximum resident set size", for this child alone.
+    """
+    command = [sys.executable, str(RECIPE), *arguments]
+    actions = []
+    if output is not None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        actions = [(os.POSIX_SPAWN_OPEN, 1, str(output), flags, 0o644), (os.POSIX_SPAWN_DUP2, 1, 2)]
+    started = time.perf_counter()
+    pid = os.posix_spawn(sys.executable, command, os.environ, file_actions=actions)
+    _, status, usage = os.wait4(pid, 0)
+    seconds = time.perf_counter() - started
+    exit_code = os.waitstatus_to_exitcode(status)
+    if exit_code:
+        where = f"; its output is in {output}:\n{tail(output)}" if output is not None else " (see above)"
+        raise RuntimeError(f"`{' '.join(command)}` failed with exit status {exit_code}{where}")
+    return ProcessRun(seconds, usage.ru_maxrss * RSS_UNIT)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a text file."""
+    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+
+def train_arguments(config_path: str, run_dir: Path, data_dir: str, overrides: list[str]) -> list[str]:
+    """``train`` from scratch on the CPU with THREADS threads, data from ``data_dir``."""
+    settings = [*data_overrides(data_dir), "train.device=cpu", f"train.threads={THREADS}", *overrides]
+    arguments = ["train", "--config", config_path, "--run-dir", str(run_dir), "--fresh"]
+    for setting in settings:
+        arguments += ["--set", setting]
+    return arguments
+
+
+# ---- 1. training throughput --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelFlops:
+    """Matmul FLOPs of one forward pass (a multiply-add is 2), by what they scale with."""
+
+    per_sentence: float  # the bridge from the encoder summary to the decoder state
+    per_source_token: float  # encoder layers, attention keys
+    per_target_token: float  # decoder layers, attention query, attentional vector, output layer
+    per_pair: float  # attention score and context of one (target position, source position) pair
+
+    def training(self, source_length: int, target_length: int) -> float:
+        """One sentence pair's training FLOPs: the backward pass is taken as twice the forward."""
+        forward = (
+            self.per_sentence
+            + source_length * self.per_source_token
+            + target_length * self.per_target_token
+            + source_length * target_length * self.per_pair
+        )
+        return 3 * forward
+
+
+def rnn_layer_flops(cell: str, input_size: int, hidden_size: int) -> float:
+    """One recurrent layer, one direction, one token: the input and recurrent products."""
+    return 2 * GATES[cell] * hidden_size * (input_size + hidden_size)
+
+
+def model_flops(config: ModelConfig, target_vocab_size: int) -> ModelFlops:
+    """The matmul FLOPs of a translation model with ``config``.
+
+    Counted: the encoder's recurrent layers (both directions), the bridge, the attention
+    (Bahdanau: keys W_m m per source token, query W_q q per target token, v . tanh(...) per
+    pair; general: keys per source token, q . k per pair; dot: q . m per pair; every kind: the
+    context per pair and the attentional vector tanh(W [h; c]) per target token), the decoder's
+    recurrent layers (the first reading the input feed too, with input feeding), the
+    pre-output projection of tied embeddings and the output layer. Left out: embedding
+    lookups, nonlinearities, softmax, dropout and the optimizer, all elementwise.
+    """
+    directions = 2 if config.bidirectional else 1
+    memory, hidden = directions * config.encoder_hidden_size, config.hidden_size
+    source = 0.0
+    for layer in range(config.encoder_layers):
+        layer_input = config.source_embedding_size if layer == 0 else memory
+        source += directions * rnn_layer_flops(config.encoder_cell, layer_input, config.encoder_hidden_size)
+    target = 0.0
+    for layer in range(config.num_layers):
+        first_input = config.embedding_size + (hidden if config.input_feeding else 0)
+        target += rnn_layer_flops(config.cell, first_input if layer == 0 else hidden, hidden)
+    pair = 0.0
+    if config.attention != "none":
+        target += 2 * hidden * (hidden + memory)  # the attentional vector
+        pair += 2 * memory  # the context
+        if config.attention in ("bahdanau", "general"):
+            source += 2 * memory * hidden  # the keys
+        if config.attention == "bahdanau":
+            target += 2 * hidden * hidden  # the query projection
+        pair += 2 * (memory if config.attention == "dot" else hidden)  # the score
+    if config.tie_embeddings and hidden != config.embedding_size:
+        target += 2 * hidden * config.embedding_size
+    output_input = config.embedding_size if config.tie_embeddings else hidden
+    target += 2 * output_input * target_vocab_size
+    bridge = 2 * memory * hidden if config.bridge == "linear" else 0.0
+    return ModelFlops(bridge, source, target, pair)
+
+
+@dataclass
+class StepWork:
+    tokens: int  # non-pad target tokens, eos included
+    flops: float  # training matmul FLOPs
+
+
+def planned_work(config: TranslationConfig, corpus: ParallelCorpus, steps: int) -> list[StepWork]:
+    """The work of each of the first ``steps`` training steps, from the batches the recipe's
+    task gives (the same seed, so the same batches the child process trains on)."""
+    batcher = translation_task(config, corpus, Runtime(CPU)).train
+    flops = model_flops(config.model, len(corpus.target.vocab))
+    per_step = config.train.accumulate_steps
+    work: list[StepWork] = []
+    epoch = 0
+    while len(work) < steps:
+        plan = batcher.plan(epoch)
+        for first in range(0, len(plan) - per_step + 1, per_step):
+            pairs = [i for batch in plan[first : first + per_step] for i in batch]
+            source_lengths = [len(corpus.train.sources[i]) for i in pairs]
+            target_lengths = [len(corpus.train.targets[i]) + 1 for i in pairs]  # + eos
+            step_flops = sum(flops.training(s, t) for s, t in zip(source_lengths, target_lengths))
+            work.append(StepWork(sum(target_lengths), step_flops))
+            if len(work) == steps:
+                break
+        epoch += 1
+    return work
+
+
+@dataclass
+class ThroughputRun:
+    tokens_per_second: float  # target tokens, over the measured steps
+    gflops: float  # achieved training matmul GFLOP/s over the same steps
+    peak_rss_bytes: int  # of the whole training process
+
+
+@dataclass
+class ModelThroughput:
+    name: str
+    config: str
+    parameters: int
+    runs: list[ThroughputRun]
+
+    @property
+    def tokens_per_second(self) -> float:
+        return sum(run.tokens_per_second for run in self.runs) / len(self.runs)
+
+    @property
+    def gflops(self) -> float:
+        return sum(run.gflops for run in self.runs) / len(self.runs)
+
+    @property
+    def peak_rss_gib(self) -> float:
+        return max(run.peak_rss_bytes for run in self.runs) / GIB
+
+
+@dataclass
+class ThroughputSetup:
+    """One model's side of the throughput part."""
+
+    name: str
+    config_path: str
+    work: list[StepWork]  # of every step a run takes, warm-up included
+    parameters: int
+
+
+def throughput_setup(
+    name: str, config_path: str, args: argparse.Namespace, sentencepiece: Path, total_steps: int
+) -> ThroughputSetup:
+    """Read the corpus as the child process will (with the shared SentencePiece model) and plan its steps."""
+    config = recipe_config(config_path, args.data_dir)
+    config.data.source_sentencepiece_model = str(sentencepiece)
+    corpus = load_parallel_corpus(config.data, make_tokenizers(config.data, sentencepiece.parent))
+    model = build_translation_model(config.model, len(corpus.source.vocab), len(corpus.target.vocab), Vocab.pad_id)
+    return ThroughputSetup(name, config_path, planned_work(config, corpus, total_steps), count_parameters(model))
+
+
+def throughput_run(
+    setup: ThroughputSetup, args: argparse.Namespace, sentencepiece: Path, run_dir: Path
+) -> ThroughputRun:
+    """Train ``setup``'s model for warm-up + measured steps in a child process, without validation
+    until the end; target tokens/s and GFLOP/s of the measured steps from its metrics log."""
+    total_steps = args.warmup_steps + args.throughput_steps
+    overrides = [
+        f"data.source_sentencepiece_model={sentencepiece}",
+        f"train.max_steps={total_steps}",
+        "train.max_minutes=0",
+        f"train.log_every={LOG_EVERY}",
+        f"train.validate_every={total_steps}",
+        "validation.bleu=false",
+        "train.best_metric=val_loss",
+        "train.best_mode=min",
+    ]
+    arguments = train_arguments(setup.config_path, run_dir, args.data_dir, overrides)
+    process = run_recipe(arguments, run_dir.with_name(run_dir.name + ".log"))
+    records = [r for r in MetricsLog(run_dir / "metrics.jsonl").read() if "tokens_per_s" in r]
+    measured = [r for r in records if r["step"] > args.warmup_steps]
+    expected = args.throughput_steps // LOG_EVERY
+    if len(measured) != expected:
+        raise RuntimeError(
+            f"{run_dir / 'metrics.jsonl'} holds {len(measured)} throughput records after the warm-up, not {expected}"
+        )
+    tokens, flops, seconds = 0, 0.0, 0.0
+    for record in measured:  # each record covers the LOG_EVERY steps up to its step
+        window = setup.work[record["step"] - LOG_EVERY : record["step"]]
+        window_tokens = sum(step.tokens for step in window)
+        tokens += window_tokens
+        flops += sum(step.flops for step in window)
+        seconds += window_tokens / record["tokens_per_s"]
+    return ThroughputRun(tokens / seconds, flops / seconds / 1e9, process.peak_rss_bytes)
+
+
+def measure_throughput(args: argparse.Namespace, work_dir: Path) -> dict[str, ModelThroughput]:
+    """Interleaved runs of the comparison and the default model, sharing one SentencePiece model."""
+    total_steps = args.warmup_steps + args.throughput_steps
+    say(
+        f"[1/4] training throughput: {ROUNDS} x (comparison, default), {args.warmup_steps} warm-up + "
+        f"{args.throughput_steps} measured steps each, through `recipes/translate.py train`"
+    )
+    comparison = recipe_config(COMPARISON_CONFIG, args.data_dir)
+    pieces = comparison.data.sentencepiece_vocab_size
+    say(f"  training the joint SentencePiece model of {pieces} pieces, shared by all runs")
+    make_tokenizers(comparison.data, work_dir)
+    sentencepiece = work_dir / "sentencepiece.model"
+    setups = [
+        throughput_setup("comparison", COMPARISON_CONFIG, args, sentencepiece, total_steps),
+        throughput_setup("default", args.config, args, sentencepiece, total_steps),
+    ]
+    results = {s.name: ModelThroughput(s.name, s.config_path, s.parameters, []) for s in setups}
+    for round_index in range(1, ROUNDS + 1):
+        for setup in setups:
+            run = throughput_run(setup, args, sentencepiece, work_dir / f"throughput_{setup.name}_{round_index}")
+            results[setup.name].runs.append(run)
+            say(
+                f"  round {round_index} {setup.name:<10}: {run.tokens_per_second:,.0f} target tokens/s, "
+                f"{run.gflops:.1f} GFLOP/s, peak RSS {run.peak_rss_bytes / GIB:.2f} GiB"
+            )
+    for result in results.values():
+        say(
+            f"  {result.name:<10} ({result.parameters / 1e6:.2f}M parameters): {result.tokens_per_second:,.0f} target "
+            f"tokens/s, peak RSS {result.peak_rss_gib:.2f} GiB"
+        )
+    say("  targets for the comparison model: >= 1,400 target tokens/s and <= 1 GiB (OpenNMT-py 925 and 2.3 GiB)")
+    return results
+
+
+# ---- 2. achieved GFLOP/s and the machine's matmul peak -----------------------------------------
+
+
+def measure_peak(throughput: dict[str, ModelThroughput] | None) -> MatmulPeak:
+    """The fp32 matmul peak at the comparison model's recurrent step, beside the achieved GFLOP/s."""
+    say("[2/4] fp32 matmul peak and achieved training GFLOP/s")
+    comparison = load_config(TranslationConfig, COMPARISON_CONFIG)
+    rows, hidden, cell = comparison.data.batch_sentences, comparison.model.hidden_size, comparison.model.cell
+    peak = matmul_peak(rows, hidden, cell)
+    say(f"  peak 2048 x 2048 x 2048: {peak.square:.1f} GFLOP/s")
+    say(f"  peak ({rows}, {hidden}) x ({hidden}, {GATES[cell] * hidden}): {peak.recurrent_step:.1f} GFLOP/s")
+    for result in (throughput or {}).values():
+        say(
+            f"  {result.name} training: {result.gflops:.1f} GFLOP/s ({result.gflops / peak.square:.0%} of the square "
+            f"peak, {result.gflops / peak.recurrent_step:.0%} of the {rows}-row peak)"
+        )
+    return peak
+
+
+# ---- 3. quality after a fixed training budget --------------------------------------------------
+
+
+@dataclass
+class BudgetTraining:
+    setup_seconds: float  # a training process's start-up before its first step
+    train_minutes: float  # the budget given to the trainer: --minutes less the set-up
+    process: ProcessRun  # the whole training process
+
+
+def setup_seconds(args: argparse.Namespace, work_dir: Path) -> float:
+    """Wall time of a training process that stops before its first step: start-up, SentencePiece
+    training, reading the corpus and building the model."""
+    run_dir = work_dir / "setup_probe"
+    arguments = train_arguments(args.config, run_dir, args.data_dir, ["train.max_steps=0"])
+    return run_recipe(arguments, run_dir.with_name(run_dir.name + ".log")).seconds
+
+
+def train_with_recipe(args: argparse.Namespace, work_dir: Path) -> BudgetTraining:
+    """Train ``--config`` through the recipe so that the process ends its training ``--minutes``
+    after it starts: the trainer's budget is what the process's set-up leaves."""
+    say(f"[3/4] training {args.config} for {args.minutes:g} minutes from process start into {args.run_dir} (fresh)")
+    setup = setup_seconds(args, work_dir)
+    minutes = max(args.minutes - setup / 60, MIN_TRAINING_MINUTES)
+    say(f"  a training process spends {setup:.0f} s before its first step: the trainer gets {minutes:.2f} minutes")
+    if minutes == MIN_TRAINING_MINUTES:
+        say(f"  note: --minutes {args.minutes:g} does not cover the set-up; training {MIN_TRAINING_MINUTES} minutes")
+    arguments = train_arguments(args.config, Path(args.run_dir), args.data_dir, [f"train.max_minutes={minutes}"])
+    process = run_recipe(arguments)
+    say(f"  training process: {process.seconds / 60:.2f} minutes, peak RSS {process.peak_rss_gib:.2f} GiB")
+    return BudgetTraining(setup, minutes, process)
+
+
+def ensure_trained(args: argparse.Namespace, work_dir: Path) -> BudgetTraining | None:
+    """Train a fresh model, unless --reuse finds one in the run directory (then None)."""
+    run_dir = Path(args.run_dir)
+    if args.reuse and has_checkpoint(run_dir):
+        say(f"[3/4] --reuse: scoring the model already trained in {run_dir}")
+        return None
+    if args.reuse:
+        say(f"  --reuse: {run_dir} holds no checkpoint yet, so it is trained now")
+    return train_with_recipe(args, work_dir)
+
+
+# ---- 4. translation speed (and the quality of those translations) ------------------------------
+
+
+@dataclass
+class TestSet:
+    source_file: Path
+    sources: list[str]
+    references: list[str]
+
+
+def read_test_set(loaded: LoadedTranslator, data_dir: str) -> TestSet:
+    """test_2016_flickr in the model's source and target languages, raw text."""
+    prefix = Path(data_dir) / SPLIT_PREFIXES["test"]
+    source_file = language_file(prefix, loaded.config.data.source_lang)
+    target_file = language_file(prefix, loaded.config.data.target_lang)
+    return TestSet(source_file, read_lines(source_file), read_lines(target_file))
+
+
+@dataclass
+class SearchRun:
+    search: str  # "beam5" | "greedy"
+    batch_size: int
+    seconds: float  # the search of the whole test set, batching and detokenisation included
+    sentences: int
+    mean_length: float  # target pieces per translation, eos included
+    translations: list[str]
+
+    @property
+    def sentences_per_second(self) -> float:
+        return self.sentences / self.seconds
+
+
+def search_configs(loaded: LoadedTranslator) -> dict[str, DecodeConfig]:
+    """Beam 5 and greedy search with the model's translate settings (length penalty, limits)."""
+    defaults = loaded.config.translate
+    return {f"beam{BEAM}": translation_decode(defaults, beam=BEAM), "greedy": translation_decode(defaults, greedy=True)}
+
+
+def time_search(
+    loaded: LoadedTranslator, lines: list[str], search: str, decode: DecodeConfig, batch_size: int
+) -> SearchRun:
+    """Translate ``lines`` raw text to raw text, timing the whole call."""
+    started = time.perf_counter()
+    results = translate_lines(loaded, lines, decode, batch_size)
+    seconds = time.perf_counter() - started
+    mean_length = sum(len(best.token_ids) for best, *_ in results) / len(results)
+    return SearchRun(search, batch_size, seconds, len(lines), mean_length, [best.text for best, *_ in results])
+
+
+def warm_up(loaded: LoadedTranslator, lines: list[str]) -> None:
+    """One small untimed translation, so that one-off costs fall outside the timings."""
+    translate_lines(loaded, lines[:SPEED_BATCH], translation_decode(loaded.config.translate, beam=BEAM), SPEED_BATCH)
+
+
+def measure_speed(loaded: LoadedTranslator, test: TestSet) -> list[SearchRun]:
+    """Each search at each of BATCH_SIZES, SPEED_BATCH first."""
+    warm_up(loaded, test.sources)
+    runs = []
+    for search, decode in search_configs(loaded).items():
+        for batch_size in sorted(BATCH_SIZES, key=lambda size: size != SPEED_BATCH):
+            run = time_search(loaded, test.sources, search, decode, batch_size)
+            runs.append(run)
+            say(
+                f"  {search:<6} batch {batch_size:>3}: {run.seconds:6.2f} s, "
+                f"{run.sentences_per_second:6.1f} sentences/s, {run.mean_length:.1f} pieces per translation"
+            )
+    return runs
+
+
+@dataclass
+class Quality:
+    bleu: Score
+    chrf: Score
+
+
+def score_translations(runs: list[SearchRun], references: list[str]) -> dict[str, Quality]:
+    """BLEU and chrF of each search's translations at SPEED_BATCH."""
+    scores = {}
+    for run in runs:
+        if run.batch_size == SPEED_BATCH:
+            bleu, chrf = corpus_bleu(run.translations, references), corpus_chrf(run.translations, references)
+            scores[run.search] = Quality(bleu, chrf)
+            say(f"  {run.search:<6} {scores[run.search].bleu}")
+            say(f"  {run.search:<6} {scores[run.search].chrf}")
+    return scores
+
+
+def fastest(runs: list[SearchRun], search: str) -> SearchRun:
+    """The batch size at which ``search`` translated the most sentences per second."""
+    return max((run for run in runs if run.search == search), key=lambda run: run.sentences_per_second)
+
+
+def at_speed_batch(runs: list[SearchRun], search: str) -> SearchRun:
+    return next(run for run in runs if run.search == search and run.batch_size == SPEED_BATCH)
+
+
+def translate_process(run_dir: str, test: TestSet, work_dir: Path) -> ProcessRun:
+    """One whole ``recipes/translate.py translate`` process over the test sources, beam 5, batch 64."""
+    plain_input = work_dir / "test_source.txt"  # translate reads plain UTF-8, not gzip
+    plain_input.write_text("".join(line + "\n" for line in test.sources), encoding="utf-8")
+    output = work_dir / "test_hypotheses.txt"
+    arguments = ["translate", "--checkpoint", run_dir, "--input", str(plain_input), "--output", str(output)]
+    arguments += ["--beam", str(BEAM), "--batch-size", str(SPEED_BATCH), "--device", "cpu"]
+    return run_recipe(arguments, work_dir / "translate_process.log")
+
+
+def comparison_speed(checkpoint: Path, test: TestSet) -> dict[str, SearchRun]:
+    """The comparison model's search speed at SPEED_BATCH, with the weights of its throughput run."""
+    loaded = load_trained(str(checkpoint), CPU)
+    step = load_metadata(loaded.checkpoint)["step"]
+    say(f"  comparison model, weights after the {step} steps of its throughput run (not converged):")
+    warm_up(loaded, test.sources)
+    runs = {}
+    for search, decode in search_configs(loaded).items():
+        runs[search] = time_search(loaded, test.sources, search, decode, SPEED_BATCH)
+        say(
+            f"  {search:<6} batch {SPEED_BATCH}: {runs[search].sentences_per_second:6.1f} sentences/s, "
+            f"{runs[search].mean_length:.1f} pieces per translation"
+        )
+    return runs
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+
+def run_summary(run: SearchRun) -> dict[str, float | int | str]:
+    """A search run for the JSON report: its figures without the translations."""
+    return {
+        "search": run.search,
+        "batch_size": run.batch_size,
+        "seconds": run.seconds,
+        "sentences_per_second": run.sentences_per_second,
+        "mean_length": run.mean_length,
+    }
+
+
+def run_benchmark(args: argparse.Namespace) -> None:
+    """All four parts, then the figures line and ``<run-dir>/benchmark.json``."""
+    check_data(args.data_dir)
+    torch.set_num_threads(THREADS)
+    say(
+        f"translate benchmark: {args.config} and {COMPARISON_CONFIG}, data {args.data_dir}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench_translate_") as work:
+        work_dir = Path(work)
+        throughput = None if args.skip_throughput else measure_throughput(args, work_dir)
+        peak = measure_peak(throughput)
+        training = ensure_trained(args, work_dir)
+
+        loaded = load_trained(args.run_dir, CPU)
+        step = load_metadata(loaded.checkpoint)["step"]
+        test = read_test_set(loaded, args.data_dir)
+        say(f"[4/4] translating the {len(test.sources):,} sentences of {test.source_file}")
+        say(f"  with {loaded.checkpoint} (step {step})")
+        runs = measure_speed(loaded, test)
+        quality = score_translations(runs, test.references)
+        compared = None if throughput is None else comparison_speed(work_dir / "throughput_comparison_1", test)
+        whole = translate_process(args.run_dir, test, work_dir)
+        say(
+            f"  one whole translate process (beam {BEAM}, batch {SPEED_BATCH}): {whole.seconds:.1f} s, "
+            f"peak RSS {whole.peak_rss_gib:.2f} GiB"
+        )
+        say(
+            f"  targets at batch {SPEED_BATCH}: >= 75 sentences/s with beam {BEAM} and >= 245 greedy "
+            "(OpenNMT-py 37.2 and 122.0); BLEU >= 37 with beam 5 after 20 minutes (OpenNMT-py 35.45)"
+        )
+
+    beam, greedy = f"beam{BEAM}", "greedy"
+    best_beam, best_greedy = fastest(runs, beam), fastest(runs, greedy)
+    comparison = None if throughput is None else throughput["comparison"]
+    default = None if throughput is None else throughput["default"]
+    figures: Figures = {
+        "params": None if comparison is None else comparison.parameters,
+        "train_tok_s": None if comparison is None else comparison.tokens_per_second,
+        "train_rss_gib": None if comparison is None else comparison.peak_rss_gib,
+        "gflops": None if comparison is None else comparison.gflops,
+        "peak_gflops_2048": peak.square,
+        "peak_gflops_64row": peak.recurrent_step,
+        "default_params": count_parameters(loaded.model),
+        "default_train_tok_s": None if default is None else default.tokens_per_second,
+        "default_train_rss_gib": None if default is None else default.peak_rss_gib,
+        "default_gflops": None if default is None else default.gflops,
+        "minutes": args.minutes if training is not None else None,
+        "train_wall_min": None if training is None else training.process.seconds / 60,
+        "steps": step,
+        "bleu_beam5": quality[beam].bleu.score,
+        "chrf_beam5": quality[beam].chrf.score,
+        "bleu_greedy": quality[greedy].bleu.score,
+        "chrf_greedy": quality[greedy].chrf.score,
+        "beam5_sent_s": at_speed_batch(runs, beam).sentences_per_second,
+        "greedy_sent_s": at_speed_batch(runs, greedy).sentences_per_second,
+        "best_batch_beam5": best_beam.batch_size,
+        "best_beam5_sent_s": best_beam.sentences_per_second,
+        "best_batch_greedy": best_greedy.batch_size,
+        "best_greedy_sent_s": best_greedy.sentences_per_second,
+        "cmp_beam5_sent_s": None if compared is None else compared[beam].sentences_per_second,
+        "cmp_greedy_sent_s": None if compared is None else compared[greedy].sentences_per_second,
+        "translate_wall_s": whole.seconds,
+    }
+    report = {
+        "figures": figures,
+        "throughput": None if throughput is None else {name: asdict(result) for name, result in throughput.items()},
+        "training": None if training is None else asdict(training),
+        "scores": {name: {"bleu": asdict(q.bleu), "chrf": asdict(q.chrf)} for name, q in quality.items()},
+        "search_runs": [run_summary(run) for run in runs],
+        "comparison_search_runs": None if compared is None else [run_summary(run) for run in compared.values()],
+        "translate_process": asdict(whole),
+        "config": args.config,
+        "comparison_config": COMPARISON_CONFIG,
+        "data_dir": args.data_dir,
+        "checkpoint": str(loaded.checkpoint),
+        "threads": THREADS,
+        "torch": torch.__version__,
+    }
+    report_path = Path(args.run_dir) / "benchmark.json"
+    report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    say(f"figures written to {report_path}")
+    say(result_line("translate", figures))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(run_benchmark, parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
