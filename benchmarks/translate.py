@@ -9,8 +9,8 @@ Four parts:
 1. training throughput of the comparison model (``recipes/configs/multi30k_de_en_comparison.yaml``,
    the model OpenNMT-py and Joey NMT were measured with) and of the default model, each trained
    by ``recipes/translate.py train`` in a child process (the shared ``Trainer``), interleaved
-   (comparison, default, comparison, default): target tokens/s over steps 51-250 read from the
-   run's metrics log, and the peak resident memory of the process;
+   (comparison, default, comparison, default): target tokens/s over steps 51-250 (by default)
+   read from the run's metrics log, and the peak resident memory of the process;
 2. the matmul GFLOP/s those runs achieve, beside the fp32 matmul peak measured here;
 3. quality at a budget: the default config trained through the recipe for ``--minutes`` of
    wall clock from the training process's start, then test_2016_flickr translated with beam 5
@@ -89,6 +89,7 @@ CPU = torch.device("cpu")
 ROUNDS = 2  # (comparison, default) pairs in the throughput part
 LOG_EVERY = 10  # steps per throughput record of the trainer's metrics log
 BEAM = 5
+SEARCHES = (f"beam{BEAM}", "greedy")  # how the test set is translated, as named in the figures
 SPEED_BATCH = 64  # sentences per batch of the headline translation speed, as in the comparison table
 BATCH_SIZES = (64, 128, 256)  # searched for the fastest batch size
 MIN_TRAINING_MINUTES = 0.1  # the least training a budget leaves after the process's set-up
@@ -521,8 +522,9 @@ class SearchRun:
 
 def search_configs(loaded: LoadedTranslator) -> dict[str, DecodeConfig]:
     """Beam 5 and greedy search with the model's translate settings (length penalty, limits)."""
+    beam, greedy = SEARCHES
     defaults = loaded.config.translate
-    return {f"beam{BEAM}": translation_decode(defaults, beam=BEAM), "greedy": translation_decode(defaults, greedy=True)}
+    return {beam: translation_decode(defaults, beam=BEAM), greedy: translation_decode(defaults, greedy=True)}
 
 
 def time_search(
@@ -541,12 +543,12 @@ def warm_up(loaded: LoadedTranslator, lines: list[str]) -> None:
     translate_lines(loaded, lines[:SPEED_BATCH], translation_decode(loaded.config.translate, beam=BEAM), SPEED_BATCH)
 
 
-def measure_speed(loaded: LoadedTranslator, test: TestSet) -> list[SearchRun]:
-    """Each search at each of BATCH_SIZES, SPEED_BATCH first."""
+def measure_speed(loaded: LoadedTranslator, test: TestSet, batch_sizes: tuple[int, ...]) -> list[SearchRun]:
+    """Beam 5 and greedy search over the test sources at each of ``batch_sizes``."""
     warm_up(loaded, test.sources)
     runs = []
     for search, decode in search_configs(loaded).items():
-        for batch_size in sorted(BATCH_SIZES, key=lambda size: size != SPEED_BATCH):
+        for batch_size in batch_sizes:
             run = time_search(loaded, test.sources, search, decode, batch_size)
             runs.append(run)
             say(
@@ -556,6 +558,29 @@ def measure_speed(loaded: LoadedTranslator, test: TestSet) -> list[SearchRun]:
     return runs
 
 
+def comparison_speed(checkpoint: Path, test: TestSet) -> list[SearchRun]:
+    """The comparison model's speed at SPEED_BATCH, with the weights its first throughput run left."""
+    loaded = load_trained(str(checkpoint), CPU)
+    step = load_metadata(loaded.checkpoint)["step"]
+    say(f"  the comparison model after the {step} steps of its throughput run (not converged):")
+    return measure_speed(loaded, test, (SPEED_BATCH,))
+
+
+def at_speed_batch(runs: list[SearchRun], search: str) -> SearchRun:
+    """The run of ``search`` at SPEED_BATCH."""
+    return next(run for run in runs if run.search == search and run.batch_size == SPEED_BATCH)
+
+
+def speed_at_speed_batch(runs: list[SearchRun] | None, search: str) -> float | None:
+    """Sentences/s of ``search`` at SPEED_BATCH; None when ``runs`` were not measured."""
+    return None if runs is None else at_speed_batch(runs, search).sentences_per_second
+
+
+def fastest(runs: list[SearchRun], search: str) -> SearchRun:
+    """The run of ``search`` at the batch size that translated the most sentences per second."""
+    return max((run for run in runs if run.search == search), key=lambda run: run.sentences_per_second)
+
+
 @dataclass
 class Quality:
     bleu: Score
@@ -563,24 +588,14 @@ class Quality:
 
 
 def score_translations(runs: list[SearchRun], references: list[str]) -> dict[str, Quality]:
-    """BLEU and chrF of each search's translations at SPEED_BATCH."""
+    """sacreBLEU BLEU and chrF of each search's translations at SPEED_BATCH, against the raw references."""
     scores = {}
-    for run in runs:
-        if run.batch_size == SPEED_BATCH:
-            bleu, chrf = corpus_bleu(run.translations, references), corpus_chrf(run.translations, references)
-            scores[run.search] = Quality(bleu, chrf)
-            say(f"  {run.search:<6} {scores[run.search].bleu}")
-            say(f"  {run.search:<6} {scores[run.search].chrf}")
+    for search in SEARCHES:
+        translations = at_speed_batch(runs, search).translations
+        scores[search] = Quality(corpus_bleu(translations, references), corpus_chrf(translations, references))
+        say(f"  {search:<6} {scores[search].bleu}")
+        say(f"  {search:<6} {scores[search].chrf}")
     return scores
-
-
-def fastest(runs: list[SearchRun], search: str) -> SearchRun:
-    """The batch size at which ``search`` translated the most sentences per second."""
-    return max((run for run in runs if run.search == search), key=lambda run: run.sentences_per_second)
-
-
-def at_speed_batch(runs: list[SearchRun], search: str) -> SearchRun:
-    return next(run for run in runs if run.search == search and run.batch_size == SPEED_BATCH)
 
 
 def translate_process(run_dir: str, test: TestSet, work_dir: Path) -> ProcessRun:
@@ -590,26 +605,89 @@ def translate_process(run_dir: str, test: TestSet, work_dir: Path) -> ProcessRun
     output = work_dir / "test_hypotheses.txt"
     arguments = ["translate", "--checkpoint", run_dir, "--input", str(plain_input), "--output", str(output)]
     arguments += ["--beam", str(BEAM), "--batch-size", str(SPEED_BATCH), "--device", "cpu"]
-    return run_recipe(arguments, work_dir / "translate_process.log")
-
-
-def comparison_speed(checkpoint: Path, test: TestSet) -> dict[str, SearchRun]:
-    """The comparison model's search speed at SPEED_BATCH, with the weights of its throughput run."""
-    loaded = load_trained(str(checkpoint), CPU)
-    step = load_metadata(loaded.checkpoint)["step"]
-    say(f"  comparison model, weights after the {step} steps of its throughput run (not converged):")
-    warm_up(loaded, test.sources)
-    runs = {}
-    for search, decode in search_configs(loaded).items():
-        runs[search] = time_search(loaded, test.sources, search, decode, SPEED_BATCH)
-        say(
-            f"  {search:<6} batch {SPEED_BATCH}: {runs[search].sentences_per_second:6.1f} sentences/s, "
-            f"{runs[search].mean_length:.1f} pieces per translation"
-        )
-    return runs
+    process = run_recipe(arguments, work_dir / "translate_process.log")
+    say(
+        f"  one whole translate process (beam {BEAM}, batch {SPEED_BATCH}): {process.seconds:.1f} s, "
+        f"peak RSS {process.peak_rss_gib:.2f} GiB"
+    )
+    return process
 
 
 # ---- the run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measurements:
+    throughput: dict[str, ModelThroughput] | None  # by "comparison" and "default"; None when skipped
+    peak: MatmulPeak
+    training: BudgetTraining | None  # None when --reuse scored an existing run
+    parameters: int  # of the budgeted model
+    checkpoint: Path  # the budgeted model's checkpoint that was scored and timed
+    step: int  # its training step
+    runs: list[SearchRun]  # the budgeted model's searches
+    quality: dict[str, Quality]  # by search
+    comparison_runs: list[SearchRun] | None  # the comparison model's searches; None without throughput
+    translate_process: ProcessRun
+
+
+def measure(args: argparse.Namespace, work_dir: Path) -> Measurements:
+    """The four parts; ``work_dir`` holds the throughput runs and other scratch files."""
+    throughput = None if args.skip_throughput else measure_throughput(args, work_dir)
+    peak = measure_peak(throughput)
+    training = ensure_trained(args, work_dir)
+    loaded = load_trained(args.run_dir, CPU)
+    step = load_metadata(loaded.checkpoint)["step"]
+    test = read_test_set(loaded, args.data_dir)
+    say(f"[4/4] translating the {len(test.sources):,} sentences of {test.source_file}")
+    say(f"  with {loaded.checkpoint} (step {step}: the best {loaded.config.train.best_metric} of the run)")
+    runs = measure_speed(loaded, test, BATCH_SIZES)
+    quality = score_translations(runs, test.references)
+    comparison_runs = None if throughput is None else comparison_speed(work_dir / "throughput_comparison_1", test)
+    process = translate_process(args.run_dir, test, work_dir)
+    say(
+        f"  targets at batch {SPEED_BATCH}: >= 75 sentences/s with beam {BEAM} and >= 245 greedy "
+        f"(OpenNMT-py 37.2 and 122.0); BLEU >= 37 with beam {BEAM} after 20 minutes (OpenNMT-py 35.45)"
+    )
+    parameters = count_parameters(loaded.model)
+    return Measurements(
+        throughput, peak, training, parameters, loaded.checkpoint, step, runs, quality, comparison_runs, process
+    )
+
+
+def collect_figures(m: Measurements, args: argparse.Namespace) -> Figures:
+    """The figures of the RESULT line, in its order; n/a (None) for parts that did not run."""
+    comparison = None if m.throughput is None else m.throughput["comparison"]
+    default = None if m.throughput is None else m.throughput["default"]
+    beam, greedy = SEARCHES
+    best_beam, best_greedy = fastest(m.runs, beam), fastest(m.runs, greedy)
+    return {
+        "params": None if comparison is None else comparison.parameters,
+        "train_tok_s": None if comparison is None else comparison.tokens_per_second,
+        "train_rss_gib": None if comparison is None else comparison.peak_rss_gib,
+        "gflops": None if comparison is None else comparison.gflops,
+        "peak_gflops_2048": m.peak.square,
+        "peak_gflops_64row": m.peak.recurrent_step,
+        "default_params": m.parameters,
+        "default_train_tok_s": None if default is None else default.tokens_per_second,
+        "default_train_rss_gib": None if default is None else default.peak_rss_gib,
+        "default_gflops": None if default is None else default.gflops,
+        "minutes": None if m.training is None else args.minutes,
+        "train_wall_min": None if m.training is None else m.training.process.seconds / 60,
+        "steps": m.step,
+        "bleu_beam5": m.quality[beam].bleu.score,
+        "chrf_beam5": m.quality[beam].chrf.score,
+        "bleu_greedy": m.quality[greedy].bleu.score,
+        "chrf_greedy": m.quality[greedy].chrf.score,
+        "beam5_sent_s": speed_at_speed_batch(m.runs, beam),
+        "greedy_sent_s": speed_at_speed_batch(m.runs, greedy),
+        "best_batch_beam5": best_beam.batch_size,
+        "best_beam5_sent_s": best_beam.sentences_per_second,
+        "best_batch_greedy": best_greedy.batch_size,
+        "best_greedy_sent_s": best_greedy.sentences_per_second,
+        "cmp_beam5_sent_s": speed_at_speed_batch(m.comparison_runs, beam),
+        "cmp_greedy_sent_s": speed_at_speed_batch(m.comparison_runs, greedy),
+        "translate_wall_s": m.translate_process.seconds,
+    }
 
 
 def run_summary(run: SearchRun) -> dict[str, float | int | str]:
@@ -623,88 +701,40 @@ def run_summary(run: SearchRun) -> dict[str, float | int | str]:
     }
 
 
+def write_report(m: Measurements, figures: Figures, args: argparse.Namespace) -> Path:
+    """``<run-dir>/benchmark.json``: the figures and every measurement behind them."""
+    report = {
+        "figures": figures,
+        "throughput": None if m.throughput is None else {name: asdict(model) for name, model in m.throughput.items()},
+        "training": None if m.training is None else asdict(m.training),
+        "scores": {search: {"bleu": asdict(q.bleu), "chrf": asdict(q.chrf)} for search, q in m.quality.items()},
+        "search_runs": [run_summary(run) for run in m.runs],
+        "comparison_search_runs": None if m.comparison_runs is None else [run_summary(r) for r in m.comparison_runs],
+        "translate_process": asdict(m.translate_process),
+        "config": args.config,
+        "comparison_config": COMPARISON_CONFIG,
+        "data_dir": args.data_dir,
+        "checkpoint": str(m.checkpoint),
+        "threads": THREADS,
+        "torch": torch.__version__,
+    }
+    path = Path(args.run_dir) / "benchmark.json"
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 def run_benchmark(args: argparse.Namespace) -> None:
-    """All four parts, then the figures line and ``<run-dir>/benchmark.json``."""
+    """All four parts, then ``<run-dir>/benchmark.json`` and the figures line."""
     check_data(args.data_dir)
     torch.set_num_threads(THREADS)
     say(
         f"translate benchmark: {args.config} and {COMPARISON_CONFIG}, data {args.data_dir}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     )
-    with tempfile.TemporaryDirectory(prefix="bench_translate_") as work:
-        work_dir = Path(work)
-        throughput = None if args.skip_throughput else measure_throughput(args, work_dir)
-        peak = measure_peak(throughput)
-        training = ensure_trained(args, work_dir)
-
-        loaded = load_trained(args.run_dir, CPU)
-        step = load_metadata(loaded.checkpoint)["step"]
-        test = read_test_set(loaded, args.data_dir)
-        say(f"[4/4] translating the {len(test.sources):,} sentences of {test.source_file}")
-        say(f"  with {loaded.checkpoint} (step {step})")
-        runs = measure_speed(loaded, test)
-        quality = score_translations(runs, test.references)
-        compared = None if throughput is None else comparison_speed(work_dir / "throughput_comparison_1", test)
-        whole = translate_process(args.run_dir, test, work_dir)
-        say(
-            f"  one whole translate process (beam {BEAM}, batch {SPEED_BATCH}): {whole.seconds:.1f} s, "
-            f"peak RSS {whole.peak_rss_gib:.2f} GiB"
-        )
-        say(
-            f"  targets at batch {SPEED_BATCH}: >= 75 sentences/s with beam {BEAM} and >= 245 greedy "
-            "(OpenNMT-py 37.2 and 122.0); BLEU >= 37 with beam 5 after 20 minutes (OpenNMT-py 35.45)"
-        )
-
-    beam, greedy = f"beam{BEAM}", "greedy"
-    best_beam, best_greedy = fastest(runs, beam), fastest(runs, greedy)
-    comparison = None if throughput is None else throughput["comparison"]
-    default = None if throughput is None else throughput["default"]
-    figures: Figures = {
-        "params": None if comparison is None else comparison.parameters,
-        "train_tok_s": None if comparison is None else comparison.tokens_per_second,
-        "train_rss_gib": None if comparison is None else comparison.peak_rss_gib,
-        "gflops": None if comparison is None else comparison.gflops,
-        "peak_gflops_2048": peak.square,
-        "peak_gflops_64row": peak.recurrent_step,
-        "default_params": count_parameters(loaded.model),
-        "default_train_tok_s": None if default is None else default.tokens_per_second,
-        "default_train_rss_gib": None if default is None else default.peak_rss_gib,
-        "default_gflops": None if default is None else default.gflops,
-        "minutes": args.minutes if training is not None else None,
-        "train_wall_min": None if training is None else training.process.seconds / 60,
-        "steps": step,
-        "bleu_beam5": quality[beam].bleu.score,
-        "chrf_beam5": quality[beam].chrf.score,
-        "bleu_greedy": quality[greedy].bleu.score,
-        "chrf_greedy": quality[greedy].chrf.score,
-        "beam5_sent_s": at_speed_batch(runs, beam).sentences_per_second,
-        "greedy_sent_s": at_speed_batch(runs, greedy).sentences_per_second,
-        "best_batch_beam5": best_beam.batch_size,
-        "best_beam5_sent_s": best_beam.sentences_per_second,
-        "best_batch_greedy": best_greedy.batch_size,
-        "best_greedy_sent_s": best_greedy.sentences_per_second,
-        "cmp_beam5_sent_s": None if compared is None else compared[beam].sentences_per_second,
-        "cmp_greedy_sent_s": None if compared is None else compared[greedy].sentences_per_second,
-        "translate_wall_s": whole.seconds,
-    }
-    report = {
-        "figures": figures,
-        "throughput": None if throughput is None else {name: asdict(result) for name, result in throughput.items()},
-        "training": None if training is None else asdict(training),
-        "scores": {name: {"bleu": asdict(q.bleu), "chrf": asdict(q.chrf)} for name, q in quality.items()},
-        "search_runs": [run_summary(run) for run in runs],
-        "comparison_search_runs": None if compared is None else [run_summary(run) for run in compared.values()],
-        "translate_process": asdict(whole),
-        "config": args.config,
-        "comparison_config": COMPARISON_CONFIG,
-        "data_dir": args.data_dir,
-        "checkpoint": str(loaded.checkpoint),
-        "threads": THREADS,
-        "torch": torch.__version__,
-    }
-    report_path = Path(args.run_dir) / "benchmark.json"
-    report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    say(f"figures written to {report_path}")
+    with tempfile.TemporaryDirectory(prefix="bench_translate_") as work_dir:
+        measurements = measure(args, Path(work_dir))
+    figures = collect_figures(measurements, args)
+    say(f"figures written to {write_report(measurements, figures, args)}")
     say(result_line("translate", figures))
 
 
