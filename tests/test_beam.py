@@ -10,6 +10,7 @@ from seq2seq.config import DecodeConfig, ModelConfig
 from seq2seq.decoding import Hypotheses, SpecialIds, generate
 from seq2seq.models import DecoderState, Seq2Seq, build_language_model, build_translation_model
 from seq2seq.models.encoders import EncoderOutput, PrimeEncoder, empty_source
+from tests.test_search import teacher_forced_scores
 
 SPECIAL = SpecialIds(pad=0, bos=1, eos=2, unk=3)
 A, B, C, D, E, F = range(4, 10)
@@ -152,19 +153,6 @@ def penalised(hyps: Hypotheses, config: DecodeConfig) -> Tensor:
     if config.length_penalty == "average":
         return hyps.scores / lengths
     return hyps.scores
-
-
-def teacher_forced_scores(model: Seq2Seq, prefix: Tensor, hyps: Hypotheses) -> Tensor:
-    """(B, N) the summed log-probabilities of each hypothesis under teacher forcing."""
-    batch_size, copies, length = hyps.tokens.shape
-    prefix = prefix.repeat_interleave(copies, dim=0)  # (B * N, P)
-    tokens = hyps.tokens.reshape(batch_size * copies, length)
-    with torch.no_grad():
-        logits, _ = model(empty_source(len(tokens)), torch.cat([prefix, tokens[:, :-1]], dim=1))
-    log_probs = logits[:, prefix.shape[1] - 1 :].log_softmax(dim=-1)  # (B * N, T, V)
-    chosen = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B * N, T)
-    in_sequence = torch.arange(length) < hyps.lengths.reshape(-1, 1)
-    return (chosen * in_sequence).sum(dim=1).view(batch_size, copies)
 
 
 @pytest.mark.parametrize("length_penalty", ["none", "gnmt", "average"])
