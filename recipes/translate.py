@@ -51,7 +51,7 @@ from seq2seq.data.parallel import (
     make_tokenizers,
     split_files,
 )
-from seq2seq.data.text_files import DataError
+from seq2seq.data.text_files import DataError, decode_utf8, split_lines
 from seq2seq.decoding import generate
 from seq2seq.decoding.beam import check_beam_config
 from seq2seq.metrics import corpus_bleu, corpus_chrf
@@ -334,18 +334,7 @@ def translate(args: argparse.Namespace) -> None:
 
 def input_lines(raw: bytes, where: str) -> list[str]:
     """The lines of UTF-8 input, without line endings (``\\n`` or ``\\r\\n``) or a byte-order mark."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        raise DataError(
-            f"{where}, line {line}: not valid UTF-8 (bytes {raw[error.start:error.start + 4]!r}). "
-            "Convert it first, e.g. with `iconv -f latin1 -t utf-8`."
-        ) from None
-    lines = text.removeprefix("\ufeff").split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the newline that ends the last line does not start another
-    return [line.removesuffix("\r") for line in lines]
+    return split_lines(decode_utf8(raw, where))
 
 
 def translate_lines(

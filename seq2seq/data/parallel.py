@@ -25,9 +25,7 @@ so that training resumes at any batch.
 
 from __future__ import annotations
 
-import gzip
 import logging
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from seq2seq.config import ConfigError
-from seq2seq.data.text_files import DataError
+from seq2seq.data.text_files import DataError, decode_utf8, read_bytes, split_lines
 from seq2seq.text import SentencePieceTokenizer, Tokenizer, Vocab, build_tokenizer, tokenizer_from_dict
 
 log = logging.getLogger(__name__)
@@ -105,36 +103,10 @@ def read_lines(path: str | Path, what: str = "text file") -> list[str]:
             line), or holds no text.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} not found: {path}. Check the path, or run the matching data_scripts/ script.")
-    raw = _read_bytes(path, what)
-    try:
-        text = raw.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        raise DataError(
-            f"{what} {path}, line {line}: not valid UTF-8 (bytes {raw[error.start:error.start + 4]!r}). "
-            "Convert the file, e.g. with `iconv -f latin1 -t utf-8`."
-        ) from None
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the newline that ends the last line does not start another
+    lines = split_lines(decode_utf8(read_bytes(path, what), f"{what} {path}"))
     if not any(line.strip() for line in lines):
         raise DataError(f"{what} {path} holds no text: every line is empty.")
-    return [line.removesuffix("\r") for line in lines]
-
-
-def _read_bytes(path: Path, what: str) -> bytes:
-    """The file's bytes, decompressed when its name ends in ``.gz``."""
-    if path.suffix != ".gz":
-        return path.read_bytes()
-    try:
-        return gzip.decompress(path.read_bytes())
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(
-            f"{what} {path} is not a readable gzip file ({error}). "
-            "Download it again, or drop the .gz suffix if it is plain text."
-        ) from None
+    return lines
 
 
 def read_parallel(source_path: str | Path, target_path: str | Path) -> tuple[list[str], list[str]]:
