@@ -42,6 +42,9 @@ class ModelConfig:
     # auto (previous for bahdanau, current for dot and general).
     attention_query: str = "auto"
     input_feeding: bool = False  # feed the previous attentional vector to the RNN with the next token
+    # Scale the context by a learned gate sigmoid(w . query + b) in [0, 1] at each step, so the
+    # decoder can lean on the memory more for some words than others (Show, Attend and Tell).
+    attention_gate: bool = False
     # How an encoder summary starts the decoder: linear (tanh of a linear map, the same for
     # every layer) | copy (the summary as it is; its size must equal hidden_size) | none (zeros).
     bridge: str = "linear"

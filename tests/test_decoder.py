@@ -339,6 +339,19 @@ def test_attention_step_in_a_loop_equals_forward(attention: str, input_feeding: 
 
 @pytest.mark.parametrize("input_feeding", [False, True])
 @pytest.mark.parametrize("attention", ATTENTIONS)
+def test_forward_returns_the_attention_of_each_step(attention: str, input_feeding: bool) -> None:
+    model = make_translator(attention, input_feeding, layers=2)
+    source, tokens = padded_source(), random_tokens()
+    with torch.no_grad():
+        logits, _, weights = model(source, tokens, return_attention=True)
+        plain, _ = model(source, tokens)
+        _, step_weights, _ = run_steps(model, source, tokens)
+    assert torch.equal(logits, plain)
+    assert torch.allclose(weights, torch.stack(step_weights, dim=1), atol=1e-5)
+
+
+@pytest.mark.parametrize("input_feeding", [False, True])
+@pytest.mark.parametrize("attention", ATTENTIONS)
 def test_step_weights_sum_to_one_and_are_zero_on_padding(attention: str, input_feeding: bool) -> None:
     model = make_translator(attention, input_feeding)
     source = padded_source()

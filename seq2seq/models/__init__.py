@@ -9,20 +9,24 @@ from seq2seq.models.attention import (
 )
 from seq2seq.models.decoder import DecoderState, RNNDecoder
 from seq2seq.models.encoders import EncoderOutput, PrimeEncoder, RNNEncoder
-from seq2seq.models.seq2seq import Seq2Seq, build_language_model, build_translation_model
+from seq2seq.models.image_encoder import CNNEncoder, ImageEncoderConfig
+from seq2seq.models.seq2seq import Seq2Seq, build_captioning_model, build_language_model, build_translation_model
 
 __all__ = [
     "Attention",
     "BahdanauAttention",
+    "CNNEncoder",
     "DecoderState",
     "DotAttention",
     "EncoderOutput",
     "GeneralAttention",
+    "ImageEncoderConfig",
     "PrimeEncoder",
     "RNNDecoder",
     "RNNEncoder",
     "Seq2Seq",
     "build_attention",
+    "build_captioning_model",
     "build_language_model",
     "build_translation_model",
 ]

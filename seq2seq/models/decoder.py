@@ -159,9 +159,12 @@ class RNNDecoder(nn.Module):
         self.bridge = nn.Linear(summary_size, config.hidden_size) if self.bridge_kind == "linear" else None
         self.attention = None
         self.combine = None  # W of the attentional vector tanh(W [h; c])
+        self.gate = None  # the context gate sigmoid(w . query + b)
         if config.attention != "none":
             self.attention = build_attention(config.attention, config.hidden_size, memory_size)
             self.combine = nn.Linear(config.hidden_size + memory_size, config.hidden_size)
+            if config.attention_gate:
+                self.gate = nn.Linear(config.hidden_size, 1)
         query = config.attention_query
         self.query_is_current = query == "current" or (query == "auto" and config.attention != "bahdanau")
         self.output_dropout = nn.Dropout(config.dropout)
@@ -207,22 +210,28 @@ class RNNDecoder(nn.Module):
         return DecoderState(hidden, cell, input_feed)
 
     def forward(
-        self, target_in: Tensor, encoder_output: EncoderOutput, state: DecoderState | None = None
-    ) -> tuple[Tensor, DecoderState]:
+        self,
+        target_in: Tensor,
+        encoder_output: EncoderOutput,
+        state: DecoderState | None = None,
+        return_attention: bool = False,
+    ) -> tuple[Tensor, DecoderState] | tuple[Tensor, DecoderState, Tensor | None]:
         """Teacher forcing over a whole sequence.
 
         target_in: (B, T) token ids fed as inputs.
-        Returns logits (B, T, V) and the state after the last position.
+        Returns logits (B, T, V) and the state after the last position; with
+        ``return_attention`` also the attention weights (B, T, S), or None without attention.
         """
         encoder_output = self.prepare(encoder_output)
         if state is None:
             state = self.init_state(encoder_output)
         embedded = self.embedding_dropout(self.embedding(target_in))  # (B, T, E)
         if self.input_feeding:
-            features, state = self._stepped(embedded, state, encoder_output)
+            features, state, weights = self._stepped(embedded, state, encoder_output)
         else:
-            features, state, _ = self._fused(embedded, state, encoder_output)
-        return self._project(features), state
+            features, state, weights = self._fused(embedded, state, encoder_output)
+        logits = self._project(features)
+        return (logits, state, weights) if return_attention else (logits, state)
 
     def step(
         self, previous: Tensor, state: DecoderState, encoder_output: EncoderOutput
@@ -265,16 +274,20 @@ class RNNDecoder(nn.Module):
 
     def _stepped(
         self, embedded: Tensor, state: DecoderState, encoder_output: EncoderOutput
-    ) -> tuple[Tensor, DecoderState]:
-        """Input feeding: one position at a time. embedded: (B, T, E) -> features (B, T, H)."""
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """Input feeding: one position at a time.
+
+        embedded: (B, T, E) -> features (B, T, H), the new state, weights (B, T, S).
+        """
         self._check_input_feed(state)
         embedding_weight, feed_weight = self._first_layer_weights()
         gates = F.linear(embedded, embedding_weight, self.rnn.bias_ih_l0)  # (B, T, G)
-        features = []
+        features, weights = [], []
         for position_gates in gates.unbind(1):  # unbind, not indexing: one gradient copy, not T
-            attentional, state, _ = self._feed_step(position_gates, feed_weight, state, encoder_output)
+            attentional, state, position_weights = self._feed_step(position_gates, feed_weight, state, encoder_output)
             features.append(attentional)
-        return torch.stack(features, dim=1), state
+            weights.append(position_weights)
+        return torch.stack(features, dim=1), state, torch.stack(weights, dim=1)
 
     def _feed_step(
         self, embedding_gates: Tensor, feed_weight: Tensor, state: DecoderState, encoder_output: EncoderOutput
@@ -319,7 +332,10 @@ class RNNDecoder(nn.Module):
 
     def _attend(self, query: Tensor, encoder_output: EncoderOutput) -> tuple[Tensor, Tensor]:
         """query: (B, [T,] H) -> context (B, [T,] Hm), weights (B, [T,] S)"""
-        return self.attention(query, encoder_output.memory, encoder_output.mask, encoder_output.keys)
+        context, weights = self.attention(query, encoder_output.memory, encoder_output.mask, encoder_output.keys)
+        if self.gate is not None:
+            context = torch.sigmoid(self.gate(query)) * context  # (B, [T,] 1) scales each context
+        return context, weights
 
     def _attentional(self, rnn_out: Tensor, context: Tensor) -> Tensor:
         """tanh(W [h; c]): (B, [T,] H) and (B, [T,] Hm) -> (B, [T,] H)"""
@@ -357,6 +373,8 @@ def _check_config(config: ModelConfig, memory_size: int | None, summary_size: in
         raise ValueError(
             f"model.attention_query must be one of {', '.join(ATTENTION_QUERIES)}; got {config.attention_query!r}"
         )
+    if config.attention_gate and config.attention == "none":
+        raise ValueError("model.attention_gate scales the attention context, so it needs model.attention; set one or turn the gate off")
     if config.input_feeding and config.attention == "none":
         raise ValueError(
             "model.input_feeding feeds the attentional vector back into the RNN, so it needs "

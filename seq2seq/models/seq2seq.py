@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from seq2seq.config import ModelConfig
 from seq2seq.models.decoder import DecoderState, RNNDecoder
 from seq2seq.models.encoders import EncoderOutput, PrimeEncoder, RNNEncoder
+from seq2seq.models.image_encoder import CNNEncoder, ImageEncoderConfig
 
 
 class Seq2Seq(nn.Module):
@@ -22,10 +23,11 @@ class Seq2Seq(nn.Module):
         return self.decoder.prepare(self.encoder(source))
 
     def forward(
-        self, source: Tensor, target_in: Tensor, state: DecoderState | None = None
-    ) -> tuple[Tensor, DecoderState]:
-        """Teacher forcing. source: task input; target_in: (B, T). Returns (B, T, V) logits."""
-        return self.decoder(target_in, self.encode(source), state)
+        self, source: Tensor, target_in: Tensor, state: DecoderState | None = None, return_attention: bool = False
+    ) -> tuple[Tensor, DecoderState] | tuple[Tensor, DecoderState, Tensor | None]:
+        """Teacher forcing. source: task input; target_in: (B, T). Returns (B, T, V) logits and the
+        state, and with ``return_attention`` the (B, T, S) attention weights (see ``RNNDecoder.forward``)."""
+        return self.decoder(target_in, self.encode(source), state, return_attention)
 
 
 def build_language_model(config: ModelConfig, vocab_size: int, pad_id: int) -> Seq2Seq:
@@ -44,4 +46,18 @@ def build_translation_model(
     encoder = RNNEncoder(source_vocab_size, config, pad_id)
     size = encoder.output_size
     decoder = RNNDecoder(target_vocab_size, config, pad_id, memory_size=size, summary_size=size)
+    return Seq2Seq(encoder, decoder)
+
+
+def build_captioning_model(
+    config: ModelConfig, image_config: ImageEncoderConfig, vocab_size: int, pad_id: int
+) -> Seq2Seq:
+    """Captioning: a CNN over the image and the shared decoder.
+
+    With attention the decoder reads the CNN's k x k grid (Show, Attend and Tell); with
+    model.attention=none only the pooled image vector starts its state (Show and Tell).
+    """
+    encoder = CNNEncoder(image_config)
+    size = encoder.output_size
+    decoder = RNNDecoder(vocab_size, config, pad_id, memory_size=size, summary_size=size)
     return Seq2Seq(encoder, decoder)
