@@ -1,4 +1,5 @@
-"""Pictures of what a model does: the attention alignment of a translated sentence (PNG).
+"""Pictures of what a model does (PNG): the attention alignment of a translated sentence, and
+where a captioning model looked for each word of its caption.
 
 Figures are drawn with matplotlib's Agg canvas directly, so that no display and no global
 backend setting is needed.
@@ -6,8 +7,11 @@ backend setting is needed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -49,3 +53,44 @@ def plot_attention(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
+
+
+# Panels per row of a caption attention map.
+_PANELS_PER_ROW = 5
+
+
+def plot_caption_attention(
+    image: np.ndarray, words: Sequence[str], weights: Tensor, grid_size: int, path: Path, title: str = ""
+) -> None:
+    """Save the image and, for each word of its caption, the attention over the image grid.
+
+    image: (H, W, 3) uint8 RGB, as the model saw it; words: the T generated words (eos
+    included, if it was generated); weights: (T, k*k) each word's attention over the k x k
+    grid, row by row. Each panel shows the image with the word's weights stretched over it.
+    """
+    if weights.dim() != 2 or tuple(weights.shape) != (len(words), grid_size * grid_size):
+        raise ValueError(
+            f"attention weights of shape {tuple(weights.shape)} do not fit {len(words)} words over a "
+            f"{grid_size} x {grid_size} grid: pass a (words, grid_size ** 2) matrix"
+        )
+    panels = 1 + len(words)
+    columns = min(panels, _PANELS_PER_ROW)
+    rows = math.ceil(panels / columns)
+    figure = Figure(figsize=(2.4 * columns, 2.6 * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False).flatten()
+    height, width = image.shape[:2]
+    maps = weights.detach().float().cpu().reshape(len(words), grid_size, grid_size).numpy()
+    axes[0].imshow(image)
+    axes[0].set_title("image", fontsize=10)
+    for axis, word, heat in zip(axes[1:], words, maps):
+        axis.imshow(image)
+        axis.imshow(heat, cmap="inferno", alpha=0.6, extent=(0, width, height, 0), interpolation="bilinear")
+        axis.set_title(word, fontsize=10)
+    for axis in axes:
+        axis.axis("off")
+    if title:
+        figure.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)

@@ -481,5 +481,6 @@ class TokenBudgetBatcher:
                 longest = widest
             batches.append(current)
         if len(batches) > 1 and len(batches[-1]) < self.world_size:
-            batches[-2] += batches.pop()
+            last = batches.pop()
+            batches[-1] += last
         return batches
