@@ -43,12 +43,13 @@ class CaptionScores:
         return f"{bleu} | CIDEr-D {self.cider_d:.3f} | exact {self.exact:.2f}%  (BLEU: {self.bleu_signature})"
 
 
-_WORD = re.compile(r"\w+(?:[-'.]\w+)*")
+_WORD = re.compile(r"\w+(?:['.]\w+)*")
 
 
 def caption_words(text: str) -> list[str]:
     """Lowercased words without punctuation, as caption metrics compare them ("A dog's ball." ->
-    ["a", "dog's", "ball"]); hyphenated words stay whole ("medium-light")."""
+    ["a", "dog's", "ball"]). Hyphens separate words ("medium-light" -> ["medium", "light"]), so
+    that a caption detokenised as "medium - light" reads the same."""
     return _WORD.findall(text.lower())
 
 

@@ -1,0 +1,205 @@
+"""Captioning benchmark: the emoji set, trained from scratch on 2 CPU threads.
+
+  python data_scripts/emoji.py                    # once: needs fonts-noto-color-emoji and unicode-data
+  python benchmarks/caption.py                    # train for the config's budget (28 min), then measure
+  python benchmarks/caption.py --reuse            # measure the model already trained in --run-dir
+  python benchmarks/caption.py --minutes 1        # a quick check
+
+Parts:
+
+1. training: ``recipes/caption.py train`` with ``recipes/configs/emoji_scratch.yaml`` in a child
+   process for ``--minutes`` of training; its peak resident memory, and training images/s read
+   from the trainer's metrics log (the logged target tokens/s over the windows without a
+   validation in them, divided by the mean tokens per training caption, eos included);
+2. quality on the test split (emoji never seen in training): BLEU-1..4, CIDEr-D and exact-name
+   accuracy with beam 3 and with greedy search, beside the nearest-neighbour captioner in pixel
+   space (32 x 32 RGB, L2) and in the model's feature space;
+3. captioning speed: test images/s with greedy search and beam 3 at 32 images per batch (image
+   files read and transformed included, model loaded first), and the time to caption one
+   640 x 480 JPEG with beam 3 (the median of 5, after a warm-up).
+
+The last line printed holds every figure (``RESULT caption: key=value ...``); the same figures go
+to ``<run-dir>/benchmark.json``. Run it from the project root on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the checkout's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# Imported before torch: it pins the thread pools to THREADS.
+from benchmarks.common import THREADS, Figures, has_checkpoint, result_line, say  # noqa: E402
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from recipes.caption import DEFAULT_CONFIG, CaptionConfig, LoadedCaptioner, load_trained  # noqa: E402
+from seq2seq.baselines import feature_vectors, nearest_neighbour_captions, pixel_vectors  # noqa: E402
+from seq2seq.caption_metrics import CaptionScores, caption_scores  # noqa: E402
+from seq2seq.config import load_config  # noqa: E402
+from seq2seq.data.captions import CaptionImages, ImageCaptions, load_caption_sets  # noqa: E402
+from seq2seq.data.images import build_transform  # noqa: E402
+from seq2seq.training.caption_task import caption_images, score_captions  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "caption.py"
+DEFAULT_RUN_DIR = "runs/bench_emoji"
+SPEED_BATCH = 32  # images per batch of the captioning speed
+BEAM = 3
+SINGLE_IMAGE_RUNS = 5
+# ru_maxrss is in KiB on Linux and in bytes on macOS.
+RSS_UNIT = 1 if sys.platform == "darwin" else 1024
+GIB = 2**30
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"captioning config (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"the benchmark's run (default: {DEFAULT_RUN_DIR})")
+    parser.add_argument("--minutes", type=float, help="training budget (default: the config's train.max_minutes)")
+    parser.add_argument("--reuse", action="store_true", help="do not train: measure the model in --run-dir")
+    return parser.parse_args(argv)
+
+
+# ---- 1. training --------------------------------------------------------------------------------
+
+
+def train(config_path: str, run_dir: Path, minutes: float | None) -> tuple[float, float]:
+    """Train from scratch in a child process; its wall seconds and peak RSS (bytes)."""
+    settings = ["train.device=cpu", f"train.threads={THREADS}"]
+    if minutes is not None:
+        settings.append(f"train.max_minutes={minutes}")
+    command = [sys.executable, str(RECIPE), "train", "--config", config_path, "--run-dir", str(run_dir), "--fresh"]
+    for setting in settings:
+        command += ["--set", setting]
+    say(f"training: {' '.join(command[1:])}")
+    started = time.perf_counter()
+    pid = os.posix_spawn(sys.executable, command, os.environ)
+    _, status, usage = os.wait4(pid, 0)
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(f"training failed with exit status {os.waitstatus_to_exitcode(status)}")
+    return time.perf_counter() - started, usage.ru_maxrss * RSS_UNIT
+
+
+def training_images_per_second(run_dir: Path, config: CaptionConfig, train_sets: list[ImageCaptions]) -> float:
+    """Logged tokens/s over windows without a validation, over mean tokens per training caption."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [record for record in records if "tokens_per_s" in record]
+    every, validate = config.train.log_every, config.train.validate_every
+    clean = [r["tokens_per_s"] for r in steps if (r["step"] - every) % validate != 0 and r["step"] > every]
+    loaded = load_trained(str(run_dir), torch.device("cpu"))
+    lengths = [len(loaded.codec.encode(c)) + 1 for image in train_sets for c in image.captions]
+    return statistics.median(clean) / statistics.mean(lengths)
+
+
+# ---- 2. quality ---------------------------------------------------------------------------------
+
+
+def caption_test(loaded: LoadedCaptioner, test: list[ImageCaptions], beam: int) -> tuple[CaptionScores, float]:
+    """Scores of the test split captioned with a beam of ``beam`` (1: greedy) and images/s."""
+    decode = replace(loaded.config.caption, method="beam", beam_size=beam, n_best=1)
+    images = CaptionImages(test, build_transform(loaded.config.data.transform, train=False))
+    started = time.perf_counter()
+    captions = caption_images(loaded.model, images, loaded.codec, decode, SPEED_BATCH)
+    seconds = time.perf_counter() - started
+    return score_captions(captions, test), len(test) / seconds
+
+
+def baselines(loaded: LoadedCaptioner, sets: dict[str, list[ImageCaptions]]) -> dict[str, CaptionScores]:
+    """The nearest-neighbour captioner in pixel space and in the model's feature space."""
+    train_sets, test = sets["train"], sets["test"]
+    references = [image.captions for image in test]
+    pixels = nearest_neighbour_captions(pixel_vectors(train_sets), train_sets, pixel_vectors(test))
+    transform = build_transform(loaded.config.data.transform, train=False)
+    encoder = loaded.model.encoder
+    features = nearest_neighbour_captions(
+        feature_vectors(encoder, CaptionImages(train_sets, transform)),
+        train_sets,
+        feature_vectors(encoder, CaptionImages(test, transform)),
+    )
+    return {"nn_pixels": caption_scores(pixels, references), "nn_features": caption_scores(features, references)}
+
+
+# ---- 3. one image -------------------------------------------------------------------------------
+
+
+def single_image_seconds(loaded: LoadedCaptioner, image: ImageCaptions, work_dir: Path) -> float:
+    """Median time to caption one 640 x 480 JPEG with beam 3, file reading included."""
+    photo = work_dir / "photo_640x480.jpg"
+    Image.open(image.path).convert("RGB").resize((640, 480)).save(photo, quality=90)
+    decode = replace(loaded.config.caption, method="beam", beam_size=BEAM, n_best=1)
+    transform = build_transform(loaded.config.data.transform, train=False)
+    one = [ImageCaptions(photo.name, photo, [], "test")]
+    times = []
+    for _ in range(SINGLE_IMAGE_RUNS + 1):  # the first is the warm-up
+        started = time.perf_counter()
+        caption_images(loaded.model, CaptionImages(one, transform), loaded.codec, decode, 1)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+
+def run_benchmark(args: argparse.Namespace) -> Figures:
+    torch.set_num_threads(THREADS)
+    run_dir = Path(args.run_dir)
+    config = load_config(CaptionConfig, args.config)
+    sets = load_caption_sets(config.data)
+    wall, peak = None, None
+    if not args.reuse:
+        wall, peak = train(args.config, run_dir, args.minutes)
+    if not has_checkpoint(run_dir):
+        raise SystemExit(f"{run_dir} has no checkpoint to measure: run without --reuse")
+    loaded = load_trained(str(run_dir), torch.device("cpu"))
+    train_rate = training_images_per_second(run_dir, loaded.config, sets["train"])
+    say(f"training: {train_rate:.1f} images/s" + (f", peak RSS {peak / GIB:.2f} GiB" if peak else ""))
+    beam, beam_rate = caption_test(loaded, sets["test"], BEAM)
+    greedy, greedy_rate = caption_test(loaded, sets["test"], 1)
+    say(f"test, beam {BEAM}: {beam}  ({beam_rate:.1f} images/s)")
+    say(f"test, greedy: {greedy}  ({greedy_rate:.1f} images/s)")
+    nearest = baselines(loaded, sets)
+    for name, scores in nearest.items():
+        say(f"test, {name}: {scores}")
+    single = single_image_seconds(loaded, sets["test"][0], run_dir)
+    say(f"one 640x480 JPEG, beam {BEAM}: {single:.3f} s")
+    figures: Figures = {
+        "train_images_s": train_rate,
+        "peak_rss_gib": None if peak is None else peak / GIB,
+        "train_wall_min": None if wall is None else wall / 60,
+        f"beam{BEAM}_bleu4": beam.bleu[3],
+        f"beam{BEAM}_cider_d": beam.cider_d,
+        f"beam{BEAM}_exact": beam.exact,
+        "greedy_bleu4": greedy.bleu[3],
+        "greedy_cider_d": greedy.cider_d,
+        "greedy_exact": greedy.exact,
+        "nn_pixels_bleu4": nearest["nn_pixels"].bleu[3],
+        "nn_pixels_cider_d": nearest["nn_pixels"].cider_d,
+        "nn_pixels_exact": nearest["nn_pixels"].exact,
+        "nn_features_bleu4": nearest["nn_features"].bleu[3],
+        "nn_features_cider_d": nearest["nn_features"].cider_d,
+        f"caption_images_s_beam{BEAM}": beam_rate,
+        "caption_images_s_greedy": greedy_rate,
+        f"single_640x480_beam{BEAM}_s": single,
+    }
+    (run_dir / "benchmark.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    figures = run_benchmark(parse_args(argv))
+    say(result_line("caption", figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
