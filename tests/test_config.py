@@ -21,6 +21,7 @@ from seq2seq.config import (
     load_config,
     to_dict,
 )
+from seq2seq.models import build_captioning_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "recipes" / "configs"
@@ -230,3 +231,23 @@ def test_shipped_textgen_configs_load(path: Path) -> None:
     assert dataclasses.is_dataclass(config)
     assert config.model.cell in ("lstm", "gru", "rnn")
     assert config.data.window > 0 and config.data.batch_size > 0
+
+
+def caption_config_paths() -> list[Path]:
+    """Shipped configs meant for the captioning recipe (their header names it)."""
+    return [path for path in sorted(CONFIG_DIR.glob("*.yaml")) if "recipes/caption.py" in path.read_text("utf-8")]
+
+
+@pytest.mark.parametrize("path", caption_config_paths(), ids=lambda path: path.name)
+def test_shipped_caption_configs_load_and_build(path: Path) -> None:
+    caption = load_recipe("caption")
+    config = load_config(caption.CaptionConfig, path)
+    config.validation.check(config.train.best_metric)
+    encoder = dataclasses.replace(config.image_encoder, pretrained=False)  # no download in tests
+    model = build_captioning_model(config.model, encoder, vocab_size=50, pad_id=0)
+    assert model.encoder.frozen == (config.image_encoder.finetune_blocks == 0)
+
+
+def test_every_caption_config_is_shipped() -> None:
+    names = {path.name for path in caption_config_paths()}
+    assert {"emoji_scratch.yaml", "flickr8k_resnet.yaml", "coco_resnet.yaml"} <= names
