@@ -30,7 +30,6 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the checkout's packages importable
@@ -48,6 +47,7 @@ from seq2seq.caption_metrics import CaptionScores, caption_scores  # noqa: E402
 from seq2seq.config import load_config  # noqa: E402
 from seq2seq.data.captions import CaptionImages, ImageCaptions, load_caption_sets  # noqa: E402
 from seq2seq.data.images import build_transform  # noqa: E402
+from seq2seq.decoding.beam import search_config  # noqa: E402
 from seq2seq.training.caption_task import caption_images, score_captions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +106,7 @@ def training_images_per_second(run_dir: Path, config: CaptionConfig, train_sets:
 
 def caption_test(loaded: LoadedCaptioner, test: list[ImageCaptions], beam: int) -> tuple[CaptionScores, float]:
     """Scores of the test split captioned with a beam of ``beam`` (1: greedy) and images/s."""
-    decode = replace(loaded.config.caption, method="beam", beam_size=beam, n_best=1)
+    decode = search_config(loaded.config.caption, beam)
     images = CaptionImages(test, build_transform(loaded.config.data.transform, train=False))
     started = time.perf_counter()
     captions = caption_images(loaded.model, images, loaded.codec, decode, SPEED_BATCH)
@@ -136,7 +136,7 @@ def single_image_seconds(loaded: LoadedCaptioner, image: ImageCaptions, work_dir
     """Median time to caption one 640 x 480 JPEG with beam 3, file reading included."""
     photo = work_dir / "photo_640x480.jpg"
     Image.open(image.path).convert("RGB").resize((640, 480)).save(photo, quality=90)
-    decode = replace(loaded.config.caption, method="beam", beam_size=BEAM, n_best=1)
+    decode = search_config(loaded.config.caption, BEAM)
     transform = build_transform(loaded.config.data.transform, train=False)
     one = [ImageCaptions(photo.name, photo, [], "test")]
     times = []

@@ -52,7 +52,7 @@ from seq2seq.data.feature_cache import FeatureCache
 from seq2seq.data.images import BadImageError, build_transform, load_rgb
 from seq2seq.data.parallel import TextCodec
 from seq2seq.data.text_files import DataError
-from seq2seq.decoding.beam import check_beam_config
+from seq2seq.decoding.beam import check_beam_config, search_config
 from seq2seq.models import Seq2Seq, build_captioning_model
 from seq2seq.models.decoder import count_parameters
 from seq2seq.models.image_encoder import ImageEncoderConfig
@@ -276,7 +276,7 @@ def caption_decode(defaults: DecodeConfig, args: argparse.Namespace) -> DecodeCo
     beam = 1 if args.greedy else (args.beam or defaults.beam_size)
     if args.n_best is not None and args.n_best > beam:
         raise ValueError(f"--n-best {args.n_best} needs a beam of at least {args.n_best}: pass --beam {args.n_best} or more")
-    decode = replace(defaults, method="beam", beam_size=beam, n_best=args.n_best or 1)
+    decode = search_config(defaults, beam, args.n_best or 1)
     check_beam_config(decode)
     return decode
 

@@ -53,7 +53,7 @@ from seq2seq.data.parallel import (
 )
 from seq2seq.data.text_files import DataError, decode_utf8, split_lines
 from seq2seq.decoding import generate
-from seq2seq.decoding.beam import check_beam_config
+from seq2seq.decoding.beam import check_beam_config, search_config
 from seq2seq.metrics import corpus_bleu, corpus_chrf
 from seq2seq.models import Seq2Seq, build_translation_model
 from seq2seq.models.decoder import count_parameters
@@ -255,8 +255,8 @@ def translation_decode(
     n_best: int | None = None,
     max_length_ratio: float | None = None,
 ) -> DecodeConfig:
-    """The translate settings with the command line's choices on top, as a beam search
-    (greedy search is a beam of 1)."""
+    """The translate settings with the command line's choices on top: a beam search, or greedy
+    search for a beam of 1."""
     if defaults.method not in ("beam", "greedy"):
         raise ConfigError(f"translate.method must be beam or greedy, got {defaults.method!r}")
     if greedy or (beam is None and defaults.method == "greedy"):
@@ -264,13 +264,9 @@ def translation_decode(
     beam_size = beam or defaults.beam_size
     if n_best is not None and n_best > beam_size:
         raise ValueError(f"--n-best {n_best} needs a beam of at least {n_best}: pass --beam {n_best} or more")
-    return replace(
-        defaults,
-        method="beam",
-        beam_size=beam_size,
-        n_best=n_best or min(defaults.n_best, beam_size),
-        max_length_ratio=defaults.max_length_ratio if max_length_ratio is None else max_length_ratio,
-    )
+    if max_length_ratio is not None:
+        defaults = replace(defaults, max_length_ratio=max_length_ratio)
+    return search_config(defaults, beam_size, n_best or min(defaults.n_best, beam_size))
 
 
 def decode_from_args(loaded: LoadedTranslator, args: argparse.Namespace) -> DecodeConfig:

@@ -101,16 +101,16 @@ class DecodeConfig:
     num_samples: int = 1  # samples generated together as one batch
     seed: int | None = None  # makes sampling reproducible
     stop: list[str] = field(default_factory=list)  # stop once the text contains one of these
-    # Beam search (method "beam"; beam_size 1 is greedy search with the settings below).
+    # Beam search (method "beam"; beam_size 1 finds what greedy search finds).
     beam_size: int = 5  # hypotheses kept alive per input
     n_best: int = 1  # finished hypotheses returned per input, best first; at most beam_size
     length_penalty: str = "gnmt"  # none (summed log-probability) | gnmt | average (per token)
     alpha: float = 0.6  # strength of gnmt: score / ((5 + length) / 6) ** alpha; 0 is none
+    # Every method.
     min_length: int = 0  # fewest tokens before eos
     min_length_ratio: float = 0.0  # fewest tokens before eos, times the source length; 0 disables
     max_length_ratio: float = 0.0  # most new tokens, times the source length, within max_length; 0 disables
-    ban_unk: bool = True  # never generate unk (greedy search and sampling always ban it)
-    # Every method.
+    ban_unk: bool = True  # never generate unk
     no_repeat_ngram: int = 0  # never generate an n-gram of this size twice (the prefix counts); 0 disables
 
 

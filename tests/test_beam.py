@@ -409,7 +409,21 @@ def test_streaming_callbacks_are_refused_with_beam_search() -> None:
         generate(tiny_lm(), empty_source(1), beam(), SPECIAL, on_step=lambda token: None)
 
 
-@pytest.mark.parametrize("settings", [{"min_length": 2}, {"max_length_ratio": 1.2}, {"ban_unk": False}])
-def test_beam_only_settings_are_refused_by_greedy_search(settings: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match="beam search only"):
-        generate(tiny_lm(), empty_source(1), DecodeConfig(method="greedy", **settings), SPECIAL)
+@pytest.mark.parametrize(
+    "settings",
+    [{"min_length": 4}, {"min_length_ratio": 1.0}, {"max_length_ratio": 1.2}, {"ban_unk": False}],
+)
+def test_greedy_search_keeps_the_length_limits_and_bans_of_a_beam_of_one(settings: dict[str, object]) -> None:
+    ends_early = "min_length" in settings or "min_length_ratio" in settings
+    table = random_table(can_end=ends_early)  # eos is likely (to be held off) or impossible
+    table[:, SPECIAL.unk] += 2.0
+    if ends_early:
+        table[:, SPECIAL.eos] += 3.0
+    model, source = markov_model(table, with_source=True), sources(3, 6)
+    greedy = generate(model, source, DecodeConfig(method="greedy", max_length=12, **settings), SPECIAL)
+    one = generate(model, source, beam(beam_size=1, max_length=12, **settings), SPECIAL)
+    plain = generate(model, source, DecodeConfig(method="greedy", max_length=12), SPECIAL)
+    assert torch.equal(one.tokens, greedy.tokens)
+    assert torch.equal(one.lengths, greedy.lengths)
+    assert torch.allclose(one.scores, greedy.scores, atol=1e-5)
+    assert not torch.equal(plain.lengths, greedy.lengths) or not torch.equal(plain.tokens, greedy.tokens)

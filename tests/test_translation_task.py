@@ -149,10 +149,10 @@ def test_translate_data_keeps_data_order_and_empty_sources() -> None:
     assert all(h.token_ids[-1] == Vocab.eos_id or len(h.token_ids) == beam.max_length for h in together[0])
 
 
-def test_translate_data_needs_the_beam_search() -> None:
+def test_translate_data_searches_and_does_not_sample() -> None:
     data, source, target = toy_data(2, seed=4)
-    with pytest.raises(ValueError, match="beam search"):
-        translate_data(tiny_model(source, target), data, target, DecodeConfig(method="greedy"), 2)
+    with pytest.raises(ValueError, match="beam or greedy search"):
+        translate_data(tiny_model(source, target), data, target, DecodeConfig(method="sample"), 2)
 
 
 def test_first_sentences() -> None:

@@ -6,7 +6,8 @@ finished hypotheses, ranked by their length-penalised score. The best K candidat
 end become the next alive beams, and the decoder state follows them through ``index_select``
 on the flattened (B * K) batch. Each step records only its tokens, backpointers and attention;
 the returned hypotheses are recovered at the end by following the backpointers. With K = 1
-this is greedy search.
+this is greedy search. The inputs whose search has ended leave the decoder's batch (see
+``LiveRows``), so that a batch costs less as its inputs finish.
 
 An input is done once its pool is full and no alive beam, penalised at its current length,
 scores better than the worst finished hypothesis (without a length penalty no later hypothesis
@@ -16,7 +17,7 @@ every input gets a result even from a model that never ends a sequence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -26,11 +27,12 @@ from seq2seq.decoding.processors import BanTokens, LogitsProcessor, MinLength, N
 from seq2seq.decoding.search import (
     FINISHED_CHECK_INTERVAL,
     Hypotheses,
+    LiveRows,
     SpecialIds,
     _onednn_disabled,
+    length_limits,
     prime_decoder,
 )
-from seq2seq.models.encoders import EncoderOutput
 from seq2seq.models.seq2seq import Seq2Seq
 
 LENGTH_PENALTIES = ("none", "gnmt", "average")
@@ -50,25 +52,39 @@ def beam_search(
     beam_size = config.beam_size
     primed = prime_decoder(model, source, prefix, special, beam_size)
     encoder_output, state = primed.encoder_output, primed.state
-    min_lengths, max_lengths = _length_limits(config, encoder_output, primed.prefix.device)  # (B * K,)
+    min_lengths, max_lengths = length_limits(config, encoder_output, primed.prefix.device)  # (B * K,)
     last_step = max_lengths.view(-1, beam_size)[:, 0] - 1  # (B,)
     steps = int(last_step.max()) + 1
     processors = _beam_processors(config, special, min_lengths, primed.prefix.shape[1])
     beams = _Beams.start(primed.prefix, beam_size, steps)
 
     previous = primed.prefix[:, -1]  # (B * K,)
+    live = LiveRows.every(len(previous), previous.device)
     with _onednn_disabled():
         for step in range(steps):
-            logits, state, attention = model.decoder.step(previous, state, encoder_output)  # (B * K, V)
-            log_probs = logits.float().log_softmax(dim=-1)
+            logits, state, attention = model.decoder.step(live.select(previous), state, encoder_output)  # (A, V)
+            log_probs = live.expand(logits.float().log_softmax(dim=-1), float("-inf"))  # (B * K, V)
             log_probs = apply_processors(processors, beams.so_far(step), log_probs)
             penalty = _length_penalty(config, step + 1)
+            attention = live.expand(attention, 0.0)  # (B * K, S) or None
             rows = beams.advance(step, log_probs, attention, special.eos, last_step == step, penalty)
-            state = state.index_select(rows)
+            state = state.index_select(live.follow(rows))
             previous = beams.tokens[-1].view(-1)  # (B * K,)
-            if (step + 1) % FINISHED_CHECK_INTERVAL == 0 and bool(beams.done.all()):
-                break
+            if (step + 1) % FINISHED_CHECK_INTERVAL == 0:
+                if bool(beams.done.all()):
+                    break
+                live, kept = live.without(beams.done.repeat_interleave(beam_size))
+                if kept is not None:
+                    state, encoder_output = state.index_select(kept), encoder_output.index_select(kept)
     return beams.best(config.n_best, special.pad)
+
+
+def search_config(config: DecodeConfig, beam_size: int, n_best: int = 1) -> DecodeConfig:
+    """``config`` as a beam search of ``beam_size`` beams returning ``n_best`` hypotheses, or as
+    greedy search for a beam of one: the same result, found by the cheaper greedy loop (which
+    keeps the length limits and bans of the beam settings)."""
+    method = "beam" if beam_size > 1 else "greedy"
+    return replace(config, method=method, beam_size=beam_size, n_best=n_best, num_samples=1)
 
 
 def check_beam_config(config: DecodeConfig) -> None:
@@ -97,38 +113,6 @@ def _length_penalty(config: DecodeConfig, length: int) -> float:
     if config.length_penalty == "average":
         return float(length)
     return 1.0
-
-
-def _length_limits(
-    config: DecodeConfig, encoder_output: EncoderOutput, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """(rows,) the fewest tokens before eos and the most new tokens (eos included) of each row.
-
-    A ratio applies to the row's source length: the minimum is rounded down, the maximum up.
-    """
-    rows = encoder_output.batch_size
-    min_lengths = torch.full((rows,), config.min_length, device=device)
-    max_lengths = torch.full((rows,), config.max_length, device=device)
-    if config.min_length_ratio > 0 or config.max_length_ratio > 0:
-        source_lengths = _source_lengths(encoder_output).to(device).float()  # (rows,)
-        if config.min_length_ratio > 0:
-            min_lengths = min_lengths.maximum((config.min_length_ratio * source_lengths).floor().long())
-        if config.max_length_ratio > 0:
-            most = (config.max_length_ratio * source_lengths).ceil().long()
-            max_lengths = max_lengths.minimum(most).clamp(min=1)
-    return min_lengths, max_lengths
-
-
-def _source_lengths(encoder_output: EncoderOutput) -> Tensor:
-    """(rows,) the real positions of each source: from the mask, or all positions of the memory."""
-    if encoder_output.mask is not None:
-        return encoder_output.mask.sum(dim=1)
-    if encoder_output.memory is not None:
-        return torch.full((encoder_output.batch_size,), encoder_output.memory.shape[1])
-    raise ValueError(
-        "decode.min_length_ratio and decode.max_length_ratio need a model that reads a source, and this "
-        "one has none; set them to 0 and use decode.min_length and decode.max_length"
-    )
 
 
 def _beam_processors(

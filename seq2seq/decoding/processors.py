@@ -212,15 +212,6 @@ def _check_config(config: DecodeConfig) -> None:
         )
     if config.no_repeat_ngram < 0:
         raise ValueError(f"decode.no_repeat_ngram must be >= 0 (0 disables it), got {config.no_repeat_ngram}")
-    beam_only = {
-        "min_length": config.min_length != 0,
-        "min_length_ratio": config.min_length_ratio != 0,
-        "max_length_ratio": config.max_length_ratio != 0,
-        "ban_unk": not config.ban_unk,
-    }
-    if any(beam_only.values()):
-        keys = ", ".join(f"decode.{key}" for key, is_set in beam_only.items() if is_set)
-        raise ValueError(
-            f"{keys} applies to beam search only; set decode.method=beam "
-            "(decode.beam_size=1 is greedy search) or leave it at its default"
-        )
+    for key in ("min_length", "min_length_ratio", "max_length_ratio"):
+        if getattr(config, key) < 0:
+            raise ValueError(f"decode.{key} must be >= 0 (0 disables it), got {getattr(config, key)}")

@@ -2,8 +2,9 @@
 
 ``generate`` encodes the input, primes the decoder with a prefix (a prompt, or just bos),
 repeats everything for the N samples of each input so that they run as one batch, and then
-steps the decoder until every sequence has finished. Greedy search and sampling differ only
-in how the next token is chosen from the processed logits.
+steps the decoder until every sequence has finished; finished sequences leave the decoder's
+batch at regular checks (``LiveRows``). Greedy search and sampling differ only in how the
+next token is chosen from the processed logits.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor
 
 from seq2seq.config import DecodeConfig
-from seq2seq.decoding.processors import apply_processors, build_processors, is_greedy
+from seq2seq.decoding.processors import MinLength, apply_processors, build_processors, is_greedy
 from seq2seq.models.decoder import DecoderState
 from seq2seq.models.encoders import EncoderOutput
 from seq2seq.models.seq2seq import Seq2Seq
@@ -132,6 +133,58 @@ def prime_decoder(
     )
 
 
+@dataclass(frozen=True)
+class LiveRows:
+    """The rows of a search that the decoder still runs.
+
+    Rows that have finished leave the decoder's batch at the checks every
+    FINISHED_CHECK_INTERVAL steps, so later steps cost only what the unfinished rows need; the
+    search itself keeps its full-size buffers, where finished rows are filled in.
+
+    rows:  (A,) the live rows' places in the full batch, ascending
+    total: the full batch size
+    """
+
+    rows: Tensor
+    total: int
+
+    @classmethod
+    def every(cls, total: int, device: torch.device) -> LiveRows:
+        return cls(torch.arange(total, device=device), total)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every row is live (the decoder's batch is the full batch)."""
+        return len(self.rows) == self.total
+
+    def select(self, full: Tensor) -> Tensor:
+        """(total, ...) -> (A, ...) the live rows."""
+        return full if self.complete else full.index_select(0, self.rows)
+
+    def expand(self, live: Tensor | None, fill: float) -> Tensor | None:
+        """(A, X) -> (total, X): the live rows in their places, ``fill`` elsewhere."""
+        if live is None or self.complete:
+            return live
+        full = live.new_full((self.total, *live.shape[1:]), fill)
+        return full.index_copy_(0, self.rows, live)
+
+    def follow(self, parents: Tensor) -> Tensor:
+        """(total,) full-batch rows that the next step continues -> (A,) the live rows' places
+        in the decoder's batch (a live row continues a live row)."""
+        if self.complete:
+            return parents
+        return torch.searchsorted(self.rows, parents.index_select(0, self.rows))
+
+    def without(self, finished: Tensor) -> tuple[LiveRows, Tensor | None]:
+        """These rows less the ``finished`` ones ((total,) bool), and the (A',) places in the
+        decoder's batch that stay; None when no live row has finished."""
+        staying = ~finished.index_select(0, self.rows)  # (A,)
+        if bool(staying.all()):
+            return self, None
+        kept = staying.nonzero().squeeze(1)  # (A',)
+        return LiveRows(self.rows.index_select(0, kept), self.total), kept
+
+
 @dataclass
 class _Progress:
     """The loop's fixed-size buffers; rows = B * N.
@@ -194,29 +247,77 @@ def _greedy_or_sample(
     on_step: Callable[[Tensor], None] | None,
     should_stop: Callable[[Tensor], Tensor] | None,
 ) -> Hypotheses:
-    """The shared loop: one token per sequence per step until all have finished."""
+    """The shared loop: one token per sequence per step until all have finished.
+
+    Each row stops at eos or at its maximum length (``length_limits``); before its minimum
+    length eos is banned.
+    """
     primed = prime_decoder(model, source, prefix, special, config.num_samples)
     encoder_output, state = primed.encoder_output, primed.state
-    progress = _Progress.start(primed.prefix, config.max_length, special.pad)
-    processors = build_processors(config, special.never_generated())
-    choose = _token_chooser(config, primed.prefix.device)
+    device = primed.prefix.device
+    min_lengths, max_lengths = length_limits(config, encoder_output, device)  # (B * N,)
+    steps = int(max_lengths.max())
+    progress = _Progress.start(primed.prefix, steps, special.pad)
+    banned = [token for token in special.never_generated() if config.ban_unk or token != special.unk]
+    processors = build_processors(config, banned)
+    if config.min_length > 0 or config.min_length_ratio > 0:
+        processors.insert(0, MinLength(special.eos, min_lengths, primed.prefix.shape[1]))
+    choose = _token_chooser(config, device)
 
     previous = primed.prefix[:, -1]  # (B * N,)
+    live = LiveRows.every(len(previous), device)
     with _onednn_disabled():
-        for step in range(config.max_length):
-            logits, state, attention = model.decoder.step(previous, state, encoder_output)  # (B * N, V)
+        for step in range(steps):
+            logits, state, attention = model.decoder.step(live.select(previous), state, encoder_output)  # (A, V)
+            logits, attention = live.expand(logits, 0.0), live.expand(attention, 0.0)  # (B * N, V), (B * N, S)
             token = choose(apply_processors(processors, progress.so_far(step), logits))  # (B * N,)
             token = token.masked_fill(progress.finished, special.pad)
             progress.record(step, token, logits, attention)
-            progress.finished |= token == special.eos
+            progress.finished |= (token == special.eos) | (progress.lengths >= max_lengths)
             if on_step is not None:
                 on_step(token)
             if should_stop is not None:
                 progress.finished |= _checked_stop(should_stop(progress.generated(step + 1)), len(token))
             previous = token
-            if (step + 1) % FINISHED_CHECK_INTERVAL == 0 and bool(progress.finished.all()):
-                break
+            if (step + 1) % FINISHED_CHECK_INTERVAL == 0:
+                if bool(progress.finished.all()):
+                    break
+                live, kept = live.without(progress.finished)
+                if kept is not None:
+                    state, encoder_output = state.index_select(kept), encoder_output.index_select(kept)
     return _as_hypotheses(progress, config.num_samples)
+
+
+def length_limits(
+    config: DecodeConfig, encoder_output: EncoderOutput, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """(rows,) the fewest tokens before eos and the most new tokens (eos included) of each row.
+
+    A ratio applies to the row's source length: the minimum is rounded down, the maximum up.
+    """
+    rows = encoder_output.batch_size
+    min_lengths = torch.full((rows,), config.min_length, device=device)
+    max_lengths = torch.full((rows,), config.max_length, device=device)
+    if config.min_length_ratio > 0 or config.max_length_ratio > 0:
+        sources = source_lengths(encoder_output).to(device).float()  # (rows,)
+        if config.min_length_ratio > 0:
+            min_lengths = min_lengths.maximum((config.min_length_ratio * sources).floor().long())
+        if config.max_length_ratio > 0:
+            most = (config.max_length_ratio * sources).ceil().long()
+            max_lengths = max_lengths.minimum(most).clamp(min=1)
+    return min_lengths, max_lengths
+
+
+def source_lengths(encoder_output: EncoderOutput) -> Tensor:
+    """(rows,) the real positions of each source: from the mask, or all positions of the memory."""
+    if encoder_output.mask is not None:
+        return encoder_output.mask.sum(dim=1)
+    if encoder_output.memory is not None:
+        return torch.full((encoder_output.batch_size,), encoder_output.memory.shape[1])
+    raise ValueError(
+        "decode.min_length_ratio and decode.max_length_ratio need a model that reads a source, and this "
+        "one has none; set them to 0 and use decode.min_length and decode.max_length"
+    )
 
 
 def _beam_search(

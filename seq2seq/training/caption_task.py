@@ -16,7 +16,7 @@ captions of the validation images against all their references.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +27,7 @@ from seq2seq.config import ConfigError, DecodeConfig
 from seq2seq.data.captions import CaptionBatch, CaptionImages, CaptionPairs, ImageCaptions, caption_batches
 from seq2seq.data.parallel import TextCodec
 from seq2seq.decoding import SpecialIds, generate
+from seq2seq.decoding.beam import search_config
 from seq2seq.metrics import perplexity
 from seq2seq.models import Seq2Seq
 from seq2seq.text import Vocab
@@ -65,8 +66,8 @@ class CaptionValidationConfig:
             raise ConfigError(f"validation.max_images must be >= 0 (0: all), got {self.max_images}")
 
     def decode_config(self, defaults: DecodeConfig) -> DecodeConfig:
-        """``defaults`` (the caption settings) as a beam search of this size with one result."""
-        return replace(defaults, method="beam", beam_size=self.beam_size, n_best=1)
+        """``defaults`` (the caption settings) as a search with this beam size and one result."""
+        return search_config(defaults, self.beam_size)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ references.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from seq2seq.config import ConfigError, DecodeConfig
 from seq2seq.data.parallel import Batch, ParallelData, TextCodec, TokenBudgetBatcher
 from seq2seq.decoding import SpecialIds, generate
+from seq2seq.decoding.beam import search_config
 from seq2seq.metrics import corpus_bleu, corpus_chrf, perplexity
 from seq2seq.models import Seq2Seq
 from seq2seq.text import Vocab
@@ -59,7 +60,7 @@ class ValidationConfig:
 
     def decode_config(self, defaults: DecodeConfig) -> DecodeConfig:
         """``defaults`` (the translate settings) with this validation's beam and one result each."""
-        return replace(defaults, method="beam", beam_size=self.beam_size, n_best=1)
+        return search_config(defaults, self.beam_size)
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,8 @@ def translate_data(
     Sources are batched ``batch_sentences`` at a time in order of length, so that padding stays
     small; an empty source is not batched and gets the empty translation.
     """
-    if decode.method != "beam":
-        raise ValueError(f"translation decodes with beam search (beam_size 1 is greedy), got method {decode.method!r}")
+    if decode.method not in ("beam", "greedy"):
+        raise ValueError(f"translation decodes with beam or greedy search, got method {decode.method!r}")
     device = next(model.parameters()).device
     empty = [Translation("", (), 0.0)] * decode.n_best
     results = [empty for _ in range(len(data))]
