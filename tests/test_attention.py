@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from seq2seq.models.attention import ATTENTION_TYPES, Attention, build_attention
+from seq2seq.models.attention import ATTENTION_TYPES, Attention, BahdanauAttention, build_attention
 
 BATCH, TARGET, SOURCE = 3, 4, 6
 QUERY_SIZE, MEMORY_SIZE = 8, 10
@@ -146,3 +146,20 @@ def test_dot_attention_refuses_different_sizes_and_names_the_fix() -> None:
 def test_unknown_attention_is_named_with_the_choices() -> None:
     with pytest.raises(ValueError, match=r"bahdanau, dot, general.*'luong'"):
         build_attention("luong", 8, 8)
+
+
+def test_additive_attention_recomputed_in_backward_gives_the_direct_gradients() -> None:
+    torch.manual_seed(0)
+    attention = BahdanauAttention(query_size=6, memory_size=5, attention_size=4)
+    query, memory = torch.randn(2, 3, 6, requires_grad=True), torch.randn(2, 7, 5, requires_grad=True)
+    context, _ = attention(query, memory, None)
+    context.sum().backward()
+    checkpointed = (query.grad.clone(), memory.grad.clone(), attention.energy.weight.grad.clone())
+    query.grad = memory.grad = None
+    attention.zero_grad()
+    hidden = torch.tanh(attention.query_projection(query).unsqueeze(2) + attention.prepare(memory).unsqueeze(1))
+    weights = attention.energy(hidden).squeeze(-1).softmax(dim=-1)  # (B, T, S)
+    torch.bmm(weights, memory).sum().backward()
+    direct = (query.grad, memory.grad, attention.energy.weight.grad)
+    for a, b in zip(checkpointed, direct):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.error
 
 import pytest
@@ -165,3 +167,10 @@ def test_a_closed_gate_cuts_the_image_context() -> None:
         closed_b, _ = model(images()[[1, 0]], tokens)
     assert not torch.allclose(open_a, open_b, atol=1e-5)
     assert torch.allclose(closed_a, closed_b, atol=1e-6)
+
+
+def test_models_without_images_do_not_import_torchvision() -> None:
+    # torchvision costs about 160 MB of memory; translation and text generation never need it.
+    program = "import sys, seq2seq.models, seq2seq.training.trainer; print('torchvision' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

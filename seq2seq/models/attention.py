@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 ATTENTION_TYPES = ("bahdanau", "dot", "general")
 
@@ -61,7 +62,10 @@ class Attention(nn.Module):
 class BahdanauAttention(Attention):
     """Additive attention: score(q, m) = v . tanh(W_q q + W_m m).
 
-    ``W_m m`` is the prepared keys (B, S, A), A = ``attention_size``.
+    ``W_m m`` is the prepared keys (B, S, A), A = ``attention_size``. The hidden layer
+    tanh(W_q q + W_m m), (B, T, S, A), is the largest tensor of a training step; while
+    gradients are recorded it is recomputed in the backward pass instead of being kept
+    (activation checkpointing), which saves most of a step's memory for a little compute.
     """
 
     def __init__(self, query_size: int, memory_size: int, attention_size: int) -> None:
@@ -75,8 +79,14 @@ class BahdanauAttention(Attention):
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         projected = self.query_projection(query)  # (B, T, A)
+        if torch.is_grad_enabled():
+            return checkpoint(self._energies, projected, keys, use_reentrant=False)
+        return self._energies(projected, keys)
+
+    def _energies(self, projected: Tensor, keys: Tensor) -> Tensor:
+        """(B, T, A) projected queries and (B, S, A) keys -> (B, T, S) scores."""
         hidden = torch.tanh(projected.unsqueeze(2) + keys.unsqueeze(1))  # (B, T, S, A)
-        return self.energy(hidden).squeeze(-1)  # (B, T, S)
+        return self.energy(hidden).squeeze(-1)
 
 
 class DotAttention(Attention):

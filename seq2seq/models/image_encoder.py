@@ -18,7 +18,6 @@ import urllib.error
 from dataclasses import dataclass, field
 
 import torch
-import torchvision
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -154,6 +153,9 @@ def _backbone_blocks(config: ImageEncoderConfig) -> tuple[list[nn.Module], int]:
 
 def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
     """A torchvision classification network, with its default ImageNet weights if ``pretrained``."""
+    # Imported here, not with this module: importing torchvision costs about 160 MB of memory,
+    # which the tasks without images (translation, text generation) should not pay.
+    import torchvision
     if not pretrained:
         return torchvision.models.get_model(name, weights=None)
     weights = torchvision.models.get_model_weights(name).DEFAULT

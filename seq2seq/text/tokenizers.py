@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -199,22 +203,10 @@ class SentencePieceTokenizer:
             raise FileNotFoundError(f"cannot train sentencepiece: text files not found: {missing}")
         model_prefix = Path(model_prefix)
         model_prefix.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            spm.SentencePieceTrainer.train(
-                sentence_iterator=_read_sentences([Path(path) for path in files]),
-                model_prefix=str(model_prefix),
-                vocab_size=vocab_size,
-                model_type=model_type,
-                character_coverage=character_coverage,
-                unk_id=0,
-                bos_id=-1,
-                eos_id=-1,
-                pad_id=-1,
-                minloglevel=2,
-            )
-        except RuntimeError as error:  # sentencepiece reports bad settings this way
-            reason = str(error).split("] ")[-1]
-            raise ValueError(f"cannot train sentencepiece on {[str(f) for f in files]}: {reason}") from None
+        settings = {"vocab_size": vocab_size, "model_type": model_type, "character_coverage": character_coverage}
+        failure = _train_in_child_process([Path(path) for path in files], model_prefix, settings)
+        if failure is not None:
+            raise ValueError(f"cannot train sentencepiece on {[str(f) for f in files]}: {failure}")
         return cls.load(model_prefix.with_name(model_prefix.name + ".model"))
 
     def tokenize(self, text: str) -> list[str]:
@@ -241,6 +233,52 @@ class SentencePieceTokenizer:
 
     def __repr__(self) -> str:
         return f"SentencePieceTokenizer(pieces={self._processor.get_piece_size()})"
+
+
+# What the child process of ``_train_in_child_process`` runs: arguments in on stdin, the result out on stdout.
+_CHILD_PROGRAM = (
+    "import json, sys; from seq2seq.text.tokenizers import _train_sentencepiece; "
+    "print(json.dumps(_train_sentencepiece(*json.load(sys.stdin))))"
+)
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _train_in_child_process(files: list[Path], model_prefix: Path, settings: dict[str, Any]) -> str | None:
+    """``_train_sentencepiece`` in a fresh Python process (which imports sentencepiece, not
+    torch): the trainer's working memory, hundreds of MB for a large corpus, goes back to the
+    system when it ends instead of staying in this process's heap."""
+    arguments = json.dumps([[str(path) for path in files], str(model_prefix), settings])
+    path = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD_PROGRAM],
+        input=arguments,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+        check=False,
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"the sentencepiece training process failed:\n{child.stderr[-2000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def _train_sentencepiece(files: list[str], model_prefix: str, settings: dict[str, Any]) -> str | None:
+    """Train a sentencepiece model on ``files`` into ``<model_prefix>.model``; the reason it
+    could not be trained, or None."""
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_read_sentences([Path(path) for path in files]),
+            model_prefix=model_prefix,
+            unk_id=0,
+            bos_id=-1,
+            eos_id=-1,
+            pad_id=-1,
+            minloglevel=2,
+            **settings,
+        )
+    except RuntimeError as error:  # sentencepiece reports bad settings this way
+        return str(error).split("] ")[-1]
+    return None
 
 
 def _read_sentences(files: list[Path]) -> Iterator[str]:
