@@ -35,8 +35,9 @@ from seq2seq.cli import (
     add_checkpoint_arguments,
     add_train_arguments,
     check_resumable,
+    positive_int,
     prepare_run_dir,
-    run_command,
+    run_main,
     setup_logging,
 )
 from seq2seq.config import ConfigError, DecodeConfig, ModelConfig, TrainConfig, from_dict, load_config, to_dict
@@ -305,7 +306,7 @@ def caption(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     results = caption_images(loaded.model, images, loaded.codec, decode, args.batch_size)
     seconds = time.perf_counter() - started
-    scored = decode.method == "sample" and decode.num_samples > 1 or args.n_best is not None
+    scored = (decode.method == "sample" and decode.num_samples > 1) or args.n_best is not None
     failed = 0
     for image, captions in zip(sets, results):
         if captions is None:
@@ -450,18 +451,8 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images captioned together (default: 32)")
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command != "train":
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    return run_command(args.func, args)
+    return run_main(build_parser(), argv)
 
 
 if __name__ == "__main__":

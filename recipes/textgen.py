@@ -23,7 +23,7 @@ from seq2seq.cli import (
     add_train_arguments,
     check_resumable,
     prepare_run_dir,
-    run_command,
+    run_main,
     setup_logging,
 )
 from seq2seq.config import DecodeConfig, ModelConfig, TrainConfig, from_dict, load_config, to_dict
@@ -297,10 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command != "train":
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    return run_command(args.func, args)
+    return run_main(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ from seq2seq.cli import (
     add_checkpoint_arguments,
     add_train_arguments,
     check_resumable,
+    positive_int,
     prepare_run_dir,
-    run_command,
+    run_main,
     setup_logging,
 )
 from seq2seq.config import ConfigError, DecodeConfig, ModelConfig, TrainConfig, from_dict, load_config, to_dict
@@ -494,18 +495,8 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command != "train":
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    return run_command(args.func, args)
+    return run_main(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,23 @@ def setup_logging(run_dir: Path | None = None, is_main: bool = True) -> None:
     )
 
 
+def run_main(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """A recipe's command line: parse, log warnings for the commands other than train (which
+    sets up its own logging), run the chosen command and return its exit status."""
+    args = parser.parse_args(argv)
+    if args.command != "train":
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    return run_command(args.func, args)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
 def run_command(command: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
     """Run a subcommand; a user error ends it with its message and exit status 2."""
     try:
