@@ -90,13 +90,13 @@ def train(config_path: str, run_dir: Path, minutes: float | None) -> tuple[float
     return time.perf_counter() - started, usage.ru_maxrss * RSS_UNIT
 
 
-def training_images_per_second(run_dir: Path, config: CaptionConfig, train_sets: list[ImageCaptions]) -> float:
+def training_images_per_second(run_dir: Path, loaded: LoadedCaptioner, train_sets: list[ImageCaptions]) -> float:
     """Logged tokens/s over windows without a validation, over mean tokens per training caption."""
+    config = loaded.config
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [record for record in records if "tokens_per_s" in record]
     every, validate = config.train.log_every, config.train.validate_every
     clean = [r["tokens_per_s"] for r in steps if (r["step"] - every) % validate != 0 and r["step"] > every]
-    loaded = load_trained(str(run_dir), torch.device("cpu"))
     lengths = [len(loaded.codec.encode(c)) + 1 for image in train_sets for c in image.captions]
     return statistics.median(clean) / statistics.mean(lengths)
 
@@ -161,7 +161,7 @@ def run_benchmark(args: argparse.Namespace) -> Figures:
     if not has_checkpoint(run_dir):
         raise SystemExit(f"{run_dir} has no checkpoint to measure: run without --reuse")
     loaded = load_trained(str(run_dir), torch.device("cpu"))
-    train_rate = training_images_per_second(run_dir, loaded.config, sets["train"])
+    train_rate = training_images_per_second(run_dir, loaded, sets["train"])
     say(f"training: {train_rate:.1f} images/s" + (f", peak RSS {peak / GIB:.2f} GiB" if peak else ""))
     beam, beam_rate = caption_test(loaded, sets["test"], BEAM)
     greedy, greedy_rate = caption_test(loaded, sets["test"], 1)

@@ -36,11 +36,12 @@ from seq2seq.cli import (
     add_train_arguments,
     check_resumable,
     positive_int,
+    load_run,
     prepare_run_dir,
     run_main,
     setup_logging,
 )
-from seq2seq.config import ConfigError, DecodeConfig, ModelConfig, TrainConfig, from_dict, load_config, to_dict
+from seq2seq.config import ConfigError, DecodeConfig, ModelConfig, TrainConfig, load_config, to_dict
 from seq2seq.data.captions import (
     CaptionDataConfig,
     CaptionImages,
@@ -53,6 +54,7 @@ from seq2seq.data.feature_cache import FeatureCache
 from seq2seq.data.images import BadImageError, build_transform, load_rgb
 from seq2seq.data.parallel import TextCodec
 from seq2seq.data.text_files import DataError
+from seq2seq.decoding import describe_decoding
 from seq2seq.decoding.beam import check_beam_config, search_config
 from seq2seq.models import Seq2Seq, build_captioning_model
 from seq2seq.models.decoder import count_parameters
@@ -67,7 +69,7 @@ from seq2seq.training.caption_task import (
     caption_images,
     score_captions,
 )
-from seq2seq.training.checkpoint import CheckpointError, load_metadata, load_weights, resolve_checkpoint
+from seq2seq.training.checkpoint import CheckpointError, load_weights
 from seq2seq.training.runtime import Runtime, gather_objects, resolve_device, seed_everything, start_runtime, stop_runtime
 from seq2seq.training.trainer import Trainer
 
@@ -251,11 +253,7 @@ def caption_task(
 
 
 def load_trained(checkpoint: str, device: torch.device) -> LoadedCaptioner:
-    directory = resolve_checkpoint(Path(checkpoint), prefer="best")
-    metadata = load_metadata(directory)
-    if metadata.get("task") != TASK:
-        raise ValueError(f"{directory} holds a {metadata.get('task')!r} model, not a captioning model")
-    config = from_dict(CaptionConfig, metadata["config"])
+    directory, metadata, config = load_run(checkpoint, TASK, CaptionConfig)
     codec = TextCodec.from_dict(metadata["codec"])
     # The weights come from the checkpoint: no ImageNet download, even for a pretrained backbone.
     model = build_captioning_model(
@@ -280,18 +278,6 @@ def caption_decode(defaults: DecodeConfig, args: argparse.Namespace) -> DecodeCo
     decode = search_config(defaults, beam, args.n_best or 1)
     check_beam_config(decode)
     return decode
-
-
-def describe_decoding(decode: DecodeConfig) -> str:
-    """The decoding settings in words, as caption and evaluate print them."""
-    if decode.method == "sample":
-        return (
-            f"sampling {decode.num_samples} per image, temperature {decode.temperature}, top-k {decode.top_k}, "
-            f"top-p {decode.top_p}, seed {decode.seed}, at most {decode.max_length} tokens"
-        )
-    search = "greedy search" if decode.beam_size == 1 else f"beam search with {decode.beam_size} beams"
-    penalty = "" if decode.beam_size == 1 else f", {decode.length_penalty} length penalty (alpha {decode.alpha})"
-    return f"{search}{penalty}, at most {decode.max_length} tokens, {decode.n_best} best"
 
 
 # ---- caption ------------------------------------------------------------------------------------

@@ -22,11 +22,12 @@ from seq2seq.cli import (
     add_checkpoint_arguments,
     add_train_arguments,
     check_resumable,
+    load_run,
     prepare_run_dir,
     run_main,
     setup_logging,
 )
-from seq2seq.config import DecodeConfig, ModelConfig, TrainConfig, from_dict, load_config, to_dict
+from seq2seq.config import DecodeConfig, ModelConfig, TrainConfig, load_config, to_dict
 from seq2seq.data.lm_corpus import encode_tokens, load_lm_corpus, make_tokenizer
 from seq2seq.data.lm_stream import LMDataConfig, LMStream
 from seq2seq.data.text_files import read_text
@@ -35,7 +36,7 @@ from seq2seq.models import Seq2Seq, build_language_model
 from seq2seq.models.decoder import count_parameters
 from seq2seq.models.encoders import empty_source
 from seq2seq.text import Tokenizer, UnknownTokensError, Vocab, tokenizer_from_dict
-from seq2seq.training.checkpoint import load_metadata, load_weights, resolve_checkpoint
+from seq2seq.training.checkpoint import load_weights
 from seq2seq.training.lm_task import LanguageModelTask, score_stream
 from seq2seq.training.runtime import resolve_device, seed_everything, start_runtime, stop_runtime
 from seq2seq.training.trainer import Trainer
@@ -132,11 +133,7 @@ def validation_stream(ids: torch.Tensor, data: LMDataConfig) -> LMStream:
 
 
 def load_trained(checkpoint: str, device: torch.device) -> LoadedModel:
-    directory = resolve_checkpoint(Path(checkpoint), prefer="best")
-    metadata = load_metadata(directory)
-    if metadata.get("task") != TASK:
-        raise ValueError(f"{directory} holds a {metadata.get('task')!r} model, not a text generation model")
-    config = from_dict(TextGenConfig, metadata["config"])
+    directory, metadata, config = load_run(checkpoint, TASK, TextGenConfig)
     vocab = Vocab.from_dict(metadata["vocab"])
     model = build_language_model(config.model, len(vocab), vocab.pad_id)
     load_weights(directory, model, device)

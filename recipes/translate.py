@@ -35,11 +35,12 @@ from seq2seq.cli import (
     add_train_arguments,
     check_resumable,
     positive_int,
+    load_run,
     prepare_run_dir,
     run_main,
     setup_logging,
 )
-from seq2seq.config import ConfigError, DecodeConfig, ModelConfig, TrainConfig, from_dict, load_config, to_dict
+from seq2seq.config import ConfigError, DecodeConfig, ModelConfig, TrainConfig, load_config, to_dict
 from seq2seq.data.parallel import (
     ParallelCorpus,
     ParallelData,
@@ -53,7 +54,7 @@ from seq2seq.data.parallel import (
     split_files,
 )
 from seq2seq.data.text_files import DataError, decode_utf8, split_lines
-from seq2seq.decoding import generate
+from seq2seq.decoding import describe_decoding, generate
 from seq2seq.decoding.beam import check_beam_config, search_config
 from seq2seq.metrics import corpus_bleu, corpus_chrf
 from seq2seq.models import Seq2Seq, build_translation_model
@@ -61,7 +62,7 @@ from seq2seq.models.decoder import count_parameters
 from seq2seq.plots import plot_attention
 from seq2seq.text import Tokenizer, Vocab, tokenizer_from_dict
 from seq2seq.training.averaging import average_checkpoints, latest_checkpoints
-from seq2seq.training.checkpoint import CheckpointError, load_metadata, load_weights, resolve_checkpoint
+from seq2seq.training.checkpoint import CheckpointError, load_weights
 from seq2seq.training.runtime import (
     Runtime,
     gather_objects,
@@ -237,11 +238,7 @@ def vocabulary_change(old: Vocab, new: Vocab) -> str:
 
 
 def load_trained(checkpoint: str, device: torch.device) -> LoadedTranslator:
-    directory = resolve_checkpoint(Path(checkpoint), prefer="best")
-    metadata = load_metadata(directory)
-    if metadata.get("task") != TASK:
-        raise ValueError(f"{directory} holds a {metadata.get('task')!r} model, not a translation model")
-    config = from_dict(TranslationConfig, metadata["config"])
+    directory, metadata, config = load_run(checkpoint, TASK, TranslationConfig)
     source, target = TextCodec.from_dict(metadata["source"]), TextCodec.from_dict(metadata["target"])
     model = build_translation_model(config.model, len(source.vocab), len(target.vocab), Vocab.pad_id)
     load_weights(directory, model, device)
@@ -274,28 +271,6 @@ def decode_from_args(loaded: LoadedTranslator, args: argparse.Namespace) -> Deco
     decode = translation_decode(loaded.config.translate, args.beam, args.greedy, args.n_best, args.max_length_ratio)
     check_beam_config(decode)
     return decode
-
-
-def describe_decoding(decode: DecodeConfig, batch_size: int) -> str:
-    """The decoding settings in words, as evaluate prints them."""
-    if decode.beam_size == 1:
-        parts = ["greedy search"]
-    else:
-        penalty = {"none": "no length penalty", "average": "average length penalty"}.get(
-            decode.length_penalty, f"gnmt length penalty (alpha {decode.alpha})"
-        )
-        parts = [f"beam search with {decode.beam_size} beams", penalty]
-    limit = f"at most {decode.max_length} tokens"
-    if decode.max_length_ratio:
-        limit += f" and {decode.max_length_ratio} x the source length"
-    parts.append(limit)
-    if decode.min_length or decode.min_length_ratio:
-        parts.append(f"at least {decode.min_length} tokens and {decode.min_length_ratio} x the source length")
-    if decode.no_repeat_ngram:
-        parts.append(f"no repeated {decode.no_repeat_ngram}-grams")
-    parts.append("unk banned" if decode.ban_unk else "unk allowed")
-    parts.append(f"batches of {batch_size} sentences")
-    return ", ".join(parts)
 
 
 # ---- translate ----------------------------------------------------------------------------------
@@ -376,7 +351,7 @@ def evaluate(args: argparse.Namespace) -> None:
     hypotheses = [best.text for best, *_ in results]
     print(f"checkpoint: {loaded.checkpoint}")
     print(f"split: {args.split}, {source_file} -> {target_file}, {len(data):,} sentences")
-    print(f"decoding: {describe_decoding(decode, args.batch_size)}")
+    print(f"decoding: {describe_decoding(decode)}, batches of {args.batch_size} sentences")
     print(f"translation time: {seconds:.1f} s, {len(data) / max(seconds, 1e-9):.1f} sentences/s")
     print(corpus_bleu(hypotheses, data.target_lines))
     print(corpus_chrf(hypotheses, data.target_lines))

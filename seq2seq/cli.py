@@ -8,12 +8,14 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from seq2seq.config import ConfigError, config_differences
+from seq2seq.config import ConfigError, config_differences, from_dict
 from seq2seq.data.text_files import DataError
 from seq2seq.text import UnknownTokensError
-from seq2seq.training.checkpoint import CheckpointError, CheckpointManager, load_metadata
+from seq2seq.training.checkpoint import CheckpointError, CheckpointManager, load_metadata, resolve_checkpoint
+
+ConfigT = TypeVar("ConfigT")
 
 #: Errors that are the user's to fix: printed as one clear line, no traceback.
 USER_ERRORS = (ConfigError, DataError, CheckpointError, UnknownTokensError, FileNotFoundError, ValueError)
@@ -117,3 +119,16 @@ def check_resumable(saved_config: dict[str, Any], config: dict[str, Any], frozen
             + "\n  ".join(changed)
             + "\nResume with the original config, pick another --run-dir, or pass --fresh to start over."
         )
+
+
+def load_run(checkpoint: str | Path, task: str, config_class: type[ConfigT]) -> tuple[Path, dict[str, Any], ConfigT]:
+    """The checkpoint to use (a run directory's best, or the checkpoint directory given), its
+    metadata and its config; a checkpoint of another task is refused."""
+    directory = resolve_checkpoint(Path(checkpoint), prefer="best")
+    metadata = load_metadata(directory)
+    if metadata.get("task") != task:
+        raise ValueError(
+            f"{directory} holds a {metadata.get('task')!r} model, not a {task!r} model: "
+            f"use recipes/{metadata.get('task')}.py with it, or pick a {task} checkpoint"
+        )
+    return directory, metadata, from_dict(config_class, metadata["config"])

@@ -114,6 +114,24 @@ class DecodeConfig:
     no_repeat_ngram: int = 0  # never generate an n-gram of this size twice (the prefix counts); 0 disables
 
 
+def check_best_metric(
+    best_metric: str, task: str, metrics: tuple[str, ...], decoded: tuple[str, ...], decoding_switch: str | None
+) -> None:
+    """Refuse a train.best_metric that the task's validation does not report.
+
+    metrics: every metric the validation can report; decoded: those that need decoded output,
+    reported only while ``decoding_switch`` (the key that turns decoding on) is set, or None
+    when it is set.
+    """
+    if best_metric not in metrics:
+        raise ConfigError(f"train.best_metric must be one of {', '.join(metrics)} for {task}, got {best_metric!r}")
+    if best_metric in decoded and decoding_switch is not None:
+        raise ConfigError(
+            f"train.best_metric={best_metric} needs decoded output at each validation: "
+            f"set {decoding_switch}=true, or pick train.best_metric=val_loss"
+        )
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
     """Build ``cls`` from a YAML file and ``key.sub=value`` overrides (values parsed as YAML)."""
     raw: dict[str, Any] = {}

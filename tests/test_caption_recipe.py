@@ -189,6 +189,12 @@ def test_missing_images_and_bad_settings_are_clear_errors(dataset: tuple[Path, l
     assert bad_metric.returncode == 2 and "val_cider_d" in bad_metric.stderr
 
 
+def test_a_checkpoint_of_another_task_is_refused_by_name(trained_run: Path) -> None:
+    result = run_recipe("translate.py", "translate", "--checkpoint", str(trained_run), check=False)
+    assert result.returncode == 2
+    assert "'caption' model, not a 'translate' model" in result.stderr and "recipes/caption.py" in result.stderr
+
+
 @pytest.mark.parametrize("command", ["train", "caption", "evaluate"])
 def test_every_command_has_help(command: str) -> None:
     result = run_recipe("caption.py", command, "--help")

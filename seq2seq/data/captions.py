@@ -461,7 +461,22 @@ class _ImageStore:
             return None
 
 
-class CaptionPairs(Dataset):
+class _StoredImages(Dataset):
+    """A dataset whose images come from an ``_ImageStore``; ``skips`` counts the unreadable ones."""
+
+    store: _ImageStore
+
+    @property
+    def skips(self) -> SkipCounter:
+        """Unreadable images met so far, by reason."""
+        return self.store.skips
+
+    @skips.setter
+    def skips(self, counter: SkipCounter) -> None:
+        self.store.skips = counter
+
+
+class CaptionPairs(_StoredImages):
     """Training: one item per (image, caption) pair whose caption training keeps.
 
     Item i is ``(image (3, S, S) or its cached grid (k*k, C), caption ids (T_i,), i)``, or
@@ -507,15 +522,6 @@ class CaptionPairs(Dataset):
                 f"{max_length}) and unreadable images: raise data.max_length or check the data"
             )
 
-    @property
-    def skips(self) -> SkipCounter:
-        """Unreadable images met so far, by reason."""
-        return self.store.skips
-
-    @skips.setter
-    def skips(self, counter: SkipCounter) -> None:
-        self.store.skips = counter
-
     def __len__(self) -> int:
         return len(self.pairs)
 
@@ -530,7 +536,7 @@ class CaptionPairs(Dataset):
         return collate_pairs(items)
 
 
-class CaptionImages(Dataset):
+class CaptionImages(_StoredImages):
     """Evaluation: one item per image, ``(image (3, S, S), index)``, or None when it cannot be read."""
 
     def __init__(
@@ -543,15 +549,6 @@ class CaptionImages(Dataset):
     ) -> None:
         self.images = list(images)
         self.store = _ImageStore(images, transform, max_pixels, preload, features)
-
-    @property
-    def skips(self) -> SkipCounter:
-        """Unreadable images met so far, by reason."""
-        return self.store.skips
-
-    @skips.setter
-    def skips(self, counter: SkipCounter) -> None:
-        self.store.skips = counter
 
     def __len__(self) -> int:
         return len(self.images)

@@ -12,7 +12,7 @@ from seq2seq.decoding.processors import (
     apply_processors,
     build_processors,
 )
-from seq2seq.decoding.search import Hypotheses, SpecialIds, generate
+from seq2seq.decoding.search import Hypotheses, SpecialIds, describe_decoding, generate
 
 __all__ = [
     "BanTokens",
@@ -27,5 +27,6 @@ __all__ = [
     "TopP",
     "apply_processors",
     "build_processors",
+    "describe_decoding",
     "generate",
 ]

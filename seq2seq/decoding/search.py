@@ -414,6 +414,32 @@ def _check_prefix(prefix: Tensor, batch_size: int) -> None:
         raise ValueError(f"prefix must hold token ids as torch.long, got {prefix.dtype}")
 
 
+def describe_decoding(config: DecodeConfig) -> str:
+    """The decoding settings in words, as the recipes print them next to their results."""
+    if config.method == "sample":
+        parts = [
+            f"sampling {config.num_samples} per input at temperature {config.temperature}, "
+            f"top-k {config.top_k}, top-p {config.top_p}, seed {config.seed}"
+        ]
+    elif config.method == "greedy" or config.beam_size == 1:
+        parts = ["greedy search"]
+    else:
+        penalty = {"none": "no length penalty", "average": "average length penalty"}.get(
+            config.length_penalty, f"gnmt length penalty (alpha {config.alpha})"
+        )
+        parts = [f"beam search with {config.beam_size} beams", penalty, f"{config.n_best} best"]
+    limit = f"at most {config.max_length} tokens"
+    if config.max_length_ratio:
+        limit += f" and {config.max_length_ratio} x the source length"
+    parts.append(limit)
+    if config.min_length or config.min_length_ratio:
+        parts.append(f"at least {config.min_length} tokens and {config.min_length_ratio} x the source length")
+    if config.no_repeat_ngram:
+        parts.append(f"no repeated {config.no_repeat_ngram}-grams")
+    parts.append("unk banned" if config.ban_unk else "unk allowed")
+    return ", ".join(parts)
+
+
 def _check_config(config: DecodeConfig) -> None:
     if config.method not in SEARCH_METHODS:
         raise ValueError(

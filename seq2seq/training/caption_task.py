@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from seq2seq.caption_metrics import CaptionScores, caption_scores
-from seq2seq.config import ConfigError, DecodeConfig
+from seq2seq.config import ConfigError, DecodeConfig, check_best_metric
 from seq2seq.data.captions import CaptionBatch, CaptionImages, CaptionPairs, ImageCaptions, caption_batches
 from seq2seq.data.parallel import TextCodec
 from seq2seq.decoding import SpecialIds, generate
@@ -50,15 +50,8 @@ class CaptionValidationConfig:
 
     def check(self, best_metric: str) -> None:
         """Refuses settings that cannot work, naming the key to change."""
-        if best_metric not in VALIDATION_METRICS:
-            raise ConfigError(
-                f"train.best_metric must be one of {', '.join(VALIDATION_METRICS)} for captioning, got {best_metric!r}"
-            )
-        if best_metric in DECODED_METRICS and not self.metrics:
-            raise ConfigError(
-                f"train.best_metric={best_metric} needs captions at each validation: "
-                "set validation.metrics=true, or pick train.best_metric=val_loss"
-            )
+        switch = None if self.metrics else "validation.metrics"
+        check_best_metric(best_metric, "captioning", VALIDATION_METRICS, DECODED_METRICS, switch)
         for key, value in (("beam_size", self.beam_size), ("batch_images", self.batch_images)):
             if value < 1:
                 raise ConfigError(f"validation.{key} must be >= 1, got {value}")

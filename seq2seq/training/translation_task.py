@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from seq2seq.config import ConfigError, DecodeConfig
+from seq2seq.config import ConfigError, DecodeConfig, check_best_metric
 from seq2seq.data.parallel import Batch, ParallelData, TextCodec, TokenBudgetBatcher
 from seq2seq.decoding import SpecialIds, generate
 from seq2seq.decoding.beam import search_config
@@ -43,15 +43,8 @@ class ValidationConfig:
 
     def check(self, best_metric: str) -> None:
         """Refuses settings that cannot work, naming the key to change."""
-        if best_metric not in VALIDATION_METRICS:
-            raise ConfigError(
-                f"train.best_metric must be one of {', '.join(VALIDATION_METRICS)} for translation, got {best_metric!r}"
-            )
-        if best_metric in DECODED_METRICS and not self.bleu:
-            raise ConfigError(
-                f"train.best_metric={best_metric} needs translations at each validation: "
-                "set validation.bleu=true, or pick train.best_metric=val_loss"
-            )
+        switch = None if self.bleu else "validation.bleu"
+        check_best_metric(best_metric, "translation", VALIDATION_METRICS, DECODED_METRICS, switch)
         for key, value, least in (("beam_size", self.beam_size, 1), ("batch_sentences", self.batch_sentences, 1)):
             if value < least:
                 raise ConfigError(f"validation.{key} must be >= {least}, got {value}")
