@@ -2,7 +2,8 @@
 where a captioning model looked for each word of its caption.
 
 Figures are drawn with matplotlib's Agg canvas directly, so that no display and no global
-backend setting is needed.
+backend setting is needed. matplotlib is imported only when a figure is made, so that
+importing this module (and the recipes that plot) stays cheap.
 """
 
 from __future__ import annotations
@@ -10,12 +11,24 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def new_figure(width: float, height: float, layout: str | None = None) -> Figure:
+    """An empty figure of ``width`` x ``height`` inches on its own Agg (non-interactive) canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout=layout)
+    FigureCanvasAgg(figure)
+    return figure
+
 
 # Inches per token along each axis, and the least a figure gets.
 _INCHES_PER_TOKEN = 0.35
@@ -37,8 +50,7 @@ def plot_attention(
         )
     width = max(_MIN_INCHES, 1.5 + _INCHES_PER_TOKEN * len(source_tokens))
     height = max(_MIN_INCHES, 1.5 + _INCHES_PER_TOKEN * len(target_tokens))
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(width, height, layout="constrained")
     axis = figure.subplots()
     image = axis.imshow(weights.detach().float().cpu().numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
     axis.set_xticks(range(len(source_tokens)), labels=list(source_tokens), rotation=90)
@@ -76,8 +88,7 @@ def plot_caption_attention(
     panels = 1 + len(words)
     columns = min(panels, _PANELS_PER_ROW)
     rows = math.ceil(panels / columns)
-    figure = Figure(figsize=(2.4 * columns, 2.6 * rows), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(2.4 * columns, 2.6 * rows, layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).flatten()
     height, width = image.shape[:2]
     maps = weights.detach().float().cpu().reshape(len(words), grid_size, grid_size).numpy()

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from seq2seq.models.attention import ATTENTION_TYPES, Attention, BahdanauAttention, build_attention
+from seq2seq.models.attention import ATTENTION_TYPES, Attention, BahdanauAttention, additive_energies, build_attention
 
 BATCH, TARGET, SOURCE = 3, 4, 6
 QUERY_SIZE, MEMORY_SIZE = 8, 10
@@ -163,3 +163,53 @@ def test_additive_attention_recomputed_in_backward_gives_the_direct_gradients() 
     direct = (query.grad, memory.grad, attention.energy.weight.grad)
     for a, b in zip(checkpointed, direct):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_additive_energies_gradients_pass_gradcheck() -> None:
+    generator = torch.Generator().manual_seed(0)
+    projected = torch.randn(2, 3, 4, dtype=torch.double, generator=generator, requires_grad=True)
+    keys = torch.randn(2, 5, 4, dtype=torch.double, generator=generator, requires_grad=True)
+    energy = torch.randn(4, dtype=torch.double, generator=generator, requires_grad=True)
+    assert torch.autograd.gradcheck(additive_energies, (projected, keys, energy))
+
+
+def test_additive_attention_keeps_no_hidden_layer_for_backward() -> None:
+    attention = make_attention("bahdanau")
+    queries, memory, mask = inputs("bahdanau")
+    queries.requires_grad_(True)
+    saved_shapes = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved_shapes.append(tuple(tensor.shape))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        attention(queries, memory, mask)
+    assert saved_shapes and all(len(shape) < 4 for shape in saved_shapes)
+
+
+def test_additive_attention_under_bf16_autocast_is_close_to_fp32() -> None:
+    attention = make_attention("bahdanau")
+    queries, memory, mask = inputs("bahdanau")
+    expected, _ = attention(queries, memory, mask)
+    queries.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        context, _ = attention(queries, memory, mask)
+    context.float().sum().backward()
+    assert torch.allclose(context.float(), expected, atol=5e-2)
+    assert queries.grad.dtype == torch.float32 and attention.energy.weight.grad.dtype == torch.float32
+
+
+def test_additive_attention_gradients_stay_right_as_the_source_length_changes() -> None:
+    torch.manual_seed(0)
+    attention = BahdanauAttention(query_size=6, memory_size=5, attention_size=4)
+    for source_length in (7, 3, 9, 3):
+        query = torch.randn(2, 3, 6, requires_grad=True)
+        memory = torch.randn(2, source_length, 5, requires_grad=True)
+        context, _ = attention(query, memory, None)
+        recomputed = torch.autograd.grad(context.square().sum(), (query, memory))
+        hidden = torch.tanh(attention.query_projection(query).unsqueeze(2) + attention.prepare(memory).unsqueeze(1))
+        weights = attention.energy(hidden).squeeze(-1).softmax(dim=-1)  # (B, T, S)
+        direct = torch.autograd.grad(torch.bmm(weights, memory).square().sum(), (query, memory))
+        for a, b in zip(recomputed, direct):
+            assert torch.allclose(a, b, atol=1e-6)

@@ -590,3 +590,19 @@ def test_tiny_translation_model_learns_to_reverse(attention: str, input_feeding:
         if loss.item() < 0.05:
             break
     assert losses[-1] < 0.05 < losses[0]
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_unprojected_forward_returns_what_the_output_layer_reads(tie: bool) -> None:
+    model = make_translator("bahdanau", input_feeding=True)
+    if tie:
+        config = ModelConfig(embedding_size=6, hidden_size=10, tie_embeddings=True, attention="general")
+        model = build_translation_model(config, SOURCE_VOCAB, VOCAB, PAD)
+    model.eval()
+    source, target = padded_source(), random_tokens()
+    with torch.no_grad():
+        logits, state = model(source, target)
+        features, unprojected_state = model(source, target, project=False)
+    assert features.shape[-1] == model.decoder.output.in_features
+    assert torch.allclose(model.decoder.output(features), logits, atol=1e-6)
+    assert torch.equal(state.hidden, unprojected_state.hidden)

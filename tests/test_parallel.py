@@ -18,13 +18,16 @@ from seq2seq.data.parallel import (
     TokenBudgetBatcher,
     collate,
     encode_sources,
+    kept_for_training,
     language_file,
     load_parallel_corpus,
     load_split,
     make_tokenizers,
     read_lines,
     read_parallel,
+    tokenize_lines,
 )
+from seq2seq.data.ragged import RaggedIds
 from seq2seq.data.text_files import DataError
 from seq2seq.text import Vocab, WordTokenizer
 
@@ -76,8 +79,8 @@ def word_codecs(config: ParallelDataConfig, tmp_path: Path) -> tuple[TextCodec, 
 
 def synthetic_data(lengths: list[tuple[int, int]]) -> ParallelData:
     """Pairs of the given (source, target) token counts; token ids encode the pair's index."""
-    sources = [torch.full((s,), 4 + i, dtype=torch.long) for i, (s, _) in enumerate(lengths)]
-    targets = [torch.full((t,), 4 + i, dtype=torch.long) for i, (_, t) in enumerate(lengths)]
+    sources = RaggedIds.from_sequences([4 + i] * s for i, (s, _) in enumerate(lengths))
+    targets = RaggedIds.from_sequences([4 + i] * t for i, (_, t) in enumerate(lengths))
     lines = [str(i) for i in range(len(lengths))]
     return ParallelData(lines, lines, sources, targets)
 
@@ -193,6 +196,45 @@ def test_vocabularies_come_from_each_side_of_the_training_data(tmp_path: Path) -
     assert Vocab.unk_id in zebra.tolist()
 
 
+def test_vocabularies_and_ids_match_tokenising_each_kept_line(tmp_path: Path) -> None:
+    long = "eins zwei drei vier fünf sechs sieben acht neun zehn elf"
+    sources = [*GERMAN, "", long]  # one empty and one over-long pair are dropped
+    targets = [*ENGLISH, "Nothing.", "one two"]
+    config = ParallelDataConfig(
+        train_prefix=write_split(tmp_path, "train", sources, targets),
+        valid_prefix=write_split(tmp_path, "valid", GERMAN[:2], ENGLISH[:2]),
+        tokenizer="word",
+        max_length=10,
+        min_freq=2,
+    )
+    corpus = load_parallel_corpus(config, make_tokenizers(config, tmp_path))
+    assert corpus.train.source_lines == GERMAN
+    tokenizer = WordTokenizer()
+    for codec, lines, ids in [
+        (corpus.source, corpus.train.source_lines, corpus.train.sources),
+        (corpus.target, corpus.train.target_lines, corpus.train.targets),
+    ]:
+        token_lists = [tokenizer.tokenize(line) for line in lines]
+        assert codec.vocab == Vocab.build(token_lists, min_freq=2)
+        assert [sentence.tolist() for sentence in ids] == [codec.vocab.encode(tokens) for tokens in token_lists]
+    assert Vocab.unk_id in corpus.train.sources.ids.tolist()  # min_freq 2 leaves some tokens out
+
+
+def test_tokenized_lines_keep_each_token_string_once() -> None:
+    lines = ["a dog and a cat", "", "a dog"]
+    tokenized = tokenize_lines(lines, WordTokenizer())
+    assert tokenized.types == ["a", "dog", "and", "cat"]
+    assert list(tokenized.token_lists()) == [WordTokenizer().tokenize(line) for line in lines]
+    assert tokenized.sentences.lengths.tolist() == [5, 0, 2]
+    assert [tokens for tokens in tokenized.take([2, 0]).token_lists()] == [["a", "dog"], lines[0].split()]
+
+
+def test_kept_for_training_reads_token_counts() -> None:
+    lines = ["x", "x", " ", "x", "x"]
+    keep = kept_for_training(lines, lines, [1, 0, 1, 4, 3], [1, 1, 1, 1, 3], max_length=3)
+    assert keep == [0, 4]  # 1: no source tokens, 2: blank line, 3: over max_length
+
+
 def test_codec_round_trip_and_serialisation(tmp_path: Path) -> None:
     source, target = word_codecs(word_config(tmp_path), tmp_path)
     ids = target.encode("A dog runs.")
@@ -222,6 +264,26 @@ def test_collate_pads_shifts_and_counts(tmp_path: Path) -> None:
     assert batch.target_in.shape == batch.target_out.shape
     assert batch.target_tokens == int((batch.target_out != Vocab.pad_id).sum())
     assert target.decode(batch.target_out[0]) == data.target_lines[4]
+
+
+def test_collate_of_ragged_ids_equals_padding_each_sentence() -> None:
+    source_ids = [[5, 6, 7], [8], [9, 10], [11, 12, 13, 14]]
+    target_ids = [[4, 5], [6, 7, 8], [9], [10, 11]]
+    data = ParallelData(
+        ["s"] * 4, ["t"] * 4, RaggedIds.from_sequences(source_ids), RaggedIds.from_sequences(target_ids)
+    )
+    rows = [3, 0, 2]
+    batch = collate(data, rows)
+
+    def padded(sequences: list[list[int]]) -> list[list[int]]:
+        width = max(map(len, sequences))
+        return [ids + [Vocab.pad_id] * (width - len(ids)) for ids in sequences]
+
+    assert batch.source.tolist() == padded([source_ids[i] for i in rows])
+    assert batch.source_lengths.tolist() == [len(source_ids[i]) for i in rows]
+    assert batch.target_in.tolist() == padded([[Vocab.bos_id, *target_ids[i]] for i in rows])
+    assert batch.target_out.tolist() == padded([[*target_ids[i], Vocab.eos_id] for i in rows])
+    assert batch.target_tokens == sum(len(target_ids[i]) + 1 for i in rows)
 
 
 def test_batch_to_keeps_lengths_on_cpu(tmp_path: Path) -> None:

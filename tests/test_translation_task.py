@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from seq2seq.config import ConfigError, DecodeConfig, ModelConfig, TrainConfig
 from seq2seq.data.parallel import ParallelData, TextCodec, TokenBudgetBatcher, collate, encode_sources
+from seq2seq.data.ragged import RaggedIds
 from seq2seq.models import build_translation_model
 from seq2seq.text import Vocab, WordTokenizer
 from seq2seq.training.runtime import Runtime
@@ -42,8 +43,8 @@ def toy_data(
     data = ParallelData(
         sources,
         targets,
-        [torch.tensor(source.encode(line)) for line in sources],
-        [torch.tensor(target.encode(line)) for line in targets],
+        RaggedIds.from_sequences(source.encode(line) for line in sources),
+        RaggedIds.from_sequences(target.encode(line) for line in targets),
     )
     return data, source, target
 

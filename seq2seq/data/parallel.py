@@ -11,7 +11,11 @@ Policy for awkward pairs:
 - evaluation: nothing is dropped, so that outputs stay aligned with the references. A pair
   whose source is empty is never put in a batch: its translation is the empty string.
 
-Ids. Sources are token ids without specials. A target of n tokens gives ``target_in`` =
+Ids. Each side of a split is one :class:`RaggedIds` (all ids in one flat tensor), read
+like a list of 1-D tensors. Lines are tokenised one at a time into indices of their distinct
+tokens, so that the token strings of a whole split are never held at once; the vocabulary is
+then built from the kept training lines and the indices are mapped to its ids in one step.
+Sources are token ids without specials. A target of n tokens gives ``target_in`` =
 bos + its ids and ``target_out`` = its ids + eos, both of length n + 1. Each language has its
 own vocabulary, built from its side of the training data (also when the SentencePiece model
 is joint).
@@ -36,6 +40,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from seq2seq.config import ConfigError
+from seq2seq.data.ragged import RaggedIds
 from seq2seq.data.text_files import DataError, decode_utf8, read_bytes, split_lines
 from seq2seq.text import SentencePieceTokenizer, Tokenizer, Vocab, build_tokenizer, tokenizer_from_dict
 
@@ -152,6 +157,37 @@ class TextCodec:
         return cls(tokenizer_from_dict(d["tokenizer"]), Vocab.from_dict(d["vocab"]))
 
 
+@dataclass
+class TokenizedLines:
+    """Lines as indices into their distinct tokens: what a vocabulary is built from and encodes."""
+
+    types: list[str]  # each distinct token once, in order of first appearance
+    sentences: RaggedIds  # each line's tokens, as indices into types
+
+    def token_lists(self) -> Iterator[list[str]]:
+        """Each line's tokens, one line at a time."""
+        for indices in self.sentences:
+            yield [self.types[i] for i in indices.tolist()]
+
+    def take(self, indices: Sequence[int]) -> TokenizedLines:
+        """The lines ``indices``, in that order."""
+        return TokenizedLines(self.types, self.sentences.take(indices))
+
+    def encode(self, vocab: Vocab) -> RaggedIds:
+        """Each line's ids in ``vocab``, without specials; tokens not in it become <unk>."""
+        lookup = torch.tensor([vocab.token_to_id(token) for token in self.types], dtype=torch.long)  # (types,)
+        return RaggedIds(lookup[self.sentences.ids], self.sentences.offsets)
+
+
+def tokenize_lines(lines: Iterable[str], tokenizer: Tokenizer) -> TokenizedLines:
+    """Tokenise ``lines`` one at a time, keeping each distinct token string once."""
+    index: dict[str, int] = {}
+    sentences = RaggedIds.from_sequences(
+        [index.setdefault(token, len(index)) for token in tokenizer.tokenize(line)] for line in lines
+    )
+    return TokenizedLines(list(index), sentences)
+
+
 def make_tokenizers(config: ParallelDataConfig, work_dir: Path) -> tuple[Tokenizer, Tokenizer]:
     """The (source, target) tokenizers the config asks for.
 
@@ -218,8 +254,8 @@ class ParallelData:
 
     source_lines: list[str]
     target_lines: list[str] | None  # None: sources only (text to translate)
-    sources: list[Tensor]  # each (S_i,): source token ids, no specials
-    targets: list[Tensor] | None  # each (T_i,): target token ids, no specials
+    sources: RaggedIds  # each (S_i,): source token ids, no specials
+    targets: RaggedIds | None  # each (T_i,): target token ids, no specials
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -248,8 +284,8 @@ def load_parallel_corpus(
     lines, tokens = _tokenized_split(config, "train", tokenizers, training=True)
     if vocabs is None:
         vocabs = (
-            Vocab.build(tokens[0], min_freq=config.min_freq),
-            Vocab.build(tokens[1], min_freq=config.min_freq),
+            Vocab.build(tokens[0].token_lists(), min_freq=config.min_freq),
+            Vocab.build(tokens[1].token_lists(), min_freq=config.min_freq),
         )
     source, target = TextCodec(tokenizers[0], vocabs[0]), TextCodec(tokenizers[1], vocabs[1])
     train = _encode(lines, tokens, source.vocab, target.vocab)
@@ -263,7 +299,7 @@ def load_split(
     """Read and encode one split; ``training`` applies the dropping policy, otherwise every pair stays."""
     lines, tokens = _tokenized_split(config, split, (source.tokenizer, target.tokenizer), training)
     data = _encode(lines, tokens, source.vocab, target.vocab)
-    unknown = sum(int((ids == Vocab.unk_id).sum()) for ids in (*data.sources, *(data.targets or [])))
+    unknown = sum(int((side.ids == Vocab.unk_id).sum()) for side in (data.sources, data.targets) if side is not None)
     if unknown:
         log.info("%s: %d tokens are not in the training vocabularies and count as <unk>", split, unknown)
     return data
@@ -271,20 +307,26 @@ def load_split(
 
 def encode_sources(lines: Sequence[str], source: TextCodec) -> ParallelData:
     """Text to translate (no references); empty lines stay, and are never batched."""
-    sources = [torch.tensor(source.encode(line), dtype=torch.long) for line in lines]
+    sources = RaggedIds.from_sequences(source.encode(line) for line in lines)
     return ParallelData(list(lines), None, sources, None)
 
 
 def _tokenized_split(
     config: ParallelDataConfig, split: str, tokenizers: tuple[Tokenizer, Tokenizer], training: bool
-) -> tuple[tuple[list[str], list[str]], tuple[list[list[str]], list[list[str]]]]:
+) -> tuple[tuple[list[str], list[str]], tuple[TokenizedLines, TokenizedLines]]:
     """The split's (source, target) lines and tokens, filtered when ``training``."""
     source_file, target_file = split_files(config, split)
     source_lines, target_lines = read_parallel(source_file, target_file)
-    source_tokens = [tokenizers[0].tokenize(line) for line in source_lines]
-    target_tokens = [tokenizers[1].tokenize(line) for line in target_lines]
+    source_tokens = tokenize_lines(source_lines, tokenizers[0])
+    target_tokens = tokenize_lines(target_lines, tokenizers[1])
     if training:
-        keep = kept_for_training(source_lines, target_lines, source_tokens, target_tokens, config.max_length)
+        keep = kept_for_training(
+            source_lines,
+            target_lines,
+            source_tokens.sentences.lengths.tolist(),
+            target_tokens.sentences.lengths.tolist(),
+            config.max_length,
+        )
         log.info("%s (%s): %d of %d pairs kept", split, source_file, len(keep), len(source_lines))
         if not keep:
             raise DataError(
@@ -292,26 +334,28 @@ def _tokenized_split(
                 f"over-long ones (data.max_length {config.max_length}): raise data.max_length or check the files"
             )
         source_lines, target_lines = [source_lines[i] for i in keep], [target_lines[i] for i in keep]
-        source_tokens, target_tokens = [source_tokens[i] for i in keep], [target_tokens[i] for i in keep]
+        source_tokens, target_tokens = source_tokens.take(keep), target_tokens.take(keep)
     return (source_lines, target_lines), (source_tokens, target_tokens)
 
 
 def kept_for_training(
     source_lines: Sequence[str],
     target_lines: Sequence[str],
-    source_tokens: Sequence[Sequence[str]],
-    target_tokens: Sequence[Sequence[str]],
+    source_lengths: Sequence[int],
+    target_lengths: Sequence[int],
     max_length: int,
 ) -> list[int]:
     """Indices of the pairs training keeps: both sides non-empty, neither over ``max_length`` tokens (0: no limit).
+
+    ``source_lengths`` and ``target_lengths`` count each line's tokens.
 
     The dropped pairs are counted in the log.
     """
     keep, empty, long = [], 0, 0
     for i, (source_line, target_line) in enumerate(zip(source_lines, target_lines)):
-        if not (source_line.strip() and target_line.strip() and source_tokens[i] and target_tokens[i]):
+        if not (source_line.strip() and target_line.strip() and source_lengths[i] and target_lengths[i]):
             empty += 1
-        elif max_length and max(len(source_tokens[i]), len(target_tokens[i])) > max_length:
+        elif max_length and max(source_lengths[i], target_lengths[i]) > max_length:
             long += 1
         else:
             keep.append(i)
@@ -326,12 +370,10 @@ def kept_for_training(
 
 
 def _encode(
-    lines: tuple[list[str], list[str]], tokens: tuple[list[list[str]], list[list[str]]], source: Vocab, target: Vocab
+    lines: tuple[list[str], list[str]], tokens: tuple[TokenizedLines, TokenizedLines], source: Vocab, target: Vocab
 ) -> ParallelData:
-    """Map both sides' tokens to id tensors."""
-    sources = [torch.tensor(source.encode(sentence), dtype=torch.long) for sentence in tokens[0]]
-    targets = [torch.tensor(target.encode(sentence), dtype=torch.long) for sentence in tokens[1]]
-    return ParallelData(lines[0], lines[1], sources, targets)
+    """Map both sides' tokens to their vocabularies' ids."""
+    return ParallelData(lines[0], lines[1], tokens[0].encode(source), tokens[1].encode(target))
 
 
 # ---- batches ------------------------------------------------------------------------------------
@@ -431,8 +473,10 @@ class TokenBudgetBatcher:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.source_lengths = [len(ids) for ids in data.sources]
-        self.target_lengths = [len(ids) + 1 for ids in data.targets] if data.targets is not None else [0] * len(data)
+        self.source_lengths: list[int] = data.sources.lengths.tolist()
+        self.target_lengths: list[int] = (
+            (data.targets.lengths + 1).tolist() if data.targets is not None else [0] * len(data)
+        )
         self.usable = [i for i, length in enumerate(self.source_lengths) if length > 0]
         if len(self.usable) < world_size:
             raise DataError(

@@ -126,7 +126,7 @@ def prime_decoder(
     prefix = prefix.to(source.device)
     state = model.decoder.init_state(encoder_output)
     if prefix.shape[1] > 1:
-        _, state = model.decoder(prefix[:, :-1], encoder_output, state)
+        _, state = model.decoder(prefix[:, :-1], encoder_output, state, project=False)
     repeat = torch.arange(batch_size, device=prefix.device).repeat_interleave(copies)  # (B * copies,)
     return PrimedBatch(
         encoder_output.index_select(repeat), state.index_select(repeat), prefix.index_select(0, repeat)

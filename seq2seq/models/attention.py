@@ -15,9 +15,12 @@ and passes it back on every step, so that no step repeats it and no module cache
 
 from __future__ import annotations
 
+import math
+import threading
+
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 ATTENTION_TYPES = ("bahdanau", "dot", "general")
 
@@ -63,9 +66,9 @@ class BahdanauAttention(Attention):
     """Additive attention: score(q, m) = v . tanh(W_q q + W_m m).
 
     ``W_m m`` is the prepared keys (B, S, A), A = ``attention_size``. The hidden layer
-    tanh(W_q q + W_m m), (B, T, S, A), is the largest tensor of a training step; while
-    gradients are recorded it is recomputed in the backward pass instead of being kept
-    (activation checkpointing), which saves most of a step's memory for a little compute.
+    tanh(W_q q + W_m m), (B, T, S, A), is the largest tensor of a training step; it is never
+    kept for the backward pass but recomputed there (see ``additive_energies``), which saves
+    most of a step's memory for a little compute.
     """
 
     def __init__(self, query_size: int, memory_size: int, attention_size: int) -> None:
@@ -79,14 +82,64 @@ class BahdanauAttention(Attention):
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         projected = self.query_projection(query)  # (B, T, A)
-        if torch.is_grad_enabled():
-            return checkpoint(self._energies, projected, keys, use_reentrant=False)
-        return self._energies(projected, keys)
+        return additive_energies(projected, keys, self.energy.weight.squeeze(0))
 
-    def _energies(self, projected: Tensor, keys: Tensor) -> Tensor:
-        """(B, T, A) projected queries and (B, S, A) keys -> (B, T, S) scores."""
-        hidden = torch.tanh(projected.unsqueeze(2) + keys.unsqueeze(1))  # (B, T, S, A)
-        return self.energy(hidden).squeeze(-1)
+
+def additive_energies(projected: Tensor, keys: Tensor, energy: Tensor) -> Tensor:
+    """v . tanh(q + k) for every query and key: (B, T, A) projected queries, (B, S, A) keys and
+    the (A,) energy vector v -> (B, T, S) scores. While gradients are recorded, the (B, T, S, A)
+    hidden layer is recomputed in the backward pass instead of being kept."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (projected, keys, energy)):
+        return _RecomputedAdditiveEnergies.apply(projected, keys, energy)
+    return _tanh_hidden(projected, keys) @ energy.to(keys.dtype)
+
+
+def _tanh_hidden(projected: Tensor, keys: Tensor, out: Tensor | None = None) -> Tensor:
+    """(B, T, A) and (B, S, A) -> tanh(q + k): (B, T, S, A), in ``out`` when given, else in one new tensor"""
+    return torch.add(projected.unsqueeze(2), keys.unsqueeze(1), out=out).tanh_()
+
+
+class _Workspace(threading.local):
+    """One buffer that every step's hidden layer is computed in while training, instead of a new
+    tensor of a few MiB per step and per backward step. It grows to the largest size asked for."""
+
+    def __init__(self) -> None:
+        self.buffer: Tensor | None = None
+
+    def take(self, projected: Tensor, keys: Tensor) -> Tensor:
+        """A (B, T, S, A) tensor for ``_tanh_hidden(projected, keys)``, contents undefined."""
+        shape = (keys.shape[0], projected.shape[1], keys.shape[1], keys.shape[2])
+        dtype = torch.promote_types(projected.dtype, keys.dtype)
+        size = math.prod(shape)
+        buffer = self.buffer
+        if buffer is None or buffer.numel() < size or buffer.dtype != dtype or buffer.device != keys.device:
+            self.buffer = buffer = None  # let the old buffer go before the new one is made
+            self.buffer = buffer = torch.empty(size, dtype=dtype, device=keys.device)
+        return buffer[:size].view(shape)
+
+
+_workspace = _Workspace()
+
+
+class _RecomputedAdditiveEnergies(torch.autograd.Function):
+    """``additive_energies`` that saves only its inputs and recomputes the hidden layer in backward."""
+
+    @staticmethod
+    def forward(ctx, projected: Tensor, keys: Tensor, energy: Tensor) -> Tensor:
+        ctx.save_for_backward(projected, keys, energy)
+        hidden = _tanh_hidden(projected, keys, _workspace.take(projected, keys))  # (B, T, S, A)
+        return hidden @ energy.to(hidden.dtype)  # (B, T, S)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        projected, keys, energy = ctx.saved_tensors
+        hidden = _tanh_hidden(projected, keys, _workspace.take(projected, keys))  # (B, T, S, A)
+        grad_scores = grad_scores.to(hidden.dtype).unsqueeze(-1)  # (B, T, S, 1)
+        grad_energy = grad_scores.reshape(1, -1) @ hidden.reshape(-1, hidden.shape[-1])  # (1, A)
+        # d scores / d (q + k) = v * (1 - tanh^2), built in place of the hidden layer
+        grad_sum = hidden.square_().neg_().add_(1.0).mul_(grad_scores).mul_(energy.to(hidden.dtype))
+        return grad_sum.sum(dim=2), grad_sum.sum(dim=1), grad_energy.squeeze(0)  # (B, T, A), (B, S, A), (A,)
 
 
 class DotAttention(Attention):

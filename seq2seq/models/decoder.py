@@ -215,12 +215,15 @@ class RNNDecoder(nn.Module):
         encoder_output: EncoderOutput,
         state: DecoderState | None = None,
         return_attention: bool = False,
+        project: bool = True,
     ) -> tuple[Tensor, DecoderState] | tuple[Tensor, DecoderState, Tensor | None]:
         """Teacher forcing over a whole sequence.
 
         target_in: (B, T) token ids fed as inputs.
         Returns logits (B, T, V) and the state after the last position; with
         ``return_attention`` also the attention weights (B, T, S), or None without attention.
+        ``project=False`` returns the output layer's inputs (B, T, H_out) instead of the logits
+        (for a loss that applies ``self.output`` itself, see seq2seq.training.output_loss).
         """
         encoder_output = self.prepare(encoder_output)
         if state is None:
@@ -230,8 +233,8 @@ class RNNDecoder(nn.Module):
             features, state, weights = self._stepped(embedded, state, encoder_output)
         else:
             features, state, weights = self._fused(embedded, state, encoder_output)
-        logits = self._project(features)
-        return (logits, state, weights) if return_attention else (logits, state)
+        outputs = self._project(features) if project else self._output_features(features)
+        return (outputs, state, weights) if return_attention else (outputs, state)
 
     def step(
         self, previous: Tensor, state: DecoderState, encoder_output: EncoderOutput
@@ -350,10 +353,12 @@ class RNNDecoder(nn.Module):
 
     def _project(self, features: Tensor) -> Tensor:
         """(B, [T,] H) -> (B, [T,] V)"""
+        return self.output(self._output_features(features))
+
+    def _output_features(self, features: Tensor) -> Tensor:
+        """The output layer's inputs: (B, [T,] H) -> (B, [T,] H_out), dropout applied."""
         features = self.output_dropout(features)
-        if self.pre_output is not None:
-            features = self.pre_output(features)
-        return self.output(features)
+        return features if self.pre_output is None else self.pre_output(features)
 
 
 def _check_config(config: ModelConfig, memory_size: int | None, summary_size: int | None) -> None:

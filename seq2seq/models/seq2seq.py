@@ -23,11 +23,17 @@ class Seq2Seq(nn.Module):
         return self.decoder.prepare(self.encoder(source))
 
     def forward(
-        self, source: Tensor, target_in: Tensor, state: DecoderState | None = None, return_attention: bool = False
+        self,
+        source: Tensor,
+        target_in: Tensor,
+        state: DecoderState | None = None,
+        return_attention: bool = False,
+        project: bool = True,
     ) -> tuple[Tensor, DecoderState] | tuple[Tensor, DecoderState, Tensor | None]:
-        """Teacher forcing. source: task input; target_in: (B, T). Returns (B, T, V) logits and the
-        state, and with ``return_attention`` the (B, T, S) attention weights (see ``RNNDecoder.forward``)."""
-        return self.decoder(target_in, self.encode(source), state, return_attention)
+        """Teacher forcing. source: task input; target_in: (B, T). Returns (B, T, V) logits (with
+        ``project=False`` the output layer's inputs) and the state, and with ``return_attention`` the
+        (B, T, S) attention weights (see ``RNNDecoder.forward``)."""
+        return self.decoder(target_in, self.encode(source), state, return_attention, project)
 
 
 def build_language_model(config: ModelConfig, vocab_size: int, pad_id: int) -> Seq2Seq:

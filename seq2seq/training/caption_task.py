@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from seq2seq.caption_metrics import CaptionScores, caption_scores
 from seq2seq.config import ConfigError, DecodeConfig, check_best_metric
@@ -31,6 +30,7 @@ from seq2seq.decoding.beam import search_config
 from seq2seq.metrics import perplexity
 from seq2seq.models import Seq2Seq
 from seq2seq.text import Vocab
+from seq2seq.training.output_loss import output_cross_entropy, output_layer
 from seq2seq.training.trainer import BatchLoss
 
 SPECIAL_IDS = SpecialIds(Vocab.pad_id, Vocab.bos_id, Vocab.eos_id, Vocab.unk_id)
@@ -80,13 +80,10 @@ def caption_loss(
     """The summed cross-entropy over the batch's real caption tokens, and the doubly stochastic
     attention penalty summed over images (each the mean over its grid), times its weight (zero
     when the weight is 0)."""
-    logits, _, weights = model(batch.images, batch.target_in, return_attention=True)  # (B, T, V), (B, T, S)
-    cross_entropy = F.cross_entropy(
-        logits.flatten(0, 1).float(),
-        batch.target_out.flatten(),
-        ignore_index=batch.pad_id,
-        label_smoothing=label_smoothing,
-        reduction="sum",
+    features, _, weights = model(batch.images, batch.target_in, return_attention=True, project=False)
+    # features: (B, T, H), weights: (B, T, S)
+    cross_entropy = output_cross_entropy(
+        features, output_layer(model), batch.target_out, ignore_index=batch.pad_id, label_smoothing=label_smoothing
     )
     if attention_regularization == 0.0 or weights is None:
         return cross_entropy, cross_entropy.new_zeros(())

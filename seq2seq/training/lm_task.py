@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from seq2seq.data.lm_stream import LMStream, Window
 from seq2seq.models.decoder import DecoderState
 from seq2seq.models.encoders import empty_source
+from seq2seq.training.output_loss import output_cross_entropy, output_layer
 from seq2seq.training.trainer import BatchLoss
 
 
@@ -41,8 +41,8 @@ def language_model_loss(
 ) -> tuple[Tensor, DecoderState]:
     """Mean cross-entropy of one window and the state after it. inputs, targets: (B, T)"""
     source = empty_source(window.inputs.shape[0], window.inputs.device)
-    logits, state = model(source, window.inputs, state)  # (B, T, V)
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), window.targets.flatten())
+    features, state = model(source, window.inputs, state, project=False)  # (B, T, H)
+    loss = output_cross_entropy(features, output_layer(model), window.targets) / window.targets.numel()
     return loss, state
 
 

@@ -6,10 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from seq2seq.plots import new_figure
 
 
 class MetricsLog:
@@ -44,9 +41,8 @@ def plot_training_curve(records: list[dict[str, Any]], path: Path, title: str = 
     train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
     valid = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     rates = [(r["step"], r["lr"]) for r in records if "lr" in r]
-    figure, (loss_axis, lr_axis) = plt.subplots(
-        2, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
-    )
+    figure = new_figure(8, 6)
+    loss_axis, lr_axis = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     if train:
         loss_axis.plot(*zip(*train), label="train", alpha=0.7)
     if valid:
@@ -62,4 +58,3 @@ def plot_training_curve(records: list[dict[str, Any]], path: Path, title: str = 
     lr_axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)

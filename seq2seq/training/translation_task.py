@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from seq2seq.config import ConfigError, DecodeConfig, check_best_metric
 from seq2seq.data.parallel import Batch, ParallelData, TextCodec, TokenBudgetBatcher
@@ -24,6 +23,7 @@ from seq2seq.decoding.beam import search_config
 from seq2seq.metrics import corpus_bleu, corpus_chrf, perplexity
 from seq2seq.models import Seq2Seq
 from seq2seq.text import Vocab
+from seq2seq.training.output_loss import output_cross_entropy, output_layer
 from seq2seq.training.trainer import BatchLoss
 
 SPECIAL_IDS = SpecialIds(Vocab.pad_id, Vocab.bos_id, Vocab.eos_id, Vocab.unk_id)
@@ -68,13 +68,9 @@ class Translation:
 
 def translation_loss(model: nn.Module, batch: Batch, label_smoothing: float = 0.0) -> Tensor:
     """Summed cross-entropy over the batch's real target tokens (padding ignored)."""
-    logits, _ = model(batch.source, batch.target_in)  # (B, T, V)
-    return F.cross_entropy(
-        logits.flatten(0, 1).float(),
-        batch.target_out.flatten(),
-        ignore_index=batch.pad_id,
-        label_smoothing=label_smoothing,
-        reduction="sum",
+    features, _ = model(batch.source, batch.target_in, project=False)  # (B, T, H)
+    return output_cross_entropy(
+        features, output_layer(model), batch.target_out, ignore_index=batch.pad_id, label_smoothing=label_smoothing
     )
 
 
