@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from seq2seq.training.host_memory import fix_mmap_threshold
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -54,7 +56,9 @@ def seed_everything(seed: int) -> None:
 
 
 def start_runtime(device_name: str, threads: int = 0) -> Runtime:
-    """Join the torchrun process group when launched by torchrun; pick the device."""
+    """Join the torchrun process group when launched by torchrun; pick the device. Also fixes
+    malloc's mmap threshold, which keeps the process's memory from creeping up (see host_memory)."""
+    fix_mmap_threshold()
     if threads > 0:
         torch.set_num_threads(threads)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -1,0 +1,39 @@
+"""Keeping the training process's resident memory down: glibc's threshold for memory maps.
+
+glibc's malloc serves a large block from its own memory map, returned to the system when freed,
+but it raises that threshold (up to 32 MiB) each time such a block is freed, so that from then
+on blocks of a few MiB come from the heap. A training step allocates and frees many of those
+(per-step activations, gradients, the chunks of the output layer's loss); in the heap their
+freed space is fragmented and rarely goes back to the system, and the process's resident size
+creeps up step after step. Fixing the threshold keeps blocks above it in memory maps: training
+the translation comparison model with ``benchmarks/translate.py``, peak RSS 1.07 GiB with it
+and 1.14 GiB without, at the same throughput within the runs' noise.
+
+Only glibc (Linux) has these settings; elsewhere, and when the user set
+``MALLOC_MMAP_THRESHOLD_`` in the environment, nothing is changed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+
+log = logging.getLogger(__name__)
+
+MMAP_THRESHOLD_BYTES = 4 << 20  # blocks of 4 MiB and more get their own memory map
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
+
+
+def fix_mmap_threshold(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Fix glibc's mmap threshold for the rest of the process; True when it was set."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    libc = ctypes.CDLL(None)
+    if libc.mallopt(_M_MMAP_THRESHOLD, threshold_bytes) != 1:
+        log.warning("could not set malloc's mmap threshold; training memory may grow from fragmentation")
+        return False
+    return True
