@@ -12,8 +12,9 @@ from seq2seq.training.host_memory import fix_mmap_threshold
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
-# Frees a 16 MiB tensor twice over (the first free makes glibc raise its threshold, so the second
-# block would come from the heap) and prints how much of it stayed resident, in MiB.
+# Frees a 16 MiB tensor once to warm up (torch's thread pool starts; by default glibc raises its
+# threshold past the block, so later ones come from the heap), then three more, and prints how
+# much more than after the warm-up stayed resident, in MiB.
 RESIDENT_AFTER_FREE = """
 import sys, torch
 from seq2seq.training.host_memory import fix_mmap_threshold
@@ -22,6 +23,8 @@ def resident_mib():
         return int(statm.read().split()[1]) * 4096 / 2**20
 if sys.argv[1] == "fixed":
     assert fix_mmap_threshold()
+warm_up = torch.ones(4 << 20)  # 16 MiB
+del warm_up
 before = resident_mib()
 for _ in range(3):
     block = torch.ones(4 << 20)  # 16 MiB
