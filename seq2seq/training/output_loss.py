@@ -40,10 +40,10 @@ def output_cross_entropy(
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     rows = features.reshape(-1, features.shape[-1])  # (N, H)
-    bias = output.bias if output.bias is not None else output.weight.new_zeros(output.weight.shape[0])
-    wants_gradient = torch.is_grad_enabled() and any(t.requires_grad for t in (rows, output.weight, bias))
+    weight, bias = output.weight, output.bias  # (V, H), (V,): the decoder's output layer has a bias
+    wants_gradient = torch.is_grad_enabled() and any(t.requires_grad for t in (rows, weight, bias))
     return _ChunkedOutputCrossEntropy.apply(
-        rows, output.weight, bias, targets.reshape(-1), ignore_index, label_smoothing, wants_gradient
+        rows, weight, bias, targets.reshape(-1), ignore_index, label_smoothing, wants_gradient
     )
 
 
