@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the checkout's packages i
 
 # Imported before torch: it pins the thread pools to THREADS.
 from benchmarks.common import THREADS, Figures, has_checkpoint, result_line, say  # noqa: E402
+from benchmarks.peak_memory import run_measured  # noqa: E402
 
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -56,8 +56,6 @@ DEFAULT_RUN_DIR = "runs/bench_emoji"
 SPEED_BATCH = 32  # images per batch of the captioning speed
 BEAM = 3
 SINGLE_IMAGE_RUNS = 5
-# ru_maxrss is in KiB on Linux and in bytes on macOS.
-RSS_UNIT = 1 if sys.platform == "darwin" else 1024
 GIB = 2**30
 
 
@@ -82,12 +80,10 @@ def train(config_path: str, run_dir: Path, minutes: float | None) -> tuple[float
     for setting in settings:
         command += ["--set", setting]
     say(f"training: {' '.join(command[1:])}")
-    started = time.perf_counter()
-    pid = os.posix_spawn(sys.executable, command, os.environ)
-    _, status, usage = os.wait4(pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise RuntimeError(f"training failed with exit status {os.waitstatus_to_exitcode(status)}")
-    return time.perf_counter() - started, usage.ru_maxrss * RSS_UNIT
+    run = run_measured(command)
+    if run.exit_code:
+        raise RuntimeError(f"training failed with exit status {run.exit_code}")
+    return run.seconds, run.peak_rss_bytes
 
 
 def training_images_per_second(run_dir: Path, loaded: LoadedCaptioner, train_sets: list[ImageCaptions]) -> float:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -49,6 +48,7 @@ from benchmarks.common import (  # noqa: E402
     result_line,
     say,
 )
+from benchmarks.peak_memory import run_measured  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -94,8 +94,6 @@ SPEED_BATCH = 64  # sentences per batch of the headline translation speed, as in
 BATCH_SIZES = (64, 128, 256)  # searched for the fastest batch size
 MIN_TRAINING_MINUTES = 0.1  # the least training a budget leaves after the process's set-up
 GIB = 2**30
-# ru_maxrss is in KiB on Linux and in bytes on macOS.
-RSS_UNIT = 1 if sys.platform == "darwin" else 1024
 
 
 # ---- setup --------------------------------------------------------------------------------------
@@ -181,23 +179,15 @@ def run_recipe(arguments: list[str], output: Path | None = None) -> ProcessRun:
     """Run ``recipes/translate.py <arguments>`` in a child process on THREADS threads.
 
     Its stdout and stderr go to ``output`` when given, else to ours. The peak memory is the
-    child's own ``ru_maxrss`` from ``wait4``: the figure ``/usr/bin/time -v`` prints as
-    "Maximum resident set size", for this child alone.
+    child's own maximum resident set size, as ``/usr/bin/time -v`` prints it, measured through
+    ``benchmarks/peak_memory.py`` so that this process's size does not leak into it.
     """
     command = [sys.executable, str(RECIPE), *arguments]
-    actions = []
-    if output is not None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        actions = [(os.POSIX_SPAWN_OPEN, 1, str(output), flags, 0o644), (os.POSIX_SPAWN_DUP2, 1, 2)]
-    started = time.perf_counter()
-    pid = os.posix_spawn(sys.executable, command, os.environ, file_actions=actions)
-    _, status, usage = os.wait4(pid, 0)
-    seconds = time.perf_counter() - started
-    exit_code = os.waitstatus_to_exitcode(status)
-    if exit_code:
+    run = run_measured(command, output)
+    if run.exit_code:
         where = f"; its output is in {output}:\n{tail(output)}" if output is not None else " (see above)"
-        raise RuntimeError(f"`{' '.join(command)}` failed with exit status {exit_code}{where}")
-    return ProcessRun(seconds, usage.ru_maxrss * RSS_UNIT)
+        raise RuntimeError(f"`{' '.join(command)}` failed with exit status {run.exit_code}{where}")
+    return ProcessRun(run.seconds, run.peak_rss_bytes)
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -1,14 +1,17 @@
-"""Tests for seq2seq.training.host_memory: large freed blocks go back to the system."""
+"""Tests for seq2seq.training.host_memory: large freed blocks go back to the system; no Triton
+without a CUDA device."""
 
 from __future__ import annotations
 
 import platform
 import subprocess
 import sys
+import types
 
 import pytest
+import torch
 
-from seq2seq.training.host_memory import fix_mmap_threshold
+from seq2seq.training.host_memory import fix_mmap_threshold, keep_triton_out_without_cuda
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -50,3 +53,42 @@ def test_freed_large_blocks_leave_the_process_once_the_threshold_is_fixed() -> N
 def test_a_threshold_chosen_in_the_environment_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert not fix_mmap_threshold()
+
+
+# Starts a training runtime on the CPU of a machine without CUDA, builds an Adam optimizer and
+# takes a step; prints whether Triton and torch._dynamo ended up imported, and the weights.
+OPTIMIZER_STEP_WITHOUT_CUDA = """
+import sys, torch
+torch.cuda.is_available = lambda: False
+from seq2seq.training.runtime import start_runtime
+start_runtime("cpu")
+weight = torch.nn.Parameter(torch.ones(3))
+optimizer = torch.optim.Adam([weight])
+weight.sum().backward()
+optimizer.step()
+print(sys.modules.get("triton") is not None, "torch._dynamo" in sys.modules, weight.detach().tolist())
+"""
+
+
+def test_without_cuda_the_optimizer_runs_and_triton_stays_out() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", OPTIMIZER_STEP_WITHOUT_CUDA], capture_output=True, text=True, check=True
+    )
+    triton_imported, dynamo_imported, weights = result.stdout.strip().splitlines()[-1].split(" ", 2)
+    assert triton_imported == "False" and dynamo_imported == "True"
+    assert weights == "[0.9990000128746033, 0.9990000128746033, 0.9990000128746033]"
+
+
+def test_with_cuda_triton_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delitem(sys.modules, "triton", raising=False)
+    assert not keep_triton_out_without_cuda()
+    assert "triton" not in sys.modules
+
+
+def test_an_imported_triton_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    imported = types.ModuleType("triton")
+    monkeypatch.setitem(sys.modules, "triton", imported)
+    assert not keep_triton_out_without_cuda()
+    assert sys.modules["triton"] is imported

@@ -1,4 +1,5 @@
-"""Keeping the training process's resident memory down: glibc's threshold for memory maps.
+"""Keeping the training process's resident memory down: glibc's mmap threshold, and no Triton
+where there is no GPU for it.
 
 glibc's malloc serves a large block from its own memory map, returned to the system when freed,
 but it raises that threshold (up to 32 MiB) each time such a block is freed, so that from then
@@ -7,10 +8,15 @@ on blocks of a few MiB come from the heap. A training step allocates and frees m
 freed space is fragmented and rarely goes back to the system, and the process's resident size
 creeps up step after step. Fixing the threshold keeps blocks above it in memory maps: training
 the translation comparison model with ``benchmarks/translate.py``, peak RSS 1.07 GiB with it
-and 1.14 GiB without, at the same throughput within the runs' noise.
+and 1.14 GiB without, at the same throughput within the runs' noise. Only glibc (Linux) has
+these settings; elsewhere, and when the user set ``MALLOC_MMAP_THRESHOLD_`` in the
+environment, nothing is changed.
 
-Only glibc (Linux) has these settings; elsewhere, and when the user set
-``MALLOC_MMAP_THRESHOLD_`` in the environment, nothing is changed.
+torch's optimizers import ``torch._dynamo`` when they are built (for their ``torch.compile``
+support), and ``torch._dynamo`` imports Triton when it is installed, as it is beside every
+CUDA build of torch on Linux: 75 MB of resident memory for a GPU kernel compiler. On a machine
+without a CUDA device it has nothing to compile for, so Triton is marked absent there and torch
+behaves as its CPU-only build, which ships without it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ import ctypes
 import logging
 import os
 import platform
+import sys
+
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -36,4 +45,13 @@ def fix_mmap_threshold(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     if libc.mallopt(_M_MMAP_THRESHOLD, threshold_bytes) != 1:
         log.warning("could not set malloc's mmap threshold; training memory may grow from fragmentation")
         return False
+    return True
+
+
+def keep_triton_out_without_cuda() -> bool:
+    """Mark Triton absent for the rest of the process when no CUDA device is present and it
+    is not imported yet; True when it was marked."""
+    if torch.cuda.is_available() or "triton" in sys.modules:
+        return False
+    sys.modules["triton"] = None  # `import triton` now raises ImportError, as without the package
     return True
