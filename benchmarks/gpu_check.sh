@@ -31,7 +31,7 @@ step() {
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))"
-step cuda_tests 3 $python -m pytest -q -x -p no:cacheprovider tests/test_cuda.py tests/test_output_loss.py tests/test_attention.py \
+step cuda_tests 3 $python -m pytest -q -x -p no:cacheprovider tests/test_cuda_training_step.py tests/test_output_loss.py tests/test_attention.py \
     tests/test_checkpoint.py tests/test_decoder.py tests/test_beam.py
 step textgen_train 6 $python recipes/textgen.py train --config recipes/configs/shakespeare_char_gpu.yaml \
     --run-dir "$out/textgen" --fresh --set train.max_minutes=1 --set train.validate_every=200

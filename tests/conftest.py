@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny texts, tiny model settings, and running the recipes as users do."""
+"""Shared fixtures: tiny texts, tiny model settings, running the recipes as users do, and the
+devices that device-parametrized tests run on."""
 
 from __future__ import annotations
 
@@ -9,8 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The CPU, and CUDA where there is a device: for tests of code whose results must not depend on it.
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
+]
 
 # Overrides that make the text-generation recipe train a tiny model in seconds.
 TINY_TEXTGEN = [

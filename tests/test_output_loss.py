@@ -10,17 +10,20 @@ from seq2seq.config import ModelConfig
 from seq2seq.models import build_translation_model
 from seq2seq.training import output_loss
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
+from tests.conftest import DEVICES
 
 PAD = 0
 HIDDEN, VOCAB = 12, 23
 
 
-def layer_and_inputs(dtype: torch.dtype = torch.double) -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
+def layer_and_inputs(
+    dtype: torch.dtype = torch.double, device: str = "cpu"
+) -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
     """An output layer, features (B, T, H) that require gradients and targets (B, T) with padding."""
     torch.manual_seed(0)
-    layer = torch.nn.Linear(HIDDEN, VOCAB).to(dtype)
-    features = torch.randn(3, 7, HIDDEN, dtype=dtype, requires_grad=True)
-    targets = torch.randint(1, VOCAB, (3, 7))
+    layer = torch.nn.Linear(HIDDEN, VOCAB).to(dtype=dtype, device=device)
+    features = torch.randn(3, 7, HIDDEN, dtype=dtype, device=device, requires_grad=True)
+    targets = torch.randint(1, VOCAB, (3, 7), device=device)
     targets[0, 4:] = PAD
     targets[2, 1:] = PAD
     return layer, features, targets
@@ -31,13 +34,14 @@ def reference_loss(layer: torch.nn.Linear, features: torch.Tensor, targets: torc
     return F.cross_entropy(logits, targets.flatten(), ignore_index=PAD, label_smoothing=smoothing, reduction="sum")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("rows_per_chunk", [1, 5, 1000])
 def test_loss_and_gradients_equal_the_full_cross_entropy(
-    monkeypatch: pytest.MonkeyPatch, smoothing: float, rows_per_chunk: int
+    monkeypatch: pytest.MonkeyPatch, smoothing: float, rows_per_chunk: int, device: str
 ) -> None:
     monkeypatch.setattr(output_loss, "CHUNK_ELEMENTS", rows_per_chunk * VOCAB)
-    layer, features, targets = layer_and_inputs()
+    layer, features, targets = layer_and_inputs(device=device)
     inputs = (features, layer.weight, layer.bias)
     expected = reference_loss(layer, features, targets, smoothing)
     expected_grads = torch.autograd.grad(3.0 * expected, inputs)
@@ -81,10 +85,11 @@ def test_without_gradients_the_loss_is_the_same_and_has_no_graph() -> None:
     assert torch.allclose(loss, reference_loss(layer, features, targets, 0.0).detach(), atol=1e-10)
 
 
-def test_bf16_autocast_stays_close_to_fp32() -> None:
-    layer, features, targets = layer_and_inputs(torch.float32)
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_autocast_stays_close_to_fp32(device: str) -> None:
+    layer, features, targets = layer_and_inputs(torch.float32, device)
     expected = output_cross_entropy(features, layer, targets, ignore_index=PAD)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device, dtype=torch.bfloat16):
         loss = output_cross_entropy(features, layer, targets, ignore_index=PAD)
     loss.backward()
     assert loss.dtype == torch.float32
