@@ -55,18 +55,20 @@ def test_a_threshold_chosen_in_the_environment_is_left_alone(monkeypatch: pytest
     assert not fix_mmap_threshold()
 
 
-# Starts a training runtime on the CPU of a machine without CUDA, builds an Adam optimizer and
-# takes a step; prints whether Triton and torch._dynamo ended up imported, and the weights.
+# On a machine without CUDA, builds the trainer's Adam optimizer and takes a step; prints whether
+# Triton and torch._dynamo ended up imported, and the weights.
 OPTIMIZER_STEP_WITHOUT_CUDA = """
 import sys, torch
 torch.cuda.is_available = lambda: False
-from seq2seq.training.runtime import start_runtime
-start_runtime("cpu")
-weight = torch.nn.Parameter(torch.ones(3))
-optimizer = torch.optim.Adam([weight])
+from seq2seq.config import TrainConfig
+from seq2seq.training.trainer import build_optimizer
+model = torch.nn.Linear(3, 1, bias=False)
+torch.nn.init.ones_(model.weight)
+optimizer = build_optimizer(model, TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0))
+weight = model.weight
 weight.sum().backward()
 optimizer.step()
-print(sys.modules.get("triton") is not None, "torch._dynamo" in sys.modules, weight.detach().tolist())
+print(sys.modules.get("triton") is not None, "torch._dynamo" in sys.modules, weight.detach().flatten().tolist())
 """
 
 

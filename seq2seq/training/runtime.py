@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from seq2seq.training.host_memory import fix_mmap_threshold, keep_triton_out_without_cuda
+from seq2seq.training.host_memory import fix_mmap_threshold
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,8 @@ def seed_everything(seed: int) -> None:
 
 def start_runtime(device_name: str, threads: int = 0) -> Runtime:
     """Join the torchrun process group when launched by torchrun; pick the device. Also fixes
-    malloc's mmap threshold, which keeps the process's memory from creeping up, and keeps
-    Triton out of a machine without a CUDA device (see host_memory)."""
+    malloc's mmap threshold, which keeps the process's memory from creeping up (see host_memory)."""
     fix_mmap_threshold()
-    keep_triton_out_without_cuda()
     if threads > 0:
         torch.set_num_threads(threads)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from seq2seq.config import TrainConfig
 from seq2seq.training.checkpoint import CheckpointManager, load_training_state, load_weights
+from seq2seq.training.host_memory import keep_triton_out_without_cuda
 from seq2seq.training.metrics_log import MetricsLog, plot_training_curve
 from seq2seq.training.runtime import Runtime, any_process, gather_objects
 from seq2seq.training.schedule import learning_rate
@@ -310,6 +311,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if config.optimizer not in optimizers:
         raise ValueError(f"train.optimizer must be one of {sorted(optimizers)}, got {config.optimizer!r}")
+    keep_triton_out_without_cuda()  # building a torch.optim optimizer would import it (see host_memory)
     return optimizers[config.optimizer](
         model.parameters(), lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
     )
