@@ -1,13 +1,13 @@
 """Captioning benchmark: the emoji set, trained from scratch on 2 CPU threads.
 
   python data_scripts/emoji.py                    # once: needs fonts-noto-color-emoji and unicode-data
-  python benchmarks/caption.py                    # train for the config's budget (28 min), then measure
-  python benchmarks/caption.py --reuse            # measure the model already trained in --run-dir
-  python benchmarks/caption.py --minutes 1        # a quick check
+  python -m benchmarks.caption                    # train for the config's budget (28 min), then measure
+  python -m benchmarks.caption --reuse            # measure the model already trained in --run-dir
+  python -m benchmarks.caption --minutes 1        # a quick check
 
 Parts:
 
-1. training: ``recipes/caption.py train`` with ``recipes/configs/emoji_scratch.yaml`` in a child
+1. training: ``python -m seq2seq caption train`` with the shipped config ``emoji_scratch`` in a child
    process for ``--minutes`` of training; its peak resident memory, and training images/s read
    from the trainer's metrics log (the logged target tokens/s over the windows without a
    validation in them, divided by the mean tokens per training caption, eos included);
@@ -15,11 +15,12 @@ Parts:
    accuracy with beam 3 and with greedy search, beside the nearest-neighbour captioner in pixel
    space (32 x 32 RGB, L2) and in the model's feature space;
 3. captioning speed: test images/s with greedy search and beam 3 at 32 images per batch (image
-   files read and transformed included, model loaded first), and the time to caption one
-   640 x 480 JPEG with beam 3 (the median of 5, after a warm-up).
+   files read and transformed included, model loaded first through ``seq2seq.Captioner``), and
+   the time to caption one 640 x 480 JPEG with beam 3 (the median of 5, after a warm-up).
 
 The last line printed holds every figure (``RESULT caption: key=value ...``); the same figures go
-to ``<run-dir>/benchmark.json``. Run it from the project root on an otherwise idle machine.
+to ``<run-dir>/benchmark.json``. Run it from the project root, with the package installed, on an
+otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -31,27 +32,27 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the checkout's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:
+    sys.exit("run it from the project root as a module: python -m benchmarks.caption")
 
 # Imported before torch: it pins the thread pools to THREADS.
-from benchmarks.common import THREADS, Figures, has_checkpoint, result_line, say  # noqa: E402
+from benchmarks.common import THREADS, Figures, has_checkpoint, result_line, say, seq2seq_command  # noqa: E402
 from benchmarks.peak_memory import run_measured  # noqa: E402
 
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from recipes.caption import DEFAULT_CONFIG, CaptionConfig, LoadedCaptioner, load_trained  # noqa: E402
+from seq2seq import Captioner, Hypothesis  # noqa: E402
 from seq2seq.baselines import feature_vectors, nearest_neighbour_captions, pixel_vectors  # noqa: E402
 from seq2seq.caption_metrics import CaptionScores, caption_scores  # noqa: E402
-from seq2seq.config import load_config  # noqa: E402
+from seq2seq.config import DecodeConfig, load_config  # noqa: E402
 from seq2seq.data.captions import CaptionImages, ImageCaptions, load_caption_sets  # noqa: E402
-from seq2seq.data.images import build_transform  # noqa: E402
-from seq2seq.decoding.beam import search_config  # noqa: E402
-from seq2seq.training.caption_task import caption_images, score_captions  # noqa: E402
+from seq2seq.inference.captioner import caption_images  # noqa: E402
+from seq2seq.run_configs import CaptionConfig  # noqa: E402
+from seq2seq.training.caption_task import score_captions  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes" / "caption.py"
+TASK = "caption"  # the seq2seq command line's name of the task
+DEFAULT_CONFIG = "emoji_scratch"  # a shipped config, by name
 DEFAULT_RUN_DIR = "runs/bench_emoji"
 SPEED_BATCH = 32  # images per batch of the captioning speed
 BEAM = 3
@@ -60,8 +61,16 @@ GIB = 2**30
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"captioning config (default: {DEFAULT_CONFIG})")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.caption",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        help=f"captioning config: a shipped config's name or a YAML file (default: {DEFAULT_CONFIG})",
+    )
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"the benchmark's run (default: {DEFAULT_RUN_DIR})")
     parser.add_argument("--minutes", type=float, help="training budget (default: the config's train.max_minutes)")
     parser.add_argument("--reuse", action="store_true", help="do not train: measure the model in --run-dir")
@@ -76,9 +85,10 @@ def train(config_path: str, run_dir: Path, minutes: float | None) -> tuple[float
     settings = ["train.device=cpu", f"train.threads={THREADS}"]
     if minutes is not None:
         settings.append(f"train.max_minutes={minutes}")
-    command = [sys.executable, str(RECIPE), "train", "--config", config_path, "--run-dir", str(run_dir), "--fresh"]
+    arguments = ["--config", config_path, "--run-dir", str(run_dir), "--fresh"]
     for setting in settings:
-        command += ["--set", setting]
+        arguments += ["--set", setting]
+    command = seq2seq_command(TASK, "train", arguments)
     say(f"training: {' '.join(command[1:])}")
     run = run_measured(command)
     if run.exit_code:
@@ -86,37 +96,49 @@ def train(config_path: str, run_dir: Path, minutes: float | None) -> tuple[float
     return run.seconds, run.peak_rss_bytes
 
 
-def training_images_per_second(run_dir: Path, loaded: LoadedCaptioner, train_sets: list[ImageCaptions]) -> float:
+def training_images_per_second(run_dir: Path, captioner: Captioner, train_sets: list[ImageCaptions]) -> float:
     """Logged tokens/s over windows without a validation, over mean tokens per training caption."""
-    config = loaded.config
+    config = captioner.config
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [record for record in records if "tokens_per_s" in record]
     every, validate = config.train.log_every, config.train.validate_every
     clean = [r["tokens_per_s"] for r in steps if (r["step"] - every) % validate != 0 and r["step"] > every]
-    lengths = [len(loaded.codec.encode(c)) + 1 for image in train_sets for c in image.captions]
+    lengths = [len(captioner.codec.encode(c)) + 1 for image in train_sets for c in image.captions]
     return statistics.median(clean) / statistics.mean(lengths)
 
 
 # ---- 2. quality ---------------------------------------------------------------------------------
 
 
-def caption_test(loaded: LoadedCaptioner, test: list[ImageCaptions], beam: int) -> tuple[CaptionScores, float]:
+def search(captioner: Captioner, beam: int) -> DecodeConfig:
+    """The model's decoding settings as a search with a beam of ``beam`` (1: greedy), one caption per image."""
+    return captioner.decode_config(beam=beam, n_best=1)
+
+
+def caption_files(
+    captioner: Captioner, images: CaptionImages, decode: DecodeConfig, batch_size: int
+) -> list[list[Hypothesis] | None]:
+    """The captions of a data set of image files: reading, transforming, batching and the search."""
+    return caption_images(captioner.model, images, captioner.codec, decode, batch_size, attention=False)
+
+
+def caption_test(captioner: Captioner, test: list[ImageCaptions], beam: int) -> tuple[CaptionScores, float]:
     """Scores of the test split captioned with a beam of ``beam`` (1: greedy) and images/s."""
-    decode = search_config(loaded.config.caption, beam)
-    images = CaptionImages(test, build_transform(loaded.config.data.transform, train=False))
+    decode = search(captioner, beam)
+    images = CaptionImages(test, captioner.transform)
     started = time.perf_counter()
-    captions = caption_images(loaded.model, images, loaded.codec, decode, SPEED_BATCH)
+    captions = caption_files(captioner, images, decode, SPEED_BATCH)
     seconds = time.perf_counter() - started
     return score_captions(captions, test), len(test) / seconds
 
 
-def baselines(loaded: LoadedCaptioner, sets: dict[str, list[ImageCaptions]]) -> dict[str, CaptionScores]:
+def baselines(captioner: Captioner, sets: dict[str, list[ImageCaptions]]) -> dict[str, CaptionScores]:
     """The nearest-neighbour captioner in pixel space and in the model's feature space."""
     train_sets, test = sets["train"], sets["test"]
     references = [image.captions for image in test]
     pixels = nearest_neighbour_captions(pixel_vectors(train_sets), train_sets, pixel_vectors(test))
-    transform = build_transform(loaded.config.data.transform, train=False)
-    encoder = loaded.model.encoder
+    transform = captioner.transform
+    encoder = captioner.model.encoder
     features = nearest_neighbour_captions(
         feature_vectors(encoder, CaptionImages(train_sets, transform)),
         train_sets,
@@ -128,17 +150,16 @@ def baselines(loaded: LoadedCaptioner, sets: dict[str, list[ImageCaptions]]) -> 
 # ---- 3. one image -------------------------------------------------------------------------------
 
 
-def single_image_seconds(loaded: LoadedCaptioner, image: ImageCaptions, work_dir: Path) -> float:
+def single_image_seconds(captioner: Captioner, image: ImageCaptions, work_dir: Path) -> float:
     """Median time to caption one 640 x 480 JPEG with beam 3, file reading included."""
     photo = work_dir / "photo_640x480.jpg"
     Image.open(image.path).convert("RGB").resize((640, 480)).save(photo, quality=90)
-    decode = search_config(loaded.config.caption, BEAM)
-    transform = build_transform(loaded.config.data.transform, train=False)
+    decode = search(captioner, BEAM)
     one = [ImageCaptions(photo.name, photo, [], "test")]
     times = []
     for _ in range(SINGLE_IMAGE_RUNS + 1):  # the first is the warm-up
         started = time.perf_counter()
-        caption_images(loaded.model, CaptionImages(one, transform), loaded.codec, decode, 1)
+        caption_files(captioner, CaptionImages(one, captioner.transform), decode, 1)
         times.append(time.perf_counter() - started)
     return statistics.median(times[1:])
 
@@ -156,17 +177,17 @@ def run_benchmark(args: argparse.Namespace) -> Figures:
         wall, peak = train(args.config, run_dir, args.minutes)
     if not has_checkpoint(run_dir):
         raise SystemExit(f"{run_dir} has no checkpoint to measure: run without --reuse")
-    loaded = load_trained(str(run_dir), torch.device("cpu"))
-    train_rate = training_images_per_second(run_dir, loaded, sets["train"])
+    captioner = Captioner.from_checkpoint(run_dir, torch.device("cpu"))
+    train_rate = training_images_per_second(run_dir, captioner, sets["train"])
     say(f"training: {train_rate:.1f} images/s" + (f", peak RSS {peak / GIB:.2f} GiB" if peak else ""))
-    beam, beam_rate = caption_test(loaded, sets["test"], BEAM)
-    greedy, greedy_rate = caption_test(loaded, sets["test"], 1)
+    beam, beam_rate = caption_test(captioner, sets["test"], BEAM)
+    greedy, greedy_rate = caption_test(captioner, sets["test"], 1)
     say(f"test, beam {BEAM}: {beam}  ({beam_rate:.1f} images/s)")
     say(f"test, greedy: {greedy}  ({greedy_rate:.1f} images/s)")
-    nearest = baselines(loaded, sets)
+    nearest = baselines(captioner, sets)
     for name, scores in nearest.items():
         say(f"test, {name}: {scores}")
-    single = single_image_seconds(loaded, sets["test"][0], run_dir)
+    single = single_image_seconds(captioner, sets["test"][0], run_dir)
     say(f"one 640x480 JPEG, beam {BEAM}: {single:.3f} s")
     figures: Figures = {
         "train_images_s": train_rate,

@@ -1,20 +1,22 @@
 """Text-generation benchmark: speed and quality of the character-level Shakespeare model on 2 CPU threads.
 
-  python benchmarks/textgen.py                      # the full run: throughput, then 30 minutes of training
-  python benchmarks/textgen.py --reuse              # score and time an already trained run
-  python benchmarks/textgen.py --minutes 0.3 --throughput-steps 10   # a quick check that it all works
+  python -m benchmarks.textgen                      # the full run: throughput, then 30 minutes of training
+  python -m benchmarks.textgen --reuse              # score and time an already trained run
+  python -m benchmarks.textgen --minutes 0.3 --throughput-steps 10   # a quick check that it all works
 
 Four parts, for the model and data sizes of ``--config``:
 
 1. training throughput of the toolkit (the shared ``Trainer`` with ``LanguageModelTask``) beside a
    plain PyTorch loop over the same windows, interleaved (toolkit, plain, toolkit, plain);
 2. the GFLOP/s the toolkit's training achieves, beside the fp32 matmul peak measured here;
-3. validation loss after ``--minutes`` of training through the recipe itself, with the hidden
-   state carried across windows and with fresh 256-character windows (nanoGPT's way);
+3. validation loss after ``--minutes`` of training through ``seq2seq.train`` (what
+   ``seq2seq textgen train`` runs), with the hidden state carried across windows and with fresh
+   256-character windows (nanoGPT's way);
 4. generation speed: 500 characters, one sample and a batch of 16, timing only the search.
 
 The last line printed holds every figure (``RESULT textgen: key=value ...``); the same figures go
-to ``<run-dir>/benchmark.json``. Run it from the project root on an otherwise idle machine.
+to ``<run-dir>/benchmark.json``. Run it from the project root, with the package installed, on an
+otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the checkout's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:
+    sys.exit("run it from the project root as a module: python -m benchmarks.textgen")
 
 # Imported before torch: it pins the thread pools to THREADS.
 from benchmarks.common import (  # noqa: E402
@@ -40,6 +42,7 @@ from benchmarks.common import (  # noqa: E402
     has_checkpoint,
     matmul_peak,
     result_line,
+    run_main,
     say,
 )
 
@@ -47,22 +50,23 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from recipes.textgen import DEFAULT_CONFIG, LoadedModel, TextGenConfig, load_trained, validation_stream  # noqa: E402
-from recipes.textgen import main as textgen_main  # noqa: E402
-from seq2seq.cli import run_command  # noqa: E402
-from seq2seq.config import DecodeConfig, ModelConfig, load_config, to_dict  # noqa: E402
+from seq2seq import TextGenerator, train  # noqa: E402
+from seq2seq.checkpoint import load_metadata  # noqa: E402
+from seq2seq.config import DecodeConfig, DecoderConfig, load_config, to_dict  # noqa: E402
 from seq2seq.data.lm_corpus import LMCorpus, load_lm_corpus, make_tokenizer  # noqa: E402
 from seq2seq.data.lm_stream import LMStream, Window  # noqa: E402
 from seq2seq.decoding import SpecialIds, generate  # noqa: E402
 from seq2seq.models import build_language_model  # noqa: E402
-from seq2seq.models.decoder import RNN_CELLS, count_parameters  # noqa: E402
-from seq2seq.models.encoders import empty_source  # noqa: E402
-from seq2seq.training.checkpoint import load_metadata  # noqa: E402
-from seq2seq.training.lm_task import LanguageModelTask, score_stream  # noqa: E402
+from seq2seq.models.decoder import count_parameters  # noqa: E402
+from seq2seq.models.encoders import RNN_CELLS, empty_source  # noqa: E402
+from seq2seq.run_configs import TextGenConfig  # noqa: E402
+from seq2seq.training.lm_task import LanguageModelTask, score_stream, validation_stream  # noqa: E402
 from seq2seq.training.metrics_log import MetricsLog  # noqa: E402
 from seq2seq.training.runtime import Runtime, seed_everything  # noqa: E402
 from seq2seq.training.trainer import Trainer  # noqa: E402
 
+TASK = "textgen"  # the seq2seq command line's name of the task
+DEFAULT_CONFIG = "shakespeare_char"  # a shipped config, by name
 DEFAULT_DATA = "data/tinyshakespeare/input.txt"
 DEFAULT_RUN_DIR = "runs/bench_shakespeare_char"
 CPU = torch.device("cpu")
@@ -81,8 +85,16 @@ RNNState = Tensor | tuple[Tensor, Tensor]  # (L, B, H), or LSTM's (hidden, cell)
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line; bad values stop with a usage message."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"text-generation config (default: {DEFAULT_CONFIG})")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.textgen",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        help=f"text-generation config: a shipped config's name or a YAML file (default: {DEFAULT_CONFIG})",
+    )
     parser.add_argument("--data", default=DEFAULT_DATA, help=f"the training text (default: {DEFAULT_DATA})")
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget in minutes (default: 30)")
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"the trained run (default: {DEFAULT_RUN_DIR})")
@@ -123,7 +135,7 @@ def check_data(path: str) -> None:
 class PlainLanguageModel(nn.Module):
     """Embedding -> stacked RNN -> Linear, written directly in PyTorch (the baseline)."""
 
-    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
+    def __init__(self, config: DecoderConfig, vocab_size: int) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, config.embedding_size)
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
@@ -160,7 +172,7 @@ def endless_windows(stream: LMStream) -> Iterator[Window]:
 def plain_tokens_per_second(config: TextGenConfig, corpus: LMCorpus, measured_steps: int) -> float:
     """A minimal truncated-BPTT loop over the toolkit's windows: tokens/s after a warm-up."""
     seed_everything(config.train.seed)
-    model = PlainLanguageModel(config.model, len(corpus.vocab))
+    model = PlainLanguageModel(config.decoder, len(corpus.vocab))
     optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     optimizer = optimizers[config.train.optimizer](
         model.parameters(), lr=config.train.lr, betas=tuple(config.train.betas), weight_decay=config.train.weight_decay
@@ -194,7 +206,7 @@ def plain_tokens_per_second(config: TextGenConfig, corpus: LMCorpus, measured_st
 def toolkit_tokens_per_second(config: TextGenConfig, corpus: LMCorpus, measured_steps: int) -> float:
     """The shared Trainer on the same data: tokens/s from its metrics log, warm-up record left out."""
     seed_everything(config.train.seed)
-    model = build_language_model(config.model, len(corpus.vocab), corpus.vocab.pad_id)
+    model = build_language_model(config.decoder, len(corpus.vocab), corpus.vocab.pad_id)
     train_stream = LMStream(corpus.train_ids, config.data.batch_size, config.data.window, seed=config.train.seed)
     # Validation only runs once, after the measured steps; a few windows keep it short.
     few_validation_ids = corpus.validation_ids[: config.data.batch_size * config.data.window + 1]
@@ -204,7 +216,7 @@ def toolkit_tokens_per_second(config: TextGenConfig, corpus: LMCorpus, measured_
         config.train, max_steps=steps, max_minutes=0, log_every=LOG_WINDOW_STEPS, validate_every=steps, device="cpu"
     )
     metadata = {
-        "task": "textgen",
+        "task": TASK,
         "config": to_dict(replace(config, train=train_config)),
         "vocab": corpus.vocab.to_dict(),
         "tokenizer": corpus.tokenizer.to_dict(),
@@ -247,7 +259,7 @@ def measure_throughput(config: TextGenConfig, measured_steps: int, work_dir: Pat
         f"[1/4] training throughput: {ROUNDS} x (toolkit, plain), {LOG_WINDOW_STEPS} warm-up + {measured_steps} "
         f"measured steps of {config.data.batch_size} x {config.data.window} = {tokens_per_step:,} tokens each"
     )
-    result = Throughput([], [], training_flops_per_token(config.model, len(corpus.vocab)))
+    result = Throughput([], [], training_flops_per_token(config.decoder, len(corpus.vocab)))
     runs: list[tuple[str, Callable[[TextGenConfig, LMCorpus, int], float], list[float]]] = [
         ("toolkit", toolkit_tokens_per_second, result.toolkit),
         ("plain  ", plain_tokens_per_second, result.plain),
@@ -266,7 +278,7 @@ def measure_throughput(config: TextGenConfig, measured_steps: int, work_dir: Pat
 # ---- 2. achieved GFLOP/s and the machine's matmul peak -----------------------------------------
 
 
-def training_flops_per_token(config: ModelConfig, vocab_size: int) -> float:
+def training_flops_per_token(config: DecoderConfig, vocab_size: int) -> float:
     """Matmul FLOPs of one training token (multiply-add = 2 FLOPs).
 
     Counted: each recurrent layer's input and recurrent products, 2 * gates * H * (in + H) per
@@ -291,9 +303,9 @@ def training_flops_per_token(config: ModelConfig, vocab_size: int) -> float:
 def measure_peak(config: TextGenConfig, throughput: Throughput | None) -> MatmulPeak:
     """The fp32 matmul peak of this machine, printed beside the toolkit's achieved GFLOP/s."""
     say("[2/4] fp32 matmul peak and achieved training GFLOP/s")
-    rows, hidden = config.data.batch_size, config.model.hidden_size
-    columns = GATES[config.model.cell] * hidden
-    peak = matmul_peak(rows, hidden, config.model.cell)
+    rows, hidden = config.data.batch_size, config.decoder.hidden_size
+    columns = GATES[config.decoder.cell] * hidden
+    peak = matmul_peak(rows, hidden, config.decoder.cell)
     say(f"  peak 2048 x 2048 x 2048: {peak.square:.1f} GFLOP/s")
     say(f"  peak ({rows}, {hidden}) x ({hidden}, {columns}): {peak.recurrent_step:.1f} GFLOP/s")
     if throughput is not None:
@@ -310,8 +322,9 @@ def measure_peak(config: TextGenConfig, throughput: Throughput | None) -> Matmul
 # ---- 3. validation loss after a fixed training budget ------------------------------------------
 
 
-def train_with_recipe(args: argparse.Namespace) -> None:
-    """Train through ``recipes/textgen.py train`` with the benchmark's budget, from scratch."""
+def train_budgeted(args: argparse.Namespace) -> None:
+    """Train from scratch with the benchmark's budget, in this process, through ``seq2seq.train``
+    (what ``seq2seq textgen train`` runs)."""
     say(f"[3/4] training {args.config} for {args.minutes:g} minutes into {args.run_dir} (fresh)")
     overrides = [
         f"data.path={args.data}",
@@ -319,12 +332,7 @@ def train_with_recipe(args: argparse.Namespace) -> None:
         "train.device=cpu",
         f"train.threads={THREADS}",
     ]
-    command = ["train", "--config", args.config, "--run-dir", args.run_dir, "--fresh"]
-    for override in overrides:
-        command += ["--set", override]
-    status = textgen_main(command)
-    if status:
-        raise RuntimeError(f"training failed (exit status {status}); see the message above")
+    train(TASK, args.config, overrides, args.run_dir, fresh=True)
 
 
 def ensure_trained(args: argparse.Namespace) -> None:
@@ -335,7 +343,7 @@ def ensure_trained(args: argparse.Namespace) -> None:
         return
     if args.reuse:
         say(f"  --reuse: {run_dir} holds no checkpoint yet, so it is trained now")
-    train_with_recipe(args)
+    train_budgeted(args)
 
 
 @dataclass
@@ -347,13 +355,13 @@ class ValidationLoss:
     characters: int  # tokens scored
 
 
-def score_validation(loaded: LoadedModel, data_path: str) -> ValidationLoss:
+def score_validation(generator: TextGenerator, data_path: str) -> ValidationLoss:
     """Validation loss with the state carried across windows, and over fresh 256-token windows."""
-    data = replace(loaded.config.data, path=data_path)
-    validation_ids = load_lm_corpus(data, loaded.tokenizer, loaded.vocab).validation_ids  # (N,)
-    carried = score_stream(loaded.model, validation_stream(validation_ids, data), CPU, carry_state=True)
+    data = replace(generator.config.data, path=data_path)
+    validation_ids = load_lm_corpus(data, generator.tokenizer, generator.vocab).validation_ids  # (N,)
+    carried = score_stream(generator.model, validation_stream(validation_ids, data), CPU, carry_state=True)
     fresh_stream = validation_stream(validation_ids, replace(data, window=FRESH_WINDOW))
-    fresh = score_stream(loaded.model, fresh_stream, CPU, carry_state=False)
+    fresh = score_stream(generator.model, fresh_stream, CPU, carry_state=False)
     result = ValidationLoss(carried.nats, carried.bits, fresh.nats, fresh.bits, carried.tokens)
     say(
         f"  {result.characters:,} validation characters; state carried across windows of {data.window}: "
@@ -379,11 +387,11 @@ class GenerationTiming:
         return self.characters / self.seconds
 
 
-def time_generation(loaded: LoadedModel, samples: int) -> GenerationTiming:
+def time_generation(generator: TextGenerator, samples: int) -> GenerationTiming:
     """Sample GENERATED_CHARS characters for each of ``samples`` sequences after a newline; time the search only."""
-    vocab = loaded.vocab
+    vocab = generator.vocab
     special = SpecialIds(vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id)
-    prefix = torch.tensor([vocab.encode(loaded.tokenizer.tokenize("\n"), unknown="unk")])  # (1, 1)
+    prefix = torch.tensor([vocab.encode(generator.tokenizer.tokenize("\n"), unknown="unk")])  # (1, 1)
     decode = DecodeConfig(
         method="sample",
         max_length=GENERATED_CHARS,
@@ -391,9 +399,9 @@ def time_generation(loaded: LoadedModel, samples: int) -> GenerationTiming:
         num_samples=samples,
         seed=0,
     )
-    generate(loaded.model, empty_source(1), replace(decode, max_length=10), special, prefix)  # warm-up
+    generate(generator.model, empty_source(1), replace(decode, max_length=10), special, prefix)  # warm-up
     started = time.perf_counter()
-    hypotheses = generate(loaded.model, empty_source(1), decode, special, prefix)
+    hypotheses = generate(generator.model, empty_source(1), decode, special, prefix)
     seconds = time.perf_counter() - started
     characters = int(hypotheses.lengths.sum())
     if characters < samples * GENERATED_CHARS:
@@ -401,12 +409,12 @@ def time_generation(loaded: LoadedModel, samples: int) -> GenerationTiming:
     return GenerationTiming(seconds, characters)
 
 
-def measure_generation(loaded: LoadedModel) -> tuple[GenerationTiming, GenerationTiming]:
+def measure_generation(generator: TextGenerator) -> tuple[GenerationTiming, GenerationTiming]:
     """One sample, then a batch of GENERATION_BATCH samples."""
     say(f"[4/4] sampling {GENERATED_CHARS} characters at temperature {GENERATION_TEMPERATURE}")
-    one = time_generation(loaded, 1)
+    one = time_generation(generator, 1)
     say(f"  1 sample: {one.seconds:.3f} s ({one.chars_per_second:,.0f} chars/s); target < 1 s")
-    batch = time_generation(loaded, GENERATION_BATCH)
+    batch = time_generation(generator, GENERATION_BATCH)
     say(f"  {GENERATION_BATCH} samples: {batch.seconds:.3f} s ({batch.chars_per_second:,.0f} chars/s in all)")
     return one, batch
 
@@ -427,11 +435,11 @@ def run_benchmark(args: argparse.Namespace) -> None:
     peak = measure_peak(config, throughput)
 
     ensure_trained(args)
-    loaded = load_trained(args.run_dir, CPU)
-    step = load_metadata(loaded.checkpoint)["metrics"]["step"]
-    say(f"  scoring {loaded.checkpoint} (step {step}) on the validation split")
-    validation = score_validation(loaded, args.data)
-    one, batch = measure_generation(loaded)
+    generator = TextGenerator.from_checkpoint(args.run_dir, CPU)
+    step = load_metadata(generator.checkpoint)["metrics"]["step"]
+    say(f"  scoring {generator.checkpoint} (step {step}) on the validation split")
+    validation = score_validation(generator, args.data)
+    one, batch = measure_generation(generator)
 
     figures: Figures = {
         "train_tok_s": None if throughput is None else throughput.toolkit_mean,
@@ -448,8 +456,8 @@ def run_benchmark(args: argparse.Namespace) -> None:
         "gen_16x500_s": batch.seconds,
         "gen_chars_s_1": one.chars_per_second,
         "gen_chars_s_16": batch.chars_per_second,
-        "params": count_parameters(loaded.model),
-        "minutes": loaded.config.train.max_minutes,
+        "params": count_parameters(generator.model),
+        "minutes": generator.config.train.max_minutes,
         "steps": step,
     }
     report = {
@@ -457,7 +465,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
         "throughput_runs": None if throughput is None else {"toolkit": throughput.toolkit, "plain": throughput.plain},
         "config": args.config,
         "data": args.data,
-        "checkpoint": str(loaded.checkpoint),
+        "checkpoint": str(generator.checkpoint),
         "threads": THREADS,
         "torch": torch.__version__,
     }
@@ -468,7 +476,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(run_benchmark, parse_args(argv))
+    return run_main(run_benchmark, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,27 +1,28 @@
 """Translation benchmark: Multi30k German -> English on 2 CPU threads, measured as in BENCHMARKS.md.
 
-  python benchmarks/translate.py                  # the full run: throughput, 20 minutes of training, translation
-  python benchmarks/translate.py --reuse          # score and time the model already trained in --run-dir
-  python benchmarks/translate.py --minutes 0.5 --warmup-steps 10 --throughput-steps 20   # a quick check
+  python -m benchmarks.translate                  # the full run: throughput, 20 minutes of training, translation
+  python -m benchmarks.translate --reuse          # score and time the model already trained in --run-dir
+  python -m benchmarks.translate --minutes 0.5 --warmup-steps 10 --throughput-steps 20   # a quick check
 
 Four parts:
 
-1. training throughput of the comparison model (``recipes/configs/multi30k_de_en_comparison.yaml``,
+1. training throughput of the comparison model (the shipped config ``multi30k_de_en_comparison``,
    the model OpenNMT-py and Joey NMT were measured with) and of the default model, each trained
-   by ``recipes/translate.py train`` in a child process (the shared ``Trainer``), interleaved
+   by ``python -m seq2seq translate train`` in a child process (the shared ``Trainer``), interleaved
    (comparison, default, comparison, default): target tokens/s over steps 51-250 (by default)
    read from the run's metrics log, and the peak resident memory of the process;
 2. the matmul GFLOP/s those runs achieve, beside the fp32 matmul peak measured here;
-3. quality at a budget: the default config trained through the recipe for ``--minutes`` of
-   wall clock from the training process's start, then test_2016_flickr translated with beam 5
-   and with greedy search: sacreBLEU BLEU and chrF, with their signatures;
-4. translation speed of the 1,000 test sentences: sentences/s of the search (model loaded
-   first; batching and detokenisation included) at 64 sentences per batch and at each of
-   BATCH_SIZES, the comparison model's speed at batch 64, and the wall time of one whole
-   ``recipes/translate.py translate`` process.
+3. quality at a budget: the default config trained by ``seq2seq translate train`` for
+   ``--minutes`` of wall clock from the training process's start, then test_2016_flickr
+   translated with beam 5 and with greedy search: sacreBLEU BLEU and chrF, with their signatures;
+4. translation speed of the 1,000 test sentences through ``seq2seq.Translator``: sentences/s of
+   the search (model loaded first; tokenising, batching and detokenisation included) at 64
+   sentences per batch and at each of BATCH_SIZES, the comparison model's speed at batch 64,
+   and the wall time of one whole ``seq2seq translate translate`` process.
 
 The last line printed holds every figure (``RESULT translate: key=value ...``); the same figures
-go to ``<run-dir>/benchmark.json``. Run it from the project root on an otherwise idle machine.
+go to ``<run-dir>/benchmark.json``. Run it from the project root, with the package installed, on
+an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the checkout's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:
+    sys.exit("run it from the project root as a module: python -m benchmarks.translate")
 
 # Imported before torch: it pins the thread pools to THREADS.
 from benchmarks.common import (  # noqa: E402
@@ -46,23 +47,17 @@ from benchmarks.common import (  # noqa: E402
     has_checkpoint,
     matmul_peak,
     result_line,
+    run_main,
     say,
+    seq2seq_command,
 )
 from benchmarks.peak_memory import run_measured  # noqa: E402
 
 import torch  # noqa: E402
 
-from recipes.translate import (  # noqa: E402
-    DEFAULT_CONFIG,
-    LoadedTranslator,
-    TranslationConfig,
-    load_trained,
-    translate_lines,
-    translation_decode,
-    translation_task,
-)
-from seq2seq.cli import run_command  # noqa: E402
-from seq2seq.config import DecodeConfig, ModelConfig, load_config  # noqa: E402
+from seq2seq import Hypothesis, Translator  # noqa: E402
+from seq2seq.checkpoint import load_metadata  # noqa: E402
+from seq2seq.config import DecodeConfig, DecoderConfig, TextEncoderConfig, load_config  # noqa: E402
 from seq2seq.data.parallel import (  # noqa: E402
     ParallelCorpus,
     language_file,
@@ -74,14 +69,15 @@ from seq2seq.data.text_files import DataError  # noqa: E402
 from seq2seq.metrics import Score, corpus_bleu, corpus_chrf  # noqa: E402
 from seq2seq.models import build_translation_model  # noqa: E402
 from seq2seq.models.decoder import count_parameters  # noqa: E402
+from seq2seq.run_configs import TranslationConfig  # noqa: E402
 from seq2seq.text import Vocab  # noqa: E402
-from seq2seq.training.checkpoint import load_metadata  # noqa: E402
 from seq2seq.training.metrics_log import MetricsLog  # noqa: E402
 from seq2seq.training.runtime import Runtime  # noqa: E402
+from seq2seq.training.translation_task import translation_task  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes" / "translate.py"
-COMPARISON_CONFIG = "recipes/configs/multi30k_de_en_comparison.yaml"
+TASK = "translate"  # the seq2seq command line's name of the task
+DEFAULT_CONFIG = "multi30k_de_en"  # shipped configs, by name
+COMPARISON_CONFIG = "multi30k_de_en_comparison"
 DEFAULT_DATA_DIR = "data/multi30k"
 DEFAULT_RUN_DIR = "runs/bench_multi30k_de_en"
 SPLIT_PREFIXES = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
@@ -101,9 +97,16 @@ GIB = 2**30
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line; bad values stop with a usage message."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.translate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
-        "--config", default=DEFAULT_CONFIG, help=f"the budgeted (default) model's config (default: {DEFAULT_CONFIG})"
+        "--config",
+        default=DEFAULT_CONFIG,
+        help="the budgeted (default) model's config: a shipped config's name or a YAML file "
+        f"(default: {DEFAULT_CONFIG})",
     )
     parser.add_argument(
         "--data-dir",
@@ -157,9 +160,9 @@ def check_data(data_dir: str) -> None:
         ) from None
 
 
-def recipe_config(path: str, data_dir: str) -> TranslationConfig:
-    """A translation config with its data read from ``data_dir``."""
-    return load_config(TranslationConfig, path, data_overrides(data_dir))
+def task_config(name_or_path: str, data_dir: str) -> TranslationConfig:
+    """A translation config (a shipped name or a YAML file) with its data read from ``data_dir``."""
+    return load_config(TranslationConfig, name_or_path, data_overrides(data_dir))
 
 
 # ---- child processes ------------------------------------------------------------------------------
@@ -175,14 +178,14 @@ class ProcessRun:
         return self.peak_rss_bytes / GIB
 
 
-def run_recipe(arguments: list[str], output: Path | None = None) -> ProcessRun:
-    """Run ``recipes/translate.py <arguments>`` in a child process on THREADS threads.
+def run_seq2seq(verb: str, arguments: list[str], output: Path | None = None) -> ProcessRun:
+    """Run ``python -m seq2seq translate <verb> <arguments>`` in a child process on THREADS threads.
 
     Its stdout and stderr go to ``output`` when given, else to ours. The peak memory is the
     child's own maximum resident set size, as ``/usr/bin/time -v`` prints it, measured through
     ``benchmarks/peak_memory.py`` so that this process's size does not leak into it.
     """
-    command = [sys.executable, str(RECIPE), *arguments]
+    command = seq2seq_command(TASK, verb, arguments)
     run = run_measured(command, output)
     if run.exit_code:
         where = f"; its output is in {output}:\n{tail(output)}" if output is not None else " (see above)"
@@ -196,9 +199,9 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 def train_arguments(config_path: str, run_dir: Path, data_dir: str, overrides: list[str]) -> list[str]:
-    """``train`` from scratch on the CPU with THREADS threads, data from ``data_dir``."""
+    """The arguments of ``train`` from scratch on the CPU with THREADS threads, data from ``data_dir``."""
     settings = [*data_overrides(data_dir), "train.device=cpu", f"train.threads={THREADS}", *overrides]
-    arguments = ["train", "--config", config_path, "--run-dir", str(run_dir), "--fresh"]
+    arguments = ["--config", config_path, "--run-dir", str(run_dir), "--fresh"]
     for setting in settings:
         arguments += ["--set", setting]
     return arguments
@@ -232,8 +235,8 @@ def rnn_layer_flops(cell: str, input_size: int, hidden_size: int) -> float:
     return 2 * GATES[cell] * hidden_size * (input_size + hidden_size)
 
 
-def model_flops(config: ModelConfig, target_vocab_size: int) -> ModelFlops:
-    """The matmul FLOPs of a translation model with ``config``.
+def model_flops(encoder: TextEncoderConfig, decoder: DecoderConfig, target_vocab_size: int) -> ModelFlops:
+    """The matmul FLOPs of a translation model with the ``encoder`` (kind rnn) and ``decoder`` sections.
 
     Counted: the encoder's recurrent layers (both directions), the bridge, the attention
     (Bahdanau: keys W_m m per source token, query W_q q per target token, v . tanh(...) per
@@ -243,30 +246,32 @@ def model_flops(config: ModelConfig, target_vocab_size: int) -> ModelFlops:
     pre-output projection of tied embeddings and the output layer. Left out: embedding
     lookups, nonlinearities, softmax, dropout and the optimizer, all elementwise.
     """
-    directions = 2 if config.bidirectional else 1
-    memory, hidden = directions * config.encoder_hidden_size, config.hidden_size
+    if encoder.kind != "rnn":
+        raise ValueError(f"the FLOP count covers the rnn encoder only, not encoder.kind {encoder.kind!r}")
+    directions = 2 if encoder.bidirectional else 1
+    memory, hidden = directions * encoder.hidden_size, decoder.hidden_size
     source = 0.0
-    for layer in range(config.encoder_layers):
-        layer_input = config.source_embedding_size if layer == 0 else memory
-        source += directions * rnn_layer_flops(config.encoder_cell, layer_input, config.encoder_hidden_size)
+    for layer in range(encoder.num_layers):
+        layer_input = encoder.embedding_size if layer == 0 else memory
+        source += directions * rnn_layer_flops(encoder.cell, layer_input, encoder.hidden_size)
     target = 0.0
-    for layer in range(config.num_layers):
-        first_input = config.embedding_size + (hidden if config.input_feeding else 0)
-        target += rnn_layer_flops(config.cell, first_input if layer == 0 else hidden, hidden)
+    for layer in range(decoder.num_layers):
+        first_input = decoder.embedding_size + (hidden if decoder.input_feeding else 0)
+        target += rnn_layer_flops(decoder.cell, first_input if layer == 0 else hidden, hidden)
     pair = 0.0
-    if config.attention != "none":
+    if decoder.attention != "none":
         target += 2 * hidden * (hidden + memory)  # the attentional vector
         pair += 2 * memory  # the context
-        if config.attention in ("bahdanau", "general"):
+        if decoder.attention in ("bahdanau", "general"):
             source += 2 * memory * hidden  # the keys
-        if config.attention == "bahdanau":
+        if decoder.attention == "bahdanau":
             target += 2 * hidden * hidden  # the query projection
-        pair += 2 * (memory if config.attention == "dot" else hidden)  # the score
-    if config.tie_embeddings and hidden != config.embedding_size:
-        target += 2 * hidden * config.embedding_size
-    output_input = config.embedding_size if config.tie_embeddings else hidden
+        pair += 2 * (memory if decoder.attention == "dot" else hidden)  # the score
+    if decoder.tie_embeddings and hidden != decoder.embedding_size:
+        target += 2 * hidden * decoder.embedding_size
+    output_input = decoder.embedding_size if decoder.tie_embeddings else hidden
     target += 2 * output_input * target_vocab_size
-    bridge = 2 * memory * hidden if config.bridge == "linear" else 0.0
+    bridge = 2 * memory * hidden if decoder.bridge == "linear" else 0.0
     return ModelFlops(bridge, source, target, pair)
 
 
@@ -277,10 +282,10 @@ class StepWork:
 
 
 def planned_work(config: TranslationConfig, corpus: ParallelCorpus, steps: int) -> list[StepWork]:
-    """The work of each of the first ``steps`` training steps, from the batches the recipe's
-    task gives (the same seed, so the same batches the child process trains on)."""
+    """The work of each of the first ``steps`` training steps, from the batches the package's
+    translation task gives (the same seed, so the same batches the child process trains on)."""
     batcher = translation_task(config, corpus, Runtime(CPU)).train
-    flops = model_flops(config.model, len(corpus.target.vocab))
+    flops = model_flops(config.encoder, config.decoder, len(corpus.target.vocab))
     per_step = config.train.accumulate_steps
     work: list[StepWork] = []
     epoch = 0
@@ -339,10 +344,12 @@ def throughput_setup(
     name: str, config_path: str, args: argparse.Namespace, sentencepiece: Path, total_steps: int
 ) -> ThroughputSetup:
     """Read the corpus as the child process will (with the shared SentencePiece model) and plan its steps."""
-    config = recipe_config(config_path, args.data_dir)
+    config = task_config(config_path, args.data_dir)
     config.data.source_sentencepiece_model = str(sentencepiece)
     corpus = load_parallel_corpus(config.data, make_tokenizers(config.data, sentencepiece.parent))
-    model = build_translation_model(config.model, len(corpus.source.vocab), len(corpus.target.vocab), Vocab.pad_id)
+    model = build_translation_model(
+        config.encoder, config.decoder, len(corpus.source.vocab), len(corpus.target.vocab), Vocab.pad_id
+    )
     return ThroughputSetup(name, config_path, planned_work(config, corpus, total_steps), count_parameters(model))
 
 
@@ -363,7 +370,7 @@ def throughput_run(
         "train.best_mode=min",
     ]
     arguments = train_arguments(setup.config_path, run_dir, args.data_dir, overrides)
-    process = run_recipe(arguments, run_dir.with_name(run_dir.name + ".log"))
+    process = run_seq2seq("train", arguments, run_dir.with_name(run_dir.name + ".log"))
     records = [r for r in MetricsLog(run_dir / "metrics.jsonl").read() if "tokens_per_s" in r]
     measured = [r for r in records if r["step"] > args.warmup_steps]
     expected = args.throughput_steps // LOG_EVERY
@@ -386,9 +393,9 @@ def measure_throughput(args: argparse.Namespace, work_dir: Path) -> dict[str, Mo
     total_steps = args.warmup_steps + args.throughput_steps
     say(
         f"[1/4] training throughput: {ROUNDS} x (comparison, default), {args.warmup_steps} warm-up + "
-        f"{args.throughput_steps} measured steps each, through `recipes/translate.py train`"
+        f"{args.throughput_steps} measured steps each, through `seq2seq translate train`"
     )
-    comparison = recipe_config(COMPARISON_CONFIG, args.data_dir)
+    comparison = task_config(COMPARISON_CONFIG, args.data_dir)
     pieces = comparison.data.sentencepiece_vocab_size
     say(f"  training the joint SentencePiece model of {pieces} pieces, shared by all runs")
     make_tokenizers(comparison.data, work_dir)
@@ -422,7 +429,7 @@ def measure_peak(throughput: dict[str, ModelThroughput] | None) -> MatmulPeak:
     """The fp32 matmul peak at the comparison model's recurrent step, beside the achieved GFLOP/s."""
     say("[2/4] fp32 matmul peak and achieved training GFLOP/s")
     comparison = load_config(TranslationConfig, COMPARISON_CONFIG)
-    rows, hidden, cell = comparison.data.batch_sentences, comparison.model.hidden_size, comparison.model.cell
+    rows, hidden, cell = comparison.data.batch_sentences, comparison.decoder.hidden_size, comparison.decoder.cell
     peak = matmul_peak(rows, hidden, cell)
     say(f"  peak 2048 x 2048 x 2048: {peak.square:.1f} GFLOP/s")
     say(f"  peak ({rows}, {hidden}) x ({hidden}, {GATES[cell] * hidden}): {peak.recurrent_step:.1f} GFLOP/s")
@@ -449,12 +456,12 @@ def setup_seconds(args: argparse.Namespace, work_dir: Path) -> float:
     training, reading the corpus and building the model."""
     run_dir = work_dir / "setup_probe"
     arguments = train_arguments(args.config, run_dir, args.data_dir, ["train.max_steps=0"])
-    return run_recipe(arguments, run_dir.with_name(run_dir.name + ".log")).seconds
+    return run_seq2seq("train", arguments, run_dir.with_name(run_dir.name + ".log")).seconds
 
 
-def train_with_recipe(args: argparse.Namespace, work_dir: Path) -> BudgetTraining:
-    """Train ``--config`` through the recipe so that the process ends its training ``--minutes``
-    after it starts: the trainer's budget is what the process's set-up leaves."""
+def train_budgeted(args: argparse.Namespace, work_dir: Path) -> BudgetTraining:
+    """Train ``--config`` through ``seq2seq translate train`` so that the process ends its training
+    ``--minutes`` after it starts: the trainer's budget is what the process's set-up leaves."""
     say(f"[3/4] training {args.config} for {args.minutes:g} minutes from process start into {args.run_dir} (fresh)")
     setup = setup_seconds(args, work_dir)
     minutes = max(args.minutes - setup / 60, MIN_TRAINING_MINUTES)
@@ -462,7 +469,7 @@ def train_with_recipe(args: argparse.Namespace, work_dir: Path) -> BudgetTrainin
     if minutes == MIN_TRAINING_MINUTES:
         say(f"  note: --minutes {args.minutes:g} does not cover the set-up; training {MIN_TRAINING_MINUTES} minutes")
     arguments = train_arguments(args.config, Path(args.run_dir), args.data_dir, [f"train.max_minutes={minutes}"])
-    process = run_recipe(arguments)
+    process = run_seq2seq("train", arguments)
     say(f"  training process: {process.seconds / 60:.2f} minutes, peak RSS {process.peak_rss_gib:.2f} GiB")
     return BudgetTraining(setup, minutes, process)
 
@@ -475,7 +482,7 @@ def ensure_trained(args: argparse.Namespace, work_dir: Path) -> BudgetTraining |
         return None
     if args.reuse:
         say(f"  --reuse: {run_dir} holds no checkpoint yet, so it is trained now")
-    return train_with_recipe(args, work_dir)
+    return train_budgeted(args, work_dir)
 
 
 # ---- 4. translation speed (and the quality of those translations) ------------------------------
@@ -488,11 +495,11 @@ class TestSet:
     references: list[str]
 
 
-def read_test_set(loaded: LoadedTranslator, data_dir: str) -> TestSet:
+def read_test_set(translator: Translator, data_dir: str) -> TestSet:
     """test_2016_flickr in the model's source and target languages, raw text."""
     prefix = Path(data_dir) / SPLIT_PREFIXES["test"]
-    source_file = language_file(prefix, loaded.config.data.source_lang)
-    target_file = language_file(prefix, loaded.config.data.target_lang)
+    source_file = language_file(prefix, translator.config.data.source_lang)
+    target_file = language_file(prefix, translator.config.data.target_lang)
     return TestSet(source_file, read_lines(source_file), read_lines(target_file))
 
 
@@ -510,36 +517,42 @@ class SearchRun:
         return self.sentences / self.seconds
 
 
-def search_configs(loaded: LoadedTranslator) -> dict[str, DecodeConfig]:
-    """Beam 5 and greedy search with the model's translate settings (length penalty, limits)."""
+def search_configs(translator: Translator) -> dict[str, DecodeConfig]:
+    """Beam 5 and greedy search with the model's decoding settings (length penalty, limits)."""
     beam, greedy = SEARCHES
-    defaults = loaded.config.translate
-    return {beam: translation_decode(defaults, beam=BEAM), greedy: translation_decode(defaults, greedy=True)}
+    return {beam: translator.decode_config(beam=BEAM), greedy: translator.decode_config(greedy=True)}
+
+
+def translate_lines(
+    translator: Translator, lines: list[str], decode: DecodeConfig, batch_size: int
+) -> list[list[Hypothesis]]:
+    """Raw lines to their translations: tokenising, batching by length, the search, detokenising."""
+    return translator.translate_data(translator.encode(lines), decode, batch_size)
 
 
 def time_search(
-    loaded: LoadedTranslator, lines: list[str], search: str, decode: DecodeConfig, batch_size: int
+    translator: Translator, lines: list[str], search: str, decode: DecodeConfig, batch_size: int
 ) -> SearchRun:
     """Translate ``lines`` raw text to raw text, timing the whole call."""
     started = time.perf_counter()
-    results = translate_lines(loaded, lines, decode, batch_size)
+    results = translate_lines(translator, lines, decode, batch_size)
     seconds = time.perf_counter() - started
     mean_length = sum(len(best.token_ids) for best, *_ in results) / len(results)
     return SearchRun(search, batch_size, seconds, len(lines), mean_length, [best.text for best, *_ in results])
 
 
-def warm_up(loaded: LoadedTranslator, lines: list[str]) -> None:
+def warm_up(translator: Translator, lines: list[str]) -> None:
     """One small untimed translation, so that one-off costs fall outside the timings."""
-    translate_lines(loaded, lines[:SPEED_BATCH], translation_decode(loaded.config.translate, beam=BEAM), SPEED_BATCH)
+    translate_lines(translator, lines[:SPEED_BATCH], translator.decode_config(beam=BEAM), SPEED_BATCH)
 
 
-def measure_speed(loaded: LoadedTranslator, test: TestSet, batch_sizes: tuple[int, ...]) -> list[SearchRun]:
+def measure_speed(translator: Translator, test: TestSet, batch_sizes: tuple[int, ...]) -> list[SearchRun]:
     """Beam 5 and greedy search over the test sources at each of ``batch_sizes``."""
-    warm_up(loaded, test.sources)
+    warm_up(translator, test.sources)
     runs = []
-    for search, decode in search_configs(loaded).items():
+    for search, decode in search_configs(translator).items():
         for batch_size in batch_sizes:
-            run = time_search(loaded, test.sources, search, decode, batch_size)
+            run = time_search(translator, test.sources, search, decode, batch_size)
             runs.append(run)
             say(
                 f"  {search:<6} batch {batch_size:>3}: {run.seconds:6.2f} s, "
@@ -550,10 +563,10 @@ def measure_speed(loaded: LoadedTranslator, test: TestSet, batch_sizes: tuple[in
 
 def comparison_speed(checkpoint: Path, test: TestSet) -> list[SearchRun]:
     """The comparison model's speed at SPEED_BATCH, with the weights its first throughput run left."""
-    loaded = load_trained(str(checkpoint), CPU)
-    step = load_metadata(loaded.checkpoint)["step"]
+    translator = Translator.from_checkpoint(checkpoint, CPU)
+    step = load_metadata(translator.checkpoint)["step"]
     say(f"  the comparison model after the {step} steps of its throughput run (not converged):")
-    return measure_speed(loaded, test, (SPEED_BATCH,))
+    return measure_speed(translator, test, (SPEED_BATCH,))
 
 
 def at_speed_batch(runs: list[SearchRun], search: str) -> SearchRun:
@@ -589,13 +602,13 @@ def score_translations(runs: list[SearchRun], references: list[str]) -> dict[str
 
 
 def translate_process(run_dir: str, test: TestSet, work_dir: Path) -> ProcessRun:
-    """One whole ``recipes/translate.py translate`` process over the test sources, beam 5, batch 64."""
+    """One whole ``seq2seq translate translate`` process over the test sources, beam 5, batch 64."""
     plain_input = work_dir / "test_source.txt"  # translate reads plain UTF-8, not gzip
     plain_input.write_text("".join(line + "\n" for line in test.sources), encoding="utf-8")
     output = work_dir / "test_hypotheses.txt"
-    arguments = ["translate", "--checkpoint", run_dir, "--input", str(plain_input), "--output", str(output)]
+    arguments = ["--checkpoint", run_dir, "--input", str(plain_input), "--output", str(output)]
     arguments += ["--beam", str(BEAM), "--batch-size", str(SPEED_BATCH), "--device", "cpu"]
-    process = run_recipe(arguments, work_dir / "translate_process.log")
+    process = run_seq2seq("translate", arguments, work_dir / "translate_process.log")
     say(
         f"  one whole translate process (beam {BEAM}, batch {SPEED_BATCH}): {process.seconds:.1f} s, "
         f"peak RSS {process.peak_rss_gib:.2f} GiB"
@@ -625,12 +638,12 @@ def measure(args: argparse.Namespace, work_dir: Path) -> Measurements:
     throughput = None if args.skip_throughput else measure_throughput(args, work_dir)
     peak = measure_peak(throughput)
     training = ensure_trained(args, work_dir)
-    loaded = load_trained(args.run_dir, CPU)
-    step = load_metadata(loaded.checkpoint)["step"]
-    test = read_test_set(loaded, args.data_dir)
+    translator = Translator.from_checkpoint(args.run_dir, CPU)
+    step = load_metadata(translator.checkpoint)["step"]
+    test = read_test_set(translator, args.data_dir)
     say(f"[4/4] translating the {len(test.sources):,} sentences of {test.source_file}")
-    say(f"  with {loaded.checkpoint} (step {step}: the best {loaded.config.train.best_metric} of the run)")
-    runs = measure_speed(loaded, test, BATCH_SIZES)
+    say(f"  with {translator.checkpoint} (step {step}: the best {translator.config.train.best_metric} of the run)")
+    runs = measure_speed(translator, test, BATCH_SIZES)
     quality = score_translations(runs, test.references)
     comparison_runs = None if throughput is None else comparison_speed(work_dir / "throughput_comparison_1", test)
     process = translate_process(args.run_dir, test, work_dir)
@@ -638,9 +651,9 @@ def measure(args: argparse.Namespace, work_dir: Path) -> Measurements:
         f"  targets at batch {SPEED_BATCH}: >= 75 sentences/s with beam {BEAM} and >= 245 greedy "
         f"(OpenNMT-py 37.2 and 122.0); BLEU >= 37 with beam {BEAM} after 20 minutes (OpenNMT-py 35.45)"
     )
-    parameters = count_parameters(loaded.model)
+    parameters = count_parameters(translator.model)
     return Measurements(
-        throughput, peak, training, parameters, loaded.checkpoint, step, runs, quality, comparison_runs, process
+        throughput, peak, training, parameters, translator.checkpoint, step, runs, quality, comparison_runs, process
     )
 
 
@@ -729,7 +742,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(run_benchmark, parse_args(argv))
+    return run_main(run_benchmark, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ DEVICES = [
 
 # Overrides that make the text-generation recipe train a tiny model in seconds.
 TINY_TEXTGEN = [
-    "model.hidden_size=32",
-    "model.embedding_size=16",
-    "model.num_layers=1",
+    "decoder.hidden_size=32",
+    "decoder.embedding_size=16",
+    "decoder.num_layers=1",
     "data.batch_size=4",
     "data.window=16",
     "train.max_steps=20",

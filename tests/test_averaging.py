@@ -1,4 +1,4 @@
-"""Tests for seq2seq.training.averaging: the mean of checkpoints, and what it refuses."""
+"""Tests for seq2seq.averaging: the mean of checkpoints, and what it refuses."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from seq2seq.training.averaging import average_checkpoints, latest_checkpoints
-from seq2seq.training.checkpoint import CheckpointError, load_metadata, load_weights, save_checkpoint
+from seq2seq.averaging import average_checkpoints, latest_checkpoints
+from seq2seq.checkpoint import CheckpointError, load_metadata, load_weights, save_checkpoint
 
 
 class TiedModel(nn.Module):
@@ -25,8 +25,8 @@ class TiedModel(nn.Module):
 
 def metadata(step: int, vocab: list[str] | None = None, hidden_size: int = 4, lr: float = 0.1) -> dict:
     return {
-        "task": "toy",
-        "config": {"model": {"hidden_size": hidden_size}, "data": {"path": "x"}, "train": {"lr": lr}},
+        "task": "textgen",
+        "config": {"decoder": {"hidden_size": hidden_size}, "data": {"path": "x"}, "train": {"lr": lr}},
         "vocab": vocab or ["a", "b"],
         "metrics": {"val_loss": 1.0 / step},
         "step": step,
@@ -62,7 +62,7 @@ def test_average_is_the_mean_and_loads_like_any_checkpoint(tmp_path: Path) -> No
     assert averaged.output.weight is averaged.embedding.weight
 
     saved = load_metadata(output)
-    assert saved["step"] == 300 and saved["task"] == "toy" and saved["vocab"] == ["a", "b"]
+    assert saved["step"] == 300 and saved["task"] == "textgen" and saved["vocab"] == ["a", "b"]
     assert saved["averaged_from"] == [str(directory) for directory in directories]
     assert "metrics" not in saved and "versions" in saved
 
@@ -94,8 +94,21 @@ def test_checkpoints_of_another_vocabulary_or_model_config_are_refused(tmp_path:
         average_checkpoints([first, other_vocab], tmp_path / "out")
     other_config = tmp_path / "c" / "step_000200"
     save_checkpoint(other_config, TiedModel(), metadata(200, hidden_size=8))
-    with pytest.raises(CheckpointError, match="model.hidden_size: 4 -> 8"):
+    with pytest.raises(CheckpointError, match="decoder.hidden_size: 4 -> 8"):
         average_checkpoints([first, other_config], tmp_path / "out")
+
+
+def test_a_checkpoint_in_the_older_config_layout_averages_with_a_new_one(tmp_path: Path) -> None:
+    (first,) = write_checkpoints(tmp_path / "a", [100])
+    old_layout = metadata(200)
+    old_layout["config"] = {"model": {"hidden_size": 4, "encoder_cell": "gru"}, "data": {"path": "x"}, "generate": {}}
+    older = tmp_path / "b" / "step_000200"
+    save_checkpoint(older, TiedModel(), old_layout)
+    average_checkpoints([first, older], tmp_path / "out")
+    old_layout["config"]["model"]["hidden_size"] = 8
+    save_checkpoint(older, TiedModel(), old_layout)
+    with pytest.raises(CheckpointError, match="decoder.hidden_size: 4 -> 8"):
+        average_checkpoints([first, older], tmp_path / "out2")
 
 
 def test_bad_requests_are_refused(tmp_path: Path) -> None:

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from seq2seq.config import DecodeConfig, ModelConfig
+from seq2seq.config import DecodeConfig, DecoderConfig, TextEncoderConfig
 from seq2seq.decoding import Hypotheses, SpecialIds, generate
 from seq2seq.models import DecoderState, Seq2Seq, build_language_model, build_translation_model
 from seq2seq.models.encoders import EncoderOutput, PrimeEncoder, empty_source
-from tests.test_search import teacher_forced_scores
+from tests.test_search import BanOne, teacher_forced_scores
 
 SPECIAL = SpecialIds(pad=0, bos=1, eos=2, unk=3)
 A, B, C, D, E, F = range(4, 10)
@@ -93,7 +93,7 @@ def sources(*lengths: int) -> Tensor:
 
 def tiny_lm(eos_boost: float = 0.1) -> Seq2Seq:
     torch.manual_seed(0)
-    config = ModelConfig(cell="gru", embedding_size=8, hidden_size=16)
+    config = DecoderConfig(cell="gru", embedding_size=8, hidden_size=16)
     model = build_language_model(config, LM_VOCAB, SPECIAL.pad)
     with torch.no_grad():
         model.decoder.output.bias[SPECIAL.eos] += eos_boost
@@ -102,16 +102,11 @@ def tiny_lm(eos_boost: float = 0.1) -> Seq2Seq:
 
 def tiny_translator(attention: str, input_feeding: bool) -> Seq2Seq:
     torch.manual_seed(0)
-    config = ModelConfig(
-        cell="gru",
-        embedding_size=8,
-        hidden_size=16,
-        attention=attention,
-        input_feeding=input_feeding,
-        source_embedding_size=8,
-        encoder_hidden_size=8,
+    encoder = TextEncoderConfig(embedding_size=8, hidden_size=8)
+    decoder = DecoderConfig(
+        cell="gru", embedding_size=8, hidden_size=16, attention=attention, input_feeding=input_feeding
     )
-    return build_translation_model(config, LM_VOCAB, LM_VOCAB, SPECIAL.pad)
+    return build_translation_model(encoder, decoder, LM_VOCAB, LM_VOCAB, SPECIAL.pad)
 
 
 def random_sources(*lengths: int) -> Tensor:
@@ -395,7 +390,7 @@ def test_prefix_and_training_mode_are_handled_as_in_greedy_search() -> None:
     ],
 )
 def test_bad_beam_settings_name_the_key(settings: dict[str, object], key: str) -> None:
-    with pytest.raises(ValueError, match=f"decode.{key}"):
+    with pytest.raises(ValueError, match=f"decoding.{key}"):
         generate(tiny_lm(), empty_source(1), beam(**settings), SPECIAL)
 
 
@@ -427,3 +422,17 @@ def test_greedy_search_keeps_the_length_limits_and_bans_of_a_beam_of_one(setting
     assert torch.equal(one.lengths, greedy.lengths)
     assert torch.allclose(one.scores, greedy.scores, atol=1e-5)
     assert not torch.equal(plain.lengths, greedy.lengths) or not torch.equal(plain.tokens, greedy.tokens)
+
+def test_a_processor_of_the_caller_keeps_its_token_out_of_beam_search() -> None:
+    model, prefix = tiny_lm(), word_prefix(batch_size=3, length=3)
+    config = beam(beam_size=4, n_best=4, max_length=10)
+    plain = generate(model, empty_source(3), config, SPECIAL, prefix=prefix)
+    favourite = int(plain.tokens[plain.tokens > SPECIAL.unk].mode().values)  # the commonest word
+    ban = BanOne(favourite)
+    banned = generate(model, empty_source(3), config, SPECIAL, prefix=prefix, processors=[ban])
+    assert not (banned.tokens == favourite).any()
+    assert ban.prefix_shapes[0] == (3 * 4, 3)  # every beam, with the prompt
+    assert_well_formed(banned)
+    # The processor sees log-probabilities after the built-in bans: a token it does not touch
+    # keeps the score of the plain search.
+    assert torch.allclose(banned.scores, teacher_forced_scores(model, prefix, banned), atol=1e-5)

@@ -1,4 +1,5 @@
-"""recipes/caption.py as users run it: train, caption, evaluate, on tiny images made here."""
+"""`seq2seq caption` (through recipes/caption.py) as users run it: train, caption, evaluate, on tiny
+images made here."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ SHAPES = ("square", "circle", "bar")
 TINY_CAPTION = [
     "image_encoder.small_channels=[4, 8]",
     "image_encoder.grid_size=2",
-    "model.embedding_size=8",
-    "model.hidden_size=16",
+    "decoder.embedding_size=8",
+    "decoder.hidden_size=16",
     "data.transform.image_size=16",
     "data.batch_size=8",
     "data.preload=false",
@@ -30,7 +31,7 @@ TINY_CAPTION = [
     "train.log_every=2",
     "train.threads=1",
     "train.device=cpu",
-    "caption.max_length=6",
+    "decoding.max_length=6",
 ]
 
 
@@ -108,7 +109,7 @@ def test_caption_prints_one_line_per_image_and_writes_attention_maps(
     lines = result.stdout.splitlines()
     assert [line.split("\t")[0] for line in lines] == [str(image) for image in images]
     assert all(len(line.split("\t")) == 2 for line in lines)
-    assert sorted(path.name for path in maps.glob("*.png")) == sorted(image.name for image in images)
+    assert sorted(path.name for path in maps.glob("*.png")) == [f"{n:04d}_{image.stem}.png" for n, image in enumerate(images, 1)]
     assert "beam search with 3 beams" in result.stderr
 
 
@@ -192,7 +193,7 @@ def test_missing_images_and_bad_settings_are_clear_errors(dataset: tuple[Path, l
 def test_a_checkpoint_of_another_task_is_refused_by_name(trained_run: Path) -> None:
     result = run_recipe("translate.py", "translate", "--checkpoint", str(trained_run), check=False)
     assert result.returncode == 2
-    assert "'caption' model, not a 'translate' model" in result.stderr and "recipes/caption.py" in result.stderr
+    assert "'caption' model, not a 'translate' model" in result.stderr and "seq2seq caption" in result.stderr
 
 
 @pytest.mark.parametrize("command", ["train", "caption", "evaluate"])

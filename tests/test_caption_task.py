@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from seq2seq.config import DecodeConfig, ModelConfig
+from seq2seq.config import DecodeConfig, DecoderConfig
 from seq2seq.data.captions import CaptionImages, CaptionPairs, ImageCaptions, caption_batches
 from seq2seq.data.feature_cache import FeatureCache
 from seq2seq.data.images import ImageTransformConfig, build_transform
@@ -39,8 +39,8 @@ def codec() -> TextCodec:
 def model(attention: str = "bahdanau", backbone: str = "small", finetune_blocks: int = -1) -> torch.nn.Module:
     torch.manual_seed(0)
     encoder = ImageEncoderConfig(backbone=backbone, grid_size=2, small_channels=[4, 8], finetune_blocks=finetune_blocks)
-    decoder = ModelConfig(embedding_size=8, hidden_size=16, attention=attention)
-    return build_captioning_model(decoder, encoder, len(codec().vocab), Vocab.pad_id).eval()
+    decoder = DecoderConfig(embedding_size=8, hidden_size=16, attention=attention)
+    return build_captioning_model(encoder, decoder, len(codec().vocab), Vocab.pad_id).eval()
 
 
 def first_batch(images: list[ImageCaptions]):

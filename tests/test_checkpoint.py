@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 import seq2seq
-from seq2seq.config import ModelConfig
+from seq2seq.config import DecoderConfig
 from seq2seq.models import build_language_model
-from seq2seq.training.checkpoint import (
+from seq2seq.checkpoint import (
     CheckpointError,
     CheckpointManager,
     atomic_write_bytes,
@@ -31,7 +31,7 @@ VOCAB_SIZE = 11
 
 def tiny_model(tie: bool = True, vocab_size: int = VOCAB_SIZE, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    config = ModelConfig(tie_embeddings=tie, embedding_size=16, hidden_size=16)
+    config = DecoderConfig(tie_embeddings=tie, embedding_size=16, hidden_size=16)
     return build_language_model(config, vocab_size, pad_id=0)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.config import ModelConfig
+from seq2seq.config import DecoderConfig, TextEncoderConfig
 from seq2seq.models import build_translation_model
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
 
@@ -22,17 +22,10 @@ CUDA = torch.device("cuda")
 
 @pytest.mark.parametrize("input_feeding", [False, True])
 def test_a_training_step_on_cuda_gives_the_cpu_loss_and_gradients(input_feeding: bool) -> None:
-    config = ModelConfig(
-        cell="gru",
-        embedding_size=16,
-        hidden_size=32,
-        attention="bahdanau",
-        input_feeding=input_feeding,
-        source_embedding_size=16,
-        encoder_hidden_size=16,
-    )
+    decoder = DecoderConfig(cell="gru", embedding_size=16, hidden_size=32, attention="bahdanau", input_feeding=input_feeding)
+    encoder = TextEncoderConfig(embedding_size=16, hidden_size=16)
     torch.manual_seed(0)
-    model = build_translation_model(config, 41, 37, PAD).double()
+    model = build_translation_model(encoder, decoder, 41, 37, PAD).double()
     source = torch.randint(1, 41, (4, 9))
     source[1, 6:] = PAD
     target_in, target_out = torch.randint(1, 37, (4, 8)), torch.randint(1, 37, (4, 8))

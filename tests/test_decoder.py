@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from seq2seq.config import ModelConfig
+from seq2seq.config import ConfigError, DecoderConfig, TextEncoderConfig
 from seq2seq.models import (
     DecoderState,
     EncoderOutput,
@@ -37,7 +37,7 @@ def one_thread() -> Iterator[None]:
 
 def make_decoder(cell: str = "lstm", layers: int = 1, seed: int = 0, **changes: object) -> RNNDecoder:
     torch.manual_seed(seed)
-    config = ModelConfig(cell=cell, embedding_size=8, hidden_size=12, num_layers=layers, dropout=0.3, **changes)
+    config = DecoderConfig(cell=cell, embedding_size=8, hidden_size=12, num_layers=layers, dropout=0.3, **changes)
     return RNNDecoder(VOCAB, config, PAD).eval()
 
 
@@ -202,7 +202,7 @@ def test_prime_encoder_carries_only_the_batch_size() -> None:
 @pytest.mark.parametrize(("embedding", "hidden"), [(12, 12), (8, 12)])
 def test_tied_embeddings_share_storage(embedding: int, hidden: int) -> None:
     torch.manual_seed(0)
-    config = ModelConfig(embedding_size=embedding, hidden_size=hidden, tie_embeddings=True)
+    config = DecoderConfig(embedding_size=embedding, hidden_size=hidden, tie_embeddings=True)
     decoder = RNNDecoder(VOCAB, config, PAD)
     assert decoder.output.weight is decoder.embedding.weight
     assert decoder.output.weight.data_ptr() == decoder.embedding.weight.data_ptr()
@@ -210,12 +210,12 @@ def test_tied_embeddings_share_storage(embedding: int, hidden: int) -> None:
     assert logits.shape == (BATCH, LENGTH, VOCAB)
     logits.sum().backward()
     assert decoder.embedding.weight.grad is not None
-    untied = RNNDecoder(VOCAB, ModelConfig(embedding_size=embedding, hidden_size=hidden), PAD)
+    untied = RNNDecoder(VOCAB, DecoderConfig(embedding_size=embedding, hidden_size=hidden), PAD)
     assert count_parameters(decoder) < count_parameters(untied)
 
 
 def test_tied_weights_stay_shared_after_an_update() -> None:
-    decoder = RNNDecoder(VOCAB, ModelConfig(embedding_size=8, hidden_size=12, tie_embeddings=True), PAD)
+    decoder = RNNDecoder(VOCAB, DecoderConfig(embedding_size=8, hidden_size=12, tie_embeddings=True), PAD)
     optimizer = torch.optim.SGD(decoder.parameters(), lr=0.5)
     logits, _ = decoder(random_tokens(), no_input())
     logits.pow(2).mean().backward()
@@ -224,19 +224,19 @@ def test_tied_weights_stay_shared_after_an_update() -> None:
 
 
 def test_count_parameters_counts_shared_tensors_once() -> None:
-    decoder = RNNDecoder(VOCAB, ModelConfig(embedding_size=12, hidden_size=12, tie_embeddings=True), PAD)
+    decoder = RNNDecoder(VOCAB, DecoderConfig(embedding_size=12, hidden_size=12, tie_embeddings=True), PAD)
     unique = {id(p): p.numel() for module in decoder.modules() for p in module.parameters(recurse=False)}
     assert count_parameters(decoder) == sum(unique.values())
 
 
 def test_unknown_cell_is_named_with_the_choices() -> None:
-    with pytest.raises(ValueError, match=r"model.cell.*gru.*lstm.*rnn.*'transformer'"):
-        RNNDecoder(VOCAB, ModelConfig(cell="transformer"), PAD)
+    with pytest.raises(ConfigError, match=r"decoder.cell must be one of lstm, gru, rnn; got 'transformer'"):
+        RNNDecoder(VOCAB, DecoderConfig(cell="transformer"), PAD)
 
 
 def test_language_model_runs_the_decoder_on_an_empty_source() -> None:
     torch.manual_seed(0)
-    model = build_language_model(ModelConfig(embedding_size=8, hidden_size=12), VOCAB, PAD).eval()
+    model = build_language_model(DecoderConfig(embedding_size=8, hidden_size=12), VOCAB, PAD).eval()
     tokens = random_tokens()
     with torch.no_grad():
         logits, _ = model(empty_source(BATCH), tokens)
@@ -251,7 +251,7 @@ def test_tiny_model_overfits_a_repeated_text() -> None:
     torch.manual_seed(0)
     text = torch.tensor([4, 5, 6] * 11)  # "abcabc..." as ids
     inputs, targets = text[:-1].view(2, -1), text[1:].view(2, -1)  # (2, 16)
-    model = build_language_model(ModelConfig(embedding_size=16, hidden_size=32), vocab_size=7, pad_id=PAD)
+    model = build_language_model(DecoderConfig(embedding_size=16, hidden_size=32), vocab_size=7, pad_id=PAD)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     first_loss = None
     for _ in range(300):
@@ -284,7 +284,7 @@ def make_translator(
 ) -> Seq2Seq:
     """A tiny translation model; memory (2 * 6) equals the decoder's hidden size, so dot works."""
     torch.manual_seed(seed)
-    config = ModelConfig(
+    decoder = DecoderConfig(
         cell=cell,
         embedding_size=8,
         hidden_size=12,
@@ -294,11 +294,9 @@ def make_translator(
         attention_query=query,
         input_feeding=input_feeding,
         bridge=bridge,
-        source_embedding_size=5,
-        encoder_hidden_size=6,
-        encoder_cell=cell,
     )
-    return build_translation_model(config, SOURCE_VOCAB, VOCAB, PAD).eval()
+    encoder = TextEncoderConfig(cell=cell, embedding_size=5, hidden_size=6)
+    return build_translation_model(encoder, decoder, SOURCE_VOCAB, VOCAB, PAD).eval()
 
 
 def padded_source(lengths: list[int] = SOURCE_LENGTHS, seed: int = 2) -> torch.Tensor:
@@ -522,7 +520,7 @@ def test_without_attention_the_translation_model_reads_the_source_through_the_br
 
 
 def test_the_language_model_keeps_its_parameters() -> None:
-    model = build_language_model(ModelConfig(embedding_size=8, hidden_size=12), VOCAB, PAD)
+    model = build_language_model(DecoderConfig(embedding_size=8, hidden_size=12), VOCAB, PAD)
     names = {name for name, _ in model.named_parameters()}
     assert names == {
         "decoder.embedding.weight",
@@ -538,26 +536,28 @@ def test_the_language_model_keeps_its_parameters() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"attention": "luong"}, r"model.attention must be one of none, bahdanau, dot, general; got 'luong'"),
-        ({"attention_query": "next"}, r"model.attention_query.*previous.*'next'"),
-        ({"bridge": "mlp"}, r"model.bridge must be one of linear, copy, none"),
-        ({"input_feeding": True}, r"model.input_feeding.*needs attention"),
+        ({"attention": "luong"}, r"decoder.attention must be one of none, bahdanau, dot, general; got 'luong'"),
+        ({"attention_query": "next"}, r"decoder.attention_query.*previous.*'next'"),
+        ({"bridge": "mlp"}, r"decoder.bridge must be one of linear, copy, none"),
+        ({"input_feeding": True}, r"decoder.input_feeding.*needs attention"),
+        ({"hidden_size": 0}, r"decoder.hidden_size must be >= 1, got 0"),
+        ({"dropout": 1.5}, r"decoder.dropout must be in \[0, 1\), got 1.5"),
     ],
 )
 def test_bad_attention_settings_are_refused(changes: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        build_translation_model(ModelConfig(**changes), SOURCE_VOCAB, VOCAB, PAD)
+    with pytest.raises(ConfigError, match=message):
+        build_translation_model(TextEncoderConfig(), DecoderConfig(**changes), SOURCE_VOCAB, VOCAB, PAD)
 
 
 def test_attention_without_an_encoder_memory_is_refused() -> None:
-    with pytest.raises(ValueError, match="set model.attention=none"):
-        build_language_model(ModelConfig(attention="general"), VOCAB, PAD)
+    with pytest.raises(ConfigError, match="set decoder.attention=none"):
+        build_language_model(DecoderConfig(attention="general"), VOCAB, PAD)
 
 
 def test_copy_bridge_needs_matching_sizes() -> None:
-    config = ModelConfig(hidden_size=32, encoder_hidden_size=8, bridge="copy")
-    with pytest.raises(ValueError, match=r"summary size \(16\).*hidden_size \(32\)"):
-        build_translation_model(config, SOURCE_VOCAB, VOCAB, PAD)
+    decoder = DecoderConfig(hidden_size=32, bridge="copy")
+    with pytest.raises(ConfigError, match=r"summary size \(16\).*decoder.hidden_size \(32\)"):
+        build_translation_model(TextEncoderConfig(hidden_size=8), decoder, SOURCE_VOCAB, VOCAB, PAD)
 
 
 @pytest.mark.parametrize(("attention", "input_feeding"), [("general", False), ("bahdanau", True)])
@@ -568,16 +568,11 @@ def test_tiny_translation_model_learns_to_reverse(attention: str, input_feeding:
     reversed_rows = [[t for t in row if t != PAD][::-1] for row in source.tolist()]
     target = torch.tensor([[bos, *row, eos] + [PAD] * (4 - len(row)) for row in reversed_rows])
     target_in, target_out = target[:, :-1], target[:, 1:]
-    config = ModelConfig(
-        cell="gru",
-        embedding_size=16,
-        hidden_size=32,
-        attention=attention,
-        input_feeding=input_feeding,
-        source_embedding_size=16,
-        encoder_hidden_size=16,
+    decoder = DecoderConfig(
+        cell="gru", embedding_size=16, hidden_size=32, attention=attention, input_feeding=input_feeding
     )
-    model = build_translation_model(config, source_vocab_size=8, target_vocab_size=8, pad_id=PAD)
+    encoder = TextEncoderConfig(embedding_size=16, hidden_size=16)
+    model = build_translation_model(encoder, decoder, source_vocab_size=8, target_vocab_size=8, pad_id=PAD)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []
     for _ in range(150):
@@ -596,8 +591,8 @@ def test_tiny_translation_model_learns_to_reverse(attention: str, input_feeding:
 def test_unprojected_forward_returns_what_the_output_layer_reads(tie: bool) -> None:
     model = make_translator("bahdanau", input_feeding=True)
     if tie:
-        config = ModelConfig(embedding_size=6, hidden_size=10, tie_embeddings=True, attention="general")
-        model = build_translation_model(config, SOURCE_VOCAB, VOCAB, PAD)
+        config = DecoderConfig(embedding_size=6, hidden_size=10, tie_embeddings=True, attention="general")
+        model = build_translation_model(TextEncoderConfig(), config, SOURCE_VOCAB, VOCAB, PAD)
     model.eval()
     source, target = padded_source(), random_tokens()
     with torch.no_grad():

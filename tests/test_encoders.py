@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from seq2seq.config import ModelConfig
+from seq2seq.config import ConfigError, TextEncoderConfig
 from seq2seq.models import RNNEncoder
 
 VOCAB, PAD = 11, 0
@@ -25,13 +25,8 @@ def one_thread() -> Iterator[None]:
 
 def make_encoder(cell: str = "gru", bidirectional: bool = True, layers: int = 1, dropout: float = 0.0) -> RNNEncoder:
     torch.manual_seed(0)
-    config = ModelConfig(
-        source_embedding_size=5,
-        encoder_cell=cell,
-        encoder_hidden_size=HIDDEN,
-        encoder_layers=layers,
-        bidirectional=bidirectional,
-        encoder_dropout=dropout,
+    config = TextEncoderConfig(
+        cell=cell, embedding_size=5, hidden_size=HIDDEN, num_layers=layers, bidirectional=bidirectional, dropout=dropout
     )
     return RNNEncoder(VOCAB, config, PAD).eval()
 
@@ -128,5 +123,11 @@ def test_gradients_reach_every_parameter() -> None:
 
 
 def test_unknown_encoder_cell_is_named_with_the_choices() -> None:
-    with pytest.raises(ValueError, match=r"model.encoder_cell.*gru.*lstm.*'transformer'"):
-        RNNEncoder(VOCAB, ModelConfig(encoder_cell="transformer"), PAD)
+    with pytest.raises(ConfigError, match=r"encoder.cell must be one of lstm, gru, rnn; got 'transformer'"):
+        RNNEncoder(VOCAB, TextEncoderConfig(cell="transformer"), PAD)
+
+
+@pytest.mark.parametrize(("key", "value"), [("hidden_size", 0), ("num_layers", 0), ("dropout", 1.0), ("embedding_size", -3)])
+def test_sizes_out_of_range_are_refused_by_key(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=rf"^encoder.{key} must be"):
+        RNNEncoder(VOCAB, TextEncoderConfig(**{key: value}), PAD)

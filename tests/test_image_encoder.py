@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from seq2seq.config import ConfigError, ModelConfig
+from seq2seq.config import ConfigError, DecoderConfig
 from seq2seq.models import CNNEncoder, ImageEncoderConfig, build_captioning_model
 from seq2seq.models.image_encoder import PretrainedWeightsError
 
@@ -112,10 +112,13 @@ def test_offline_pretrained_weights_error_says_where_to_put_the_file(monkeypatch
 @pytest.mark.parametrize(
     "config, key",
     [
-        (ImageEncoderConfig(backbone="vgg16"), "backbone"),
-        (ImageEncoderConfig(backbone="small", pretrained=True), "pretrained"),
-        (ImageEncoderConfig(backbone="small", finetune_blocks=0), "finetune_blocks"),
-        (ImageEncoderConfig(grid_size=0), "grid_size"),
+        (ImageEncoderConfig(backbone="vgg16"), "image_encoder.backbone must be one of small, resnet18"),
+        (ImageEncoderConfig(backbone="small", pretrained=True), "image_encoder.pretrained"),
+        (ImageEncoderConfig(backbone="small", finetune_blocks=0), "image_encoder.finetune_blocks"),
+        (ImageEncoderConfig(grid_size=0), "image_encoder.grid_size must be >= 1"),
+        (ImageEncoderConfig(finetune_blocks=-2), "image_encoder.finetune_blocks must be >= -1"),
+        (ImageEncoderConfig(small_channels=[8, 0]), r"image_encoder.small_channels\[1\] must be >= 1"),
+        (ImageEncoderConfig(dropout=1.0), r"image_encoder.dropout must be in \[0, 1\)"),
     ],
 )
 def test_bad_settings_name_the_key(config: ImageEncoderConfig, key: str) -> None:
@@ -124,10 +127,10 @@ def test_bad_settings_name_the_key(config: ImageEncoderConfig, key: str) -> None
 
 
 def caption_model(**model_options) -> torch.nn.Module:
-    config = ModelConfig(cell="lstm", embedding_size=8, hidden_size=16, **model_options)
+    config = DecoderConfig(cell="lstm", embedding_size=8, hidden_size=16, **model_options)
     image = ImageEncoderConfig(backbone="small", grid_size=3, small_channels=[8, 12])
     torch.manual_seed(0)
-    return build_captioning_model(config, image, VOCAB, pad_id=0).eval()
+    return build_captioning_model(image, config, VOCAB, pad_id=0).eval()
 
 
 @pytest.mark.parametrize("gate", [False, True])

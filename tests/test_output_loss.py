@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seq2seq.config import ModelConfig
+from seq2seq.config import DecoderConfig, TextEncoderConfig
 from seq2seq.models import build_translation_model
 from seq2seq.training import output_loss
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
@@ -98,9 +98,9 @@ def test_bf16_autocast_stays_close_to_fp32(device: str) -> None:
 
 
 def test_tied_output_and_embedding_weights_get_both_gradients() -> None:
-    config = ModelConfig(embedding_size=8, hidden_size=8, tie_embeddings=True, source_embedding_size=8, encoder_hidden_size=4)
+    decoder = DecoderConfig(embedding_size=8, hidden_size=8, tie_embeddings=True)
     torch.manual_seed(0)
-    model = build_translation_model(config, 11, 13, PAD).double()
+    model = build_translation_model(TextEncoderConfig(embedding_size=8, hidden_size=4), decoder, 11, 13, PAD).double()
     source, target = torch.randint(1, 11, (2, 5)), torch.randint(1, 13, (2, 4))
     logits, _ = model(source, target)
     expected = torch.autograd.grad(
@@ -114,7 +114,7 @@ def test_tied_output_and_embedding_weights_get_both_gradients() -> None:
 
 
 def test_output_layer_looks_through_a_wrapper() -> None:
-    model = build_translation_model(ModelConfig(embedding_size=8, hidden_size=8, encoder_hidden_size=4), 11, 13, PAD)
+    model = build_translation_model(TextEncoderConfig(hidden_size=4), DecoderConfig(embedding_size=8, hidden_size=8), 11, 13, PAD)
     wrapper = torch.nn.Module()
     wrapper.module = model
     assert output_layer(wrapper) is model.decoder.output is output_layer(model)

@@ -36,9 +36,9 @@ def test_caption_attention_plot_writes_a_png(tmp_path: Path) -> None:
     assert path.read_bytes().startswith(PNG_SIGNATURE)
 
 
-def test_importing_the_recipes_leaves_matplotlib_unloaded() -> None:
+def test_importing_the_command_line_and_the_api_leaves_matplotlib_unloaded() -> None:
     code = (
-        "import sys, recipes.translate, recipes.caption, recipes.textgen, seq2seq.training.metrics_log; "
+        "import sys, seq2seq.commands, seq2seq.inference, seq2seq.training.tasks, seq2seq.training.metrics_log; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)

@@ -1,12 +1,13 @@
 """Greedy search and sampling on a tiny random language model."""
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 import torch
 from torch import Tensor
 
-from seq2seq.config import DecodeConfig, ModelConfig
+from seq2seq.config import DecodeConfig, DecoderConfig
 from seq2seq.decoding import Hypotheses, SpecialIds, generate
 from seq2seq.models import DecoderState, RNNDecoder, Seq2Seq, build_language_model
 from seq2seq.models.encoders import EncoderOutput, empty_source
@@ -18,7 +19,7 @@ FIRST_WORD = 4  # ids below are special
 
 def tiny_model(cell: str = "lstm") -> Seq2Seq:
     torch.manual_seed(0)
-    return build_language_model(ModelConfig(cell=cell, embedding_size=8, hidden_size=16), VOCAB, SPECIAL.pad)
+    return build_language_model(DecoderConfig(cell=cell, embedding_size=8, hidden_size=16), VOCAB, SPECIAL.pad)
 
 
 def boost(model: Seq2Seq, token_ids: list[int], amount: float) -> Seq2Seq:
@@ -228,7 +229,7 @@ class AttendingDecoder(RNNDecoder):
 
 def test_attention_is_collected_per_token_and_zero_after_the_end() -> None:
     model = boost(tiny_model(), [SPECIAL.eos], 2.0)
-    decoder = AttendingDecoder(VOCAB, ModelConfig(embedding_size=8, hidden_size=16), SPECIAL.pad)
+    decoder = AttendingDecoder(VOCAB, DecoderConfig(embedding_size=8, hidden_size=16), SPECIAL.pad)
     decoder.load_state_dict(model.decoder.state_dict())
     model.decoder = decoder
     hyps = run(model, DecodeConfig(max_length=20, num_samples=3, seed=2))
@@ -281,7 +282,7 @@ def test_unknown_method_is_refused_with_the_available_methods(model: Seq2Seq) ->
     [(DecodeConfig(max_length=0), "max_length"), (DecodeConfig(num_samples=0), "num_samples")],
 )
 def test_bad_lengths_are_refused(model: Seq2Seq, config: DecodeConfig, key: str) -> None:
-    with pytest.raises(ValueError, match=f"decode.{key}"):
+    with pytest.raises(ValueError, match=f"decoding.{key}"):
         run(model, config)
 
 
@@ -291,3 +292,44 @@ def test_a_prefix_per_input_is_required(model: Seq2Seq) -> None:
         generate(model, empty_source(2), DecodeConfig(), SPECIAL, prefix=three_rows)
     with pytest.raises(ValueError, match="start it with bos"):
         generate(model, empty_source(2), DecodeConfig(), SPECIAL, prefix=torch.zeros(2, 0, dtype=torch.long))
+
+
+class BanOne:
+    """A caller's processor that bans one token and records the prefixes it sees."""
+
+    def __init__(self, token: int) -> None:
+        self.token = token
+        self.prefix_shapes: list[tuple[int, ...]] = []
+
+    def __call__(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
+        self.prefix_shapes.append(tuple(prefix_ids.shape))
+        return logits.index_fill(-1, torch.tensor([self.token], device=logits.device), float("-inf"))
+
+
+def force(token: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """A caller's processor that leaves only ``token`` possible."""
+
+    def forced(prefix_ids: Tensor, logits: Tensor) -> Tensor:
+        others = torch.arange(logits.shape[-1], device=logits.device) != token  # (V,)
+        return logits.masked_fill(others, float("-inf"))
+
+    return forced
+
+
+@pytest.mark.parametrize("method", ["greedy", "sample"])
+def test_a_processor_of_the_caller_keeps_its_token_out(method: str) -> None:
+    favourite = FIRST_WORD + 1
+    model = boost(tiny_model(), [favourite], 5.0)
+    config = DecodeConfig(method=method, max_length=12, num_samples=3, seed=0)
+    plain = run(model, config)
+    assert (plain.tokens == favourite).any()
+    ban = BanOne(favourite)
+    banned = generate(model, empty_source(2), config, SPECIAL, prefix=word_prefix(2, 3), processors=[ban])
+    assert not (banned.tokens == favourite).any()
+    assert ban.prefix_shapes[0] == (2 * 3, 3) and ban.prefix_shapes[1] == (2 * 3, 4)  # prompt, then generated
+
+
+def test_a_processor_of_the_caller_that_forces_a_token_decides_greedy_search(model: Seq2Seq) -> None:
+    config = DecodeConfig(method="greedy", max_length=7)
+    forced = generate(model, empty_source(2), config, SPECIAL, processors=[force(FIRST_WORD + 2)])
+    assert (forced.tokens == FIRST_WORD + 2).all() and (forced.lengths == 7).all()

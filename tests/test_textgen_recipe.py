@@ -122,13 +122,13 @@ def test_resume_refuses_changed_model(trained_run: Path, tmp_path: Path) -> None
     copy = tmp_path / "copy"
     shutil.copytree(trained_run, copy)
     text = json.loads((copy / "checkpoints" / json.loads((copy / "checkpoints.json").read_text())["latest"][0] / "model.json").read_text())["config"]["data"]["path"]
-    result = run_recipe("textgen.py", *train_args(Path(text), copy, "model.hidden_size=48"), check=False)
+    result = run_recipe("textgen.py", *train_args(Path(text), copy, "decoder.hidden_size=48"), check=False)
     assert result.returncode == 2
-    assert "model.hidden_size: 32 -> 48" in result.stderr
+    assert "decoder.hidden_size: 32 -> 48" in result.stderr
 
 
 def test_sigkill_and_resume_ends_with_same_weights(tiny_text: Path, tmp_path: Path) -> None:
-    settings = ["model.num_layers=2", "model.hidden_size=48", "model.dropout=0.2", "train.max_steps=120", "data.batch_size=8"]
+    settings = ["decoder.num_layers=2", "decoder.hidden_size=48", "decoder.dropout=0.2", "train.max_steps=120", "data.batch_size=8"]
     reference = tmp_path / "reference"
     run_recipe("textgen.py", *train_args(tiny_text, reference, *settings))
 
@@ -169,7 +169,7 @@ def wait_for_checkpoint(run_dir: Path, min_step: int, process: subprocess.Popen,
 
 def test_two_process_ddp_matches_single_process(tiny_text: Path, tmp_path: Path) -> None:
     """gloo DDP over 2 processes, each reading half the streams, equals one process reading all."""
-    settings = ["data.batch_size=8", "train.max_steps=12", "train.validate_every=6", "model.dropout=0"]
+    settings = ["data.batch_size=8", "train.max_steps=12", "train.validate_every=6", "decoder.dropout=0"]
     single = tmp_path / "single"
     run_recipe("textgen.py", *train_args(tiny_text, single, *settings))
     ddp = tmp_path / "ddp"

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from tqdm import tqdm
 
-from seq2seq.config import ModelConfig, TrainConfig
+from seq2seq.config import DecoderConfig, TrainConfig
 from seq2seq.data.lm_stream import LMStream, Window
 from seq2seq.models import build_language_model
 from seq2seq.training.lm_task import LanguageModelTask
 from seq2seq.training.runtime import Runtime
-from seq2seq.training.trainer import BatchLoss, Trainer, TrainingDiverged
+from seq2seq.training import trainer as trainer_module
+from seq2seq.training.trainer import BatchLoss, Progress, Trainer, TrainingBar, TrainingDiverged
 
 CPU = Runtime(torch.device("cpu"))
 
@@ -29,7 +31,7 @@ def tiny_task(vocab_size: int = 12) -> LanguageModelTask:
 
 def tiny_model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_language_model(ModelConfig(embedding_size=8, hidden_size=16), vocab_size=12, pad_id=0)
+    return build_language_model(DecoderConfig(embedding_size=8, hidden_size=16), vocab_size=12, pad_id=0)
 
 
 def make_trainer(tmp_path: Path, task=None, **train: object) -> Trainer:
@@ -69,10 +71,56 @@ def test_early_stopping_after_patience(tmp_path: Path) -> None:
     assert progress.step == 20  # first validation sets the best, three more without improvement
 
 
-def test_time_budget_stops_training(tmp_path: Path) -> None:
+class RecordedBar(tqdm):
+    """A tqdm bar that keeps the bars made, so that a test can read them after the run."""
+
+    made: list[tqdm] = []
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        RecordedBar.made.append(self)
+
+
+@pytest.fixture
+def bars(monkeypatch: pytest.MonkeyPatch) -> list[tqdm]:
+    """The progress bars that the trainer makes during the test."""
+    made: list[tqdm] = []
+    monkeypatch.setattr(RecordedBar, "made", made)
+    monkeypatch.setattr(trainer_module, "tqdm", RecordedBar)
+    return made
+
+
+def test_time_budget_stops_training(tmp_path: Path, bars: list[tqdm]) -> None:
     progress = make_trainer(tmp_path, max_steps=10_000, max_minutes=0.02).fit()
     assert progress.step < 10_000
     assert progress.elapsed >= 0.02 * 60
+    [bar] = bars  # a bar of the budget's seconds, full when the time is up, with the steps beside it
+    assert (bar.unit, bar.total) == ("s", pytest.approx(0.02 * 60))
+    assert bar.n == pytest.approx(bar.total)
+    assert f"step={progress.step}/10000" in bar.postfix
+
+
+def test_without_a_budget_the_bar_counts_steps(tmp_path: Path, bars: list[tqdm]) -> None:
+    make_trainer(tmp_path, max_steps=20).fit()
+    [bar] = bars
+    assert (bar.unit, bar.total, bar.n) == ("step", 20, 20)
+
+
+def test_the_budget_bar_follows_whichever_limit_comes_first() -> None:
+    config = TrainConfig(max_steps=1000, max_minutes=10)
+    bar = TrainingBar(config, Progress(), enabled=True)
+    assert (bar.bar.unit, bar.bar.total, bar.bar.n) == ("s", 600, 0)
+    bar.advance(Progress(step=10, elapsed=60.0))  # the time runs out first: seconds spent
+    assert bar.bar.n == pytest.approx(60.0)
+    bar.advance(Progress(step=500, elapsed=90.0))  # the steps run out first: their share of the budget
+    assert bar.bar.n == pytest.approx(300.0)
+    bar.advance(Progress(step=1000, elapsed=100.0))
+    assert bar.bar.n == pytest.approx(600.0)
+    assert "step=1000/1000" in bar.bar.postfix
+    bar.close()
+    resumed = TrainingBar(config, Progress(step=100, elapsed=300.0), enabled=True)
+    assert resumed.bar.n == pytest.approx(300.0)
+    resumed.close()
 
 
 def test_keeps_latest_and_best_checkpoints(tmp_path: Path) -> None:

@@ -1,9 +1,8 @@
-"""CPU runs of recipes/translate.py as a user runs it: train, translate, evaluate, average, resume."""
+"""CPU runs of `seq2seq translate` (through recipes/translate.py, as a user runs it): train, translate,
+evaluate, average, resume; and the command's own functions."""
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import math
 import os
@@ -13,7 +12,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -21,7 +19,10 @@ from safetensors.torch import load_file
 
 from seq2seq.config import DecodeConfig
 from seq2seq.text import Vocab
-from seq2seq.training.translation_task import Translation
+from seq2seq.commands import build_parser, main
+from seq2seq.commands import translate as command
+from seq2seq.inference import Hypothesis, Translation, Translator
+from seq2seq.inference.options import search_options
 from tests.conftest import REPO_ROOT, overrides, run_recipe
 from tests.test_textgen_recipe import latest_weights, wait_for_checkpoint
 
@@ -38,11 +39,11 @@ ADJECTIVES, VERBS = ["gross", "klein", "rot"], ["sieht", "jagt", "mag"]
 TINY_TRANSLATE = [
     "data.tokenizer=word",
     "data.batch_sentences=16",
-    "model.embedding_size=16",
-    "model.hidden_size=32",
-    "model.source_embedding_size=16",
-    "model.encoder_hidden_size=16",
-    "model.tie_embeddings=false",
+    "decoder.embedding_size=16",
+    "decoder.hidden_size=32",
+    "encoder.embedding_size=16",
+    "encoder.hidden_size=16",
+    "decoder.tie_embeddings=false",
     "train.lr=0.01",
     "train.schedule=constant",
     "train.warmup_steps=0",
@@ -53,7 +54,7 @@ TINY_TRANSLATE = [
     "train.keep_latest=2",
     "train.threads=1",
     "train.device=cpu",
-    "translate.max_length=20",
+    "decoding.max_length=20",
 ]
 # The shared trained run: with dropout (from the config), so that resuming must restore the RNG.
 TRAINED_RUN = ["train.max_steps=60"]
@@ -102,16 +103,6 @@ def train_args(data: list[str], run_dir: Path, *extra: str) -> list[str]:
         "train", "--config", "recipes/configs/multi30k_de_en.yaml", "--run-dir", str(run_dir),
         *overrides(*TINY_TRANSLATE, *data, *extra),
     ]
-
-
-@functools.cache
-def load_recipe() -> ModuleType:
-    """recipes/translate.py as a module, to call its functions in this process."""
-    spec = importlib.util.spec_from_file_location("translate_recipe", REPO_ROOT / "recipes" / "translate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being defined
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +159,8 @@ def test_n_best_prints_scored_lines_per_input(
 ) -> None:
     source_file = tmp_path / "input.de"
     write_lines(source_file, ["ein mann sieht der hund .", "", "der ball gross mag ein kind ."])
-    status = load_recipe().main(
-        ["translate", "--checkpoint", str(trained_run), "--input", str(source_file), "--n-best", "3", "--beam", "4"]
+    status = main(
+        ["translate", "translate", "--checkpoint", str(trained_run), "--input", str(source_file), "--n-best", "3", "--beam", "4"]
     )
     assert status == 0
     lines = capsys.readouterr().out.splitlines()
@@ -187,7 +178,7 @@ def test_invalid_utf8_input_is_a_clear_error(
 ) -> None:
     source_file = tmp_path / "latin1.de"
     source_file.write_bytes("ein mann sieht .\nder hund läuft .\n".encode("latin-1"))
-    status = load_recipe().main(["translate", "--checkpoint", str(trained_run), "--input", str(source_file)])
+    status = main(["translate", "translate", "--checkpoint", str(trained_run), "--input", str(source_file)])
     error = capsys.readouterr().err
     assert status == 2 and "Traceback" not in error
     assert "line 2" in error and "UTF-8" in error and "iconv" in error
@@ -214,10 +205,8 @@ def test_average_of_the_last_checkpoints_loads_and_translates(trained_run: Path,
     averaged = load_file(output / "model.safetensors")
     for name, tensor in averaged.items():
         torch.testing.assert_close(tensor, (sources[0][name] + sources[1][name]) / 2)
-    recipe = load_recipe()
-    loaded = recipe.load_trained(str(output), torch.device("cpu"))
-    decode = recipe.translation_decode(loaded.config.translate, greedy=True)
-    (best,) = recipe.translate_lines(loaded, ["ein hund jagt der katze ."], decode, batch_size=1)[0]
+    translator = Translator.from_checkpoint(output, device="cpu")
+    (best,) = translator.translate(["ein hund jagt der katze ."], greedy=True)[0].hypotheses
     assert best.text and best.token_ids[-1] == Vocab.eos_id
 
 
@@ -242,8 +231,8 @@ def test_resume_refuses_changed_model_and_changed_vocabulary(
 ) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(trained_run, copy)
-    result = run_recipe("translate.py", *train_args(corpus, copy, "model.hidden_size=48"), check=False)
-    assert result.returncode == 2 and "model.hidden_size: 32 -> 48" in result.stderr
+    result = run_recipe("translate.py", *train_args(corpus, copy, "decoder.hidden_size=48"), check=False)
+    assert result.returncode == 2 and "decoder.hidden_size: 32 -> 48" in result.stderr
 
     folder = tmp_path / "data"
     data = write_corpus(folder)
@@ -286,48 +275,44 @@ def test_joint_sentencepiece_trained_into_run_and_carried_by_checkpoint(corpus: 
     ))
     assert (run_dir / "sentencepiece.model").is_file()
     (run_dir / "sentencepiece.model").unlink()  # translating needs only the checkpoint
-    recipe = load_recipe()
-    loaded = recipe.load_trained(str(run_dir), torch.device("cpu"))
-    assert loaded.source.tokenizer.kind == loaded.target.tokenizer.kind == "sentencepiece"
-    decode = recipe.translation_decode(loaded.config.translate, beam=2)
-    (best,) = recipe.translate_lines(loaded, ["ein mann sieht der hund ."], decode, batch_size=1)[0]
+    translator = Translator.from_checkpoint(run_dir, device="cpu")
+    assert translator.source.tokenizer.kind == translator.target.tokenizer.kind == "sentencepiece"
+    (best,) = translator.translate(["ein mann sieht der hund ."], beam=2)[0].hypotheses
     assert math.isfinite(best.score) and best.token_ids
 
 
-# ---- the recipe's own functions, in process ------------------------------------------------------
+# ---- the command's own functions, in process ------------------------------------------------------
 
 
 def test_decoding_flags_make_a_beam_search() -> None:
-    recipe = load_recipe()
     defaults = DecodeConfig(method="beam", beam_size=5, n_best=1, max_length_ratio=2.0)
-    assert recipe.translation_decode(defaults, greedy=True).beam_size == 1
-    chosen = recipe.translation_decode(defaults, beam=3, n_best=2, max_length_ratio=1.5)
+    assert search_options(defaults, greedy=True).beam_size == 1
+    chosen = search_options(defaults, beam=3, n_best=2, max_length_ratio=1.5)
     assert (chosen.method, chosen.beam_size, chosen.n_best, chosen.max_length_ratio) == ("beam", 3, 2, 1.5)
-    assert recipe.translation_decode(DecodeConfig(method="greedy")).beam_size == 1
-    with pytest.raises(ValueError, match="--n-best 4 needs a beam of at least 4"):
-        recipe.translation_decode(defaults, beam=2, n_best=4)
-    with pytest.raises(ValueError, match="translate.method"):
-        recipe.translation_decode(DecodeConfig(method="sample"))
+    assert search_options(DecodeConfig(method="greedy")).method == "greedy"
+    assert search_options(DecodeConfig(method="sample", beam_size=4)).method == "beam"
+    with pytest.raises(ValueError, match="n_best=4 needs a beam of at least 4"):
+        search_options(defaults, beam=2, n_best=4)
+    with pytest.raises(TypeError, match="unknown decoding option"):
+        search_options(defaults, beams=3)
 
 
 def test_input_lines_keep_empty_lines_and_name_bad_bytes() -> None:
-    recipe = load_recipe()
-    assert recipe.input_lines("\ufeffa b\r\n\nc\n".encode(), "input") == ["a b", "", "c"]
-    assert recipe.input_lines(b"", "input") == []
+    assert command.input_lines("\ufeffa b\r\n\nc\n".encode(), "input") == ["a b", "", "c"]
+    assert command.input_lines(b"", "input") == []
     with pytest.raises(ValueError, match="standard input, line 3: not valid UTF-8"):
-        recipe.input_lines(b"ok\nok\n\xff\n", "standard input")
+        command.input_lines(b"ok\nok\n\xff\n", "standard input")
 
 
 def test_n_best_format_has_one_line_per_hypothesis() -> None:
-    recipe = load_recipe()
-    results = [[Translation("a b", (5, 6, 2), -1.5), Translation("a", (5, 2), -2.25)], [Translation("", (), 0.0)] * 2]
-    assert recipe.format_translations(results, scored=False) == "a b\n\n"
-    assert recipe.format_translations(results, scored=True) == "-1.5000\ta b\n-2.2500\ta\n0.0000\t\n0.0000\t\n"
+    best, second, empty = Hypothesis("a b", ("a", "b"), (5, 6, 2), -1.5), Hypothesis("a", ("a",), (5, 2), -2.25), Hypothesis("", (), (), 0.0)
+    results = [Translation("x y", [best, second]), Translation("", [empty, empty])]
+    assert command.format_translations(results, scored=False) == "a b\n\n"
+    assert command.format_translations(results, scored=True) == "-1.5000\ta b\n-2.2500\ta\n0.0000\t\n0.0000\t\n"
 
 
-@pytest.mark.parametrize("command", ["train", "translate", "evaluate", "average"])
-def test_every_command_has_help(command: str) -> None:
-    recipe = load_recipe()
+@pytest.mark.parametrize("verb", ["train", "translate", "evaluate", "average"])
+def test_every_command_has_help(verb: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        recipe.build_parser().parse_args([command, "--help"])
+        build_parser().parse_args(["translate", verb, "--help"])
     assert exit_info.value.code == 0

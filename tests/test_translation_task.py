@@ -9,16 +9,16 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from seq2seq.config import ConfigError, DecodeConfig, ModelConfig, TrainConfig
+from seq2seq.config import ConfigError, DecodeConfig, DecoderConfig, TextEncoderConfig, TrainConfig
 from seq2seq.data.parallel import ParallelData, TextCodec, TokenBudgetBatcher, collate, encode_sources
 from seq2seq.data.ragged import RaggedIds
 from seq2seq.models import build_translation_model
+from seq2seq.run_configs import TranslationValidationConfig
 from seq2seq.text import Vocab, WordTokenizer
 from seq2seq.training.runtime import Runtime
 from seq2seq.training.trainer import Trainer
 from seq2seq.training.translation_task import (
     TranslationTask,
-    ValidationConfig,
     first_sentences,
     translate_data,
     translation_loss,
@@ -51,21 +51,19 @@ def toy_data(
 
 def tiny_model(source: TextCodec, target: TextCodec, attention: str = "general") -> torch.nn.Module:
     torch.manual_seed(0)
-    config = ModelConfig(
-        cell="gru", embedding_size=16, hidden_size=32, source_embedding_size=16, encoder_hidden_size=16,
-        attention=attention,
-    )
-    return build_translation_model(config, len(source.vocab), len(target.vocab), Vocab.pad_id)
+    decoder = DecoderConfig(cell="gru", embedding_size=16, hidden_size=32, attention=attention)
+    encoder = TextEncoderConfig(embedding_size=16, hidden_size=16)
+    return build_translation_model(encoder, decoder, len(source.vocab), len(target.vocab), Vocab.pad_id)
 
 
 def make_task(
-    count: int = 120, validation: ValidationConfig | None = None, label_smoothing: float = 0.0
+    count: int = 120, validation: TranslationValidationConfig | None = None, label_smoothing: float = 0.0
 ) -> tuple[TranslationTask, torch.nn.Module]:
     train, source, target = toy_data(count, seed=0)
     valid, _, _ = toy_data(16, seed=1, source=source, target=target)
     batches = TokenBudgetBatcher(train, batch_sentences=16, pool_size=64, seed=3)
     task = TranslationTask(
-        batches, valid, target, CPU, validation or ValidationConfig(), DECODE, label_smoothing=label_smoothing
+        batches, valid, target, CPU, validation or TranslationValidationConfig(), DECODE, label_smoothing=label_smoothing
     )
     return task, tiny_model(source, target)
 
@@ -109,12 +107,12 @@ def test_batches_resume_at_a_position_and_change_with_the_epoch() -> None:
 
 
 def test_validate_reports_loss_perplexity_bleu_and_chrf() -> None:
-    task, model = make_task(validation=ValidationConfig(max_sentences=5))
+    task, model = make_task(validation=TranslationValidationConfig(max_sentences=5))
     metrics = task.validate(model)
     assert set(metrics) == {"val_loss", "val_ppl", "val_bleu", "val_chrf"}
     assert math.isclose(metrics["val_ppl"], math.exp(metrics["val_loss"]), rel_tol=1e-6)
     assert 0 <= metrics["val_bleu"] <= 100 and 0 <= metrics["val_chrf"] <= 100
-    loss_only, _ = make_task(validation=ValidationConfig(bleu=False))
+    loss_only, _ = make_task(validation=TranslationValidationConfig(bleu=False))
     assert set(loss_only.validate(model)) == {"val_loss", "val_ppl"}
 
 
@@ -125,7 +123,7 @@ def test_validation_loss_has_no_label_smoothing() -> None:
 
 
 def test_training_raises_validation_bleu(tmp_path: Path) -> None:
-    task, model = make_task(count=200, validation=ValidationConfig(max_sentences=16))
+    task, model = make_task(count=200, validation=TranslationValidationConfig(max_sentences=16))
     before = task.validate(model)["val_bleu"]
     config = TrainConfig(
         optimizer="adam", lr=0.01, schedule="constant", max_steps=120, validate_every=120, log_every=40,
@@ -166,12 +164,12 @@ def test_first_sentences() -> None:
 
 def test_settings_that_cannot_work_are_refused() -> None:
     with pytest.raises(ConfigError, match="validation.bleu=true"):
-        ValidationConfig(bleu=False).check("val_bleu")
+        TranslationValidationConfig(bleu=False).check("val_bleu")
     with pytest.raises(ConfigError, match="train.best_metric must be one of"):
-        ValidationConfig().check("val_bits")
+        TranslationValidationConfig().check("val_bits")
     with pytest.raises(ConfigError, match="validation.beam_size"):
-        ValidationConfig(beam_size=0).check("val_loss")
+        TranslationValidationConfig(beam_size=0).check("val_loss")
     with pytest.raises(ConfigError, match="train.label_smoothing"):
         make_task(label_smoothing=1.0)
-    decode = ValidationConfig(beam_size=4).decode_config(DecodeConfig(method="sample", n_best=3, beam_size=8))
+    decode = TranslationValidationConfig(beam_size=4).decode_config(DecodeConfig(method="sample", n_best=3, beam_size=8))
     assert (decode.method, decode.beam_size, decode.n_best) == ("beam", 4, 1)

@@ -44,7 +44,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from PIL import Image
@@ -53,7 +53,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
-from seq2seq.config import ConfigError
+from seq2seq.config import ConfigError, bounded
 from seq2seq.data.feature_cache import FeatureCache
 from seq2seq.data.images import BadImageError, ImageTransformConfig, SkipCounter, load_rgb
 from seq2seq.data.parallel import SPLITS, TextCodec
@@ -62,8 +62,10 @@ from seq2seq.text import SentencePieceTokenizer, Tokenizer, Vocab, WordTokenizer
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("karpathy", "table")
-TOKENIZER_KINDS = ("word", "sentencepiece")
+CaptionFormat = Literal["karpathy", "table"]
+FORMATS = get_args(CaptionFormat)
+CaptionTokenizerKind = Literal["word", "sentencepiece"]
+TOKENIZER_KINDS = get_args(CaptionTokenizerKind)
 KARPATHY_SPLITS = {"train": "train", "val": "valid", "test": "test", "restval": "train"}
 TABLE_SPLITS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
 TABLE_DELIMITERS = {".tsv": "\t", ".csv": ","}
@@ -76,20 +78,20 @@ Transform = Callable[[Image.Image], Tensor]  # PIL RGB image -> (3, S, S)
 class CaptionDataConfig:
     """Where the images and captions are, how captions are tokenised, and how images are batched."""
 
-    format: str = "karpathy"  # karpathy (dataset JSON with splits) | table (a folder of images + a TSV/CSV)
+    format: CaptionFormat = "karpathy"  # karpathy (dataset JSON with splits) | table (a folder of images + a TSV/CSV)
     annotations: str = "data/emoji/dataset_emoji.json"  # the Karpathy JSON, or the TSV/CSV captions file
     images: str = "data/emoji/images"  # folder the image paths are relative to
     restval_as_train: bool = True  # karpathy: train on the "restval" images too; False leaves them out
-    valid_fraction: float = 0.05  # table without a split column: share of images for validation (by path hash)
-    test_fraction: float = 0.05  # table without a split column: share of images for test (by path hash)
-    tokenizer: str = "word"  # word | sentencepiece (trained on the training captions)
+    valid_fraction: float = bounded(0.05, at_least=0, below=1)  # table without a split column: share of images for validation (by path hash)
+    test_fraction: float = bounded(0.05, at_least=0, below=1)  # table without a split column: share of images for test (by path hash)
+    tokenizer: CaptionTokenizerKind = "word"  # word | sentencepiece (trained on the training captions)
     lowercase: bool = True  # lowercase captions first (word tokenizer only)
-    min_freq: int = 1  # training words seen fewer times than this become <unk>
-    sentencepiece_vocab_size: int = 4000  # pieces of the SentencePiece model trained on the training captions
-    max_length: int = 30  # training captions with more tokens are dropped (counted in the log); 0 keeps all
-    max_pixels: int = 50_000_000  # images with more pixels are skipped as too large (decompression bombs)
-    batch_size: int = 32  # (image, caption) pairs per training batch, all processes together
-    num_workers: int = 0  # DataLoader worker processes that decode images; 0 decodes in the training process
+    min_freq: int = bounded(1, at_least=1)  # training words seen fewer times than this become <unk>
+    sentencepiece_vocab_size: int = bounded(4000, at_least=1)  # pieces of the SentencePiece model trained on the training captions
+    max_length: int = bounded(30, at_least=0)  # training captions with more tokens are dropped (counted in the log); 0 keeps all
+    max_pixels: int = bounded(50_000_000, at_least=1)  # images with more pixels are skipped as too large (decompression bombs)
+    batch_size: int = bounded(32, at_least=1)  # (image, caption) pairs per training batch, all processes together
+    num_workers: int = bounded(0, at_least=0)  # DataLoader worker processes that decode images; 0 decodes in the training process
     preload: bool = False  # decode every image once and keep it in memory as uint8 (for small sets such as emoji)
     transform: ImageTransformConfig = field(default_factory=ImageTransformConfig)  # resize, crop, normalise, augment
 

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torchvision.transforms import v2
 
-from seq2seq.config import ConfigError
+from seq2seq.config import ConfigError, bounded
 from seq2seq.data.text_files import DataError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # one channel,
 JPEG_DRAFT_SCALES = (2, 4, 8)  # the reduced sizes a JPEG decoder can produce directly: 1/2, 1/4, 1/8
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZATIONS = ("imagenet", "none")
+Normalization = Literal["imagenet", "none"]
+NORMALIZATIONS = get_args(Normalization)
 CROP_ASPECT_RATIOS = (4 / 5, 5 / 4)  # random crops stay close to square, so that objects keep their shape
 
 
@@ -145,13 +147,13 @@ def stretch_to_8bit(image: Image.Image) -> Image.Image:
 class ImageTransformConfig:
     """How an RGB image becomes a model input."""
 
-    image_size: int = 224  # images are resized so the shorter side is this, then centre-cropped square
+    image_size: int = bounded(224, at_least=1)  # images are resized so the shorter side is this, then centre-cropped square
     augment: bool = False  # training only: random resized crop (scale below) and horizontal flips
-    crop_scale_min: float = 0.8  # augmentation: a random crop covers at least this fraction of the image
+    crop_scale_min: float = bounded(0.8, above=0, at_most=1)  # augmentation: a random crop covers at least this fraction of the image
     # Augmentation: flip half the images left to right (captions that say "left" or "right" then
     # disagree with the picture; turn this off when that matters).
     horizontal_flip: bool = True
-    normalize: str = "imagenet"  # imagenet | none (pixel values in [0, 1])
+    normalize: Normalization = "imagenet"  # imagenet | none (pixel values in [0, 1])
 
 
 def build_transform(config: ImageTransformConfig, train: bool) -> Callable[[Image.Image], Tensor]:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
+
+from seq2seq.config import bounded
 
 
 @dataclass
@@ -20,14 +23,14 @@ class LMDataConfig:
     """Where the text is and how it is cut."""
 
     path: str = "data/tinyshakespeare/input.txt"  # plain or .gz UTF-8 text
-    tokenizer: str = "char"  # char | word | sentencepiece
+    tokenizer: Literal["char", "word", "sentencepiece"] = "char"  # char | word | sentencepiece
     lowercase: bool = False  # word level only
     sentencepiece_model: str | None = None  # an existing .model file; None trains one
-    sentencepiece_vocab_size: int = 4000  # when training a SentencePiece model
-    min_freq: int = 1  # rarer tokens become <unk> (word level)
-    validation_fraction: float = 0.1  # the last part of the text validates
-    batch_size: int = 64  # parallel streams per step (all processes together)
-    window: int = 128  # tokens per stream per step (truncated-BPTT length)
+    sentencepiece_vocab_size: int = bounded(4000, at_least=1)  # when training a SentencePiece model
+    min_freq: int = bounded(1, at_least=1)  # rarer tokens become <unk> (word level)
+    validation_fraction: float = bounded(0.1, above=0, below=1)  # the last part of the text validates
+    batch_size: int = bounded(64, at_least=1)  # parallel streams per step (all processes together)
+    window: int = bounded(128, at_least=1)  # tokens per stream per step (truncated-BPTT length)
 
 
 @dataclass

@@ -33,13 +33,13 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-from seq2seq.config import ConfigError
+from seq2seq.config import ConfigError, bounded
 from seq2seq.data.ragged import RaggedIds
 from seq2seq.data.text_files import DataError, decode_utf8, read_bytes, split_lines
 from seq2seq.text import SentencePieceTokenizer, Tokenizer, Vocab, build_tokenizer, tokenizer_from_dict
@@ -47,7 +47,8 @@ from seq2seq.text import SentencePieceTokenizer, Tokenizer, Vocab, build_tokeniz
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-TOKENIZER_KINDS = ("sentencepiece", "word", "char")
+TokenizerKind = Literal["sentencepiece", "word", "char"]
+TOKENIZER_KINDS = get_args(TokenizerKind)
 
 
 @dataclass
@@ -59,18 +60,18 @@ class ParallelDataConfig:
     test_prefix: str = "data/multi30k/test_2016_flickr"  # test files, same naming
     source_lang: str = "de"  # file suffix of the source language
     target_lang: str = "en"  # file suffix of the target language
-    tokenizer: str = "sentencepiece"  # sentencepiece | word | char
+    tokenizer: TokenizerKind = "sentencepiece"  # sentencepiece | word | char
     joint_sentencepiece: bool = True  # one SentencePiece model for both languages; False: one per language
-    sentencepiece_vocab_size: int = 8000  # pieces of each SentencePiece model that is trained
-    sentencepiece_model_type: str = "unigram"  # unigram | bpe
+    sentencepiece_vocab_size: int = bounded(8000, at_least=1)  # pieces of each SentencePiece model that is trained
+    sentencepiece_model_type: Literal["unigram", "bpe"] = "unigram"  # unigram | bpe
     source_sentencepiece_model: str | None = None  # a .model for the source (both sides when joint); None trains one
     target_sentencepiece_model: str | None = None  # a .model for the target (separate models only); None trains one
     lowercase: bool = False  # lowercase the text first (word and char tokenizers only)
-    min_freq: int = 1  # training tokens seen fewer times than this become <unk>
-    max_length: int = 100  # training pairs with more tokens than this on either side are dropped; 0 keeps all
-    batch_tokens: int = 4096  # token budget per batch, all processes together: longest side x sentences
-    batch_sentences: int = 0  # > 0: fixed batches of this many sentences instead of the token budget
-    pool_size: int = 10_000  # training pairs shuffled together, then sorted by length and cut into batches
+    min_freq: int = bounded(1, at_least=1)  # training tokens seen fewer times than this become <unk>
+    max_length: int = bounded(100, at_least=0)  # training pairs with more tokens than this on either side are dropped; 0 keeps all
+    batch_tokens: int = bounded(4096, at_least=1)  # token budget per batch, all processes together: longest side x sentences
+    batch_sentences: int = bounded(0, at_least=0)  # > 0: fixed batches of this many sentences instead of the token budget
+    pool_size: int = bounded(10_000, at_least=1)  # training pairs shuffled together, then sorted by length and cut into batches
 
 
 # ---- reading files ----------------------------------------------------------------------------

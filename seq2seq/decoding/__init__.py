@@ -1,5 +1,12 @@
-"""Decoding: logits processors and the searches that turn a model into hypotheses."""
+"""Decoding: logits processors, the decoding options and the searches that turn a model into
+hypotheses.
 
+``generate`` is the entry point; ``check_decode_config``, ``search_config`` and
+``describe_decoding`` check, derive and describe its options.
+"""
+
+from seq2seq.decoding.common import Hypotheses, SpecialIds
+from seq2seq.decoding.options import check_decode_config, describe_decoding, search_config
 from seq2seq.decoding.processors import (
     BanTokens,
     LogitsProcessor,
@@ -12,7 +19,7 @@ from seq2seq.decoding.processors import (
     apply_processors,
     build_processors,
 )
-from seq2seq.decoding.search import Hypotheses, SpecialIds, describe_decoding, generate
+from seq2seq.decoding.search import generate
 
 __all__ = [
     "BanTokens",
@@ -27,6 +34,8 @@ __all__ = [
     "TopP",
     "apply_processors",
     "build_processors",
+    "check_decode_config",
     "describe_decoding",
     "generate",
+    "search_config",
 ]

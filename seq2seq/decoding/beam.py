@@ -17,54 +17,59 @@ every input gets a result even from a model that never ends a sequence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from seq2seq.config import DecodeConfig
-from seq2seq.decoding.processors import BanTokens, LogitsProcessor, MinLength, NoRepeatNGram, apply_processors
-from seq2seq.decoding.search import (
+from seq2seq.decoding.common import (
     FINISHED_CHECK_INTERVAL,
     Hypotheses,
     LiveRows,
     SpecialIds,
-    _onednn_disabled,
     length_limits,
+    onednn_disabled,
     prime_decoder,
 )
+from seq2seq.decoding.processors import BanTokens, LogitsProcessor, MinLength, NoRepeatNGram, apply_processors
 from seq2seq.models.seq2seq import Seq2Seq
-
-LENGTH_PENALTIES = ("none", "gnmt", "average")
 
 
 def beam_search(
-    model: Seq2Seq, source: Tensor, config: DecodeConfig, special: SpecialIds, prefix: Tensor | None = None
+    model: Seq2Seq,
+    source: Tensor,
+    config: DecodeConfig,
+    special: SpecialIds,
+    prefix: Tensor | None = None,
+    processors: Sequence[LogitsProcessor] = (),
 ) -> Hypotheses:
     """The ``config.n_best`` best hypotheses of a search with ``config.beam_size`` beams per input.
 
-    source and prefix are those of ``generate``, which calls this for method "beam" with the
-    model in eval and inference mode. Hypotheses come best first by length-penalised score;
-    their scores are the summed log-probabilities, without the penalty. Where the model allows
-    fewer than N distinct hypotheses, the places left over have length 0 and score -inf.
+    The arguments are those of ``generate``, which calls this for method "beam" with a checked
+    config and the model in eval and inference mode; ``processors`` run on the (B * K, V)
+    log-probabilities after the built-in bans. Hypotheses come best first by length-penalised
+    score; their scores are the summed log-probabilities (as the processors leave them),
+    without the penalty. Where the model allows fewer than N distinct hypotheses, the places
+    left over have length 0 and score -inf.
     """
-    check_beam_config(config)
     beam_size = config.beam_size
     primed = prime_decoder(model, source, prefix, special, beam_size)
     encoder_output, state = primed.encoder_output, primed.state
     min_lengths, max_lengths = length_limits(config, encoder_output, primed.prefix.device)  # (B * K,)
     last_step = max_lengths.view(-1, beam_size)[:, 0] - 1  # (B,)
     steps = int(last_step.max()) + 1
-    processors = _beam_processors(config, special, min_lengths, primed.prefix.shape[1])
+    chain = [*_beam_processors(config, special, min_lengths, primed.prefix.shape[1]), *processors]
     beams = _Beams.start(primed.prefix, beam_size, steps)
 
     previous = primed.prefix[:, -1]  # (B * K,)
     live = LiveRows.every(len(previous), previous.device)
-    with _onednn_disabled():
+    with onednn_disabled():
         for step in range(steps):
             logits, state, attention = model.decoder.step(live.select(previous), state, encoder_output)  # (A, V)
             log_probs = live.expand(logits.float().log_softmax(dim=-1), float("-inf"))  # (B * K, V)
-            log_probs = apply_processors(processors, beams.so_far(step), log_probs)
+            log_probs = apply_processors(chain, beams.so_far(step), log_probs)
             penalty = _length_penalty(config, step + 1)
             attention = live.expand(attention, 0.0)  # (B * K, S) or None
             rows = beams.advance(step, log_probs, attention, special.eos, last_step == step, penalty)
@@ -77,33 +82,6 @@ def beam_search(
                 if kept is not None:
                     state, encoder_output = state.index_select(kept), encoder_output.index_select(kept)
     return beams.best(config.n_best, special.pad)
-
-
-def search_config(config: DecodeConfig, beam_size: int, n_best: int = 1) -> DecodeConfig:
-    """``config`` as a beam search of ``beam_size`` beams returning ``n_best`` hypotheses, or as
-    greedy search for a beam of one: the same result, found by the cheaper greedy loop (which
-    keeps the length limits and bans of the beam settings)."""
-    method = "beam" if beam_size > 1 else "greedy"
-    return replace(config, method=method, beam_size=beam_size, n_best=n_best, num_samples=1)
-
-
-def check_beam_config(config: DecodeConfig) -> None:
-    """Rejects beam settings outside their ranges with the key to fix."""
-    beam_size, penalties = config.beam_size, ", ".join(LENGTH_PENALTIES)
-    rules = [
-        ("beam_size", beam_size >= 1, ">= 1"),
-        ("n_best", 1 <= config.n_best <= beam_size, f"from 1 to decode.beam_size ({beam_size})"),
-        ("length_penalty", config.length_penalty in LENGTH_PENALTIES, f"one of {penalties}"),
-        ("alpha", config.alpha >= 0, ">= 0 (0 disables the gnmt penalty)"),
-        ("min_length", config.min_length >= 0, ">= 0"),
-        ("min_length_ratio", config.min_length_ratio >= 0, ">= 0 (0 disables it)"),
-        ("max_length_ratio", config.max_length_ratio >= 0, ">= 0 (0 disables it)"),
-        ("no_repeat_ngram", config.no_repeat_ngram >= 0, ">= 0 (0 disables it)"),
-        ("repetition_penalty", config.repetition_penalty == 1, "1 in beam search; use decode.no_repeat_ngram"),
-    ]
-    for key, valid, requirement in rules:
-        if not valid:
-            raise ValueError(f"decode.{key} must be {requirement}, got {getattr(config, key)!r}")
 
 
 def _length_penalty(config: DecodeConfig, length: int) -> float:
@@ -119,7 +97,7 @@ def _beam_processors(
     config: DecodeConfig, special: SpecialIds, min_lengths: Tensor, prompt_length: int
 ) -> list[LogitsProcessor]:
     """Processors that only ban tokens, so that scores stay the model's log-probabilities."""
-    banned = [token for token in special.never_generated() if config.ban_unk or token != special.unk]
+    banned = special.banned(config)
     processors: list[LogitsProcessor] = [BanTokens(banned)] if banned else []
     if config.no_repeat_ngram > 0:
         processors.append(NoRepeatNGram(config.no_repeat_ngram))

@@ -5,17 +5,20 @@ tokens so far, ``(B, t)``, and returns new logits, ``(B, V)``, without changing 
 Greedy search, sampling and beam search share them; ``build_processors`` chains the ones a
 ``DecodeConfig`` asks for greedy search and sampling in a fixed order: bans -> n-gram block ->
 repetition penalty -> temperature -> top-k -> top-p. Beam search builds its own chain of the
-processors that only ban tokens (see ``seq2seq.decoding.beam``).
+processors that only ban tokens (see ``seq2seq.decoding.beam``). A caller's own processors run
+after the built-in ones in every search.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from seq2seq.config import DecodeConfig
+from seq2seq.decoding.options import is_greedy
 
 
 class LogitsProcessor(Protocol):
@@ -159,20 +162,14 @@ class TopP:
         return logits.scatter(-1, order, filtered)
 
 
-def is_greedy(config: DecodeConfig) -> bool:
-    """Greedy search is asked for by name or by a temperature of 0."""
-    return config.method == "greedy" or config.temperature == 0
-
-
 def build_processors(config: DecodeConfig, banned_ids: list[int]) -> list[LogitsProcessor]:
     """The processors of greedy search and sampling, in order: bans, n-gram block, repetition
     penalty, temperature, top-k, top-p.
 
     Only processors that change something are included. Temperature, top-k and top-p never
     change the most likely token, so greedy search gets only the bans, the n-gram block and
-    the penalty.
+    the penalty. The config is taken as checked (``check_decode_config``).
     """
-    _check_config(config)
     processors: list[LogitsProcessor] = []
     if banned_ids:
         processors.append(BanTokens(banned_ids))
@@ -191,27 +188,8 @@ def build_processors(config: DecodeConfig, banned_ids: list[int]) -> list[Logits
     return processors
 
 
-def apply_processors(processors: list[LogitsProcessor], prefix_ids: Tensor, logits: Tensor) -> Tensor:
+def apply_processors(processors: Sequence[LogitsProcessor], prefix_ids: Tensor, logits: Tensor) -> Tensor:
     """Runs the chain. prefix_ids: (B, t); logits: (B, V) -> (B, V)"""
     for processor in processors:
         logits = processor(prefix_ids, logits)
     return logits
-
-
-def _check_config(config: DecodeConfig) -> None:
-    """Rejects decode settings outside their ranges with the key to fix."""
-    if config.temperature < 0:
-        raise ValueError(f"decode.temperature must be >= 0 (0 means greedy), got {config.temperature}")
-    if config.top_k < 0:
-        raise ValueError(f"decode.top_k must be >= 0 (0 disables it), got {config.top_k}")
-    if not 0 < config.top_p <= 1:
-        raise ValueError(f"decode.top_p must be in (0, 1] (1 disables it), got {config.top_p}")
-    if config.repetition_penalty <= 0:
-        raise ValueError(
-            f"decode.repetition_penalty must be > 0 (1 disables it), got {config.repetition_penalty}"
-        )
-    if config.no_repeat_ngram < 0:
-        raise ValueError(f"decode.no_repeat_ngram must be >= 0 (0 disables it), got {config.no_repeat_ngram}")
-    for key in ("min_length", "min_length_ratio", "max_length_ratio"):
-        if getattr(config, key) < 0:
-            raise ValueError(f"decode.{key} must be >= 0 (0 disables it), got {getattr(config, key)}")

@@ -1,4 +1,5 @@
-"""Encoders, attention, the shared RNN decoder and the model that joins them."""
+"""Encoders (behind the ``Encoder`` protocol and a registry), attention, the shared RNN decoder
+and the model that joins them."""
 
 from seq2seq.models.attention import (
     Attention,
@@ -10,6 +11,7 @@ from seq2seq.models.attention import (
 from seq2seq.models.decoder import DecoderState, RNNDecoder
 from seq2seq.models.encoders import EncoderOutput, PrimeEncoder, RNNEncoder
 from seq2seq.models.image_encoder import CNNEncoder, ImageEncoderConfig
+from seq2seq.models.registry import Encoder, build_text_encoder, register_encoder, registered_encoders
 from seq2seq.models.seq2seq import Seq2Seq, build_captioning_model, build_language_model, build_translation_model
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "CNNEncoder",
     "DecoderState",
     "DotAttention",
+    "Encoder",
     "EncoderOutput",
     "GeneralAttention",
     "ImageEncoderConfig",
@@ -28,5 +31,8 @@ __all__ = [
     "build_attention",
     "build_captioning_model",
     "build_language_model",
+    "build_text_encoder",
     "build_translation_model",
+    "register_encoder",
+    "registered_encoders",
 ]

@@ -176,8 +176,8 @@ def build_attention(kind: str, query_size: int, memory_size: int) -> Attention:
         if query_size != memory_size:
             raise ValueError(
                 f"dot attention needs the decoder hidden size ({query_size}) to equal the encoder "
-                f"memory size ({memory_size}); use model.attention=general, or make them equal "
-                "(a bidirectional encoder's memory is 2 * encoder_hidden_size)"
+                f"memory size ({memory_size}); use decoder.attention=general, or make them equal "
+                "(a bidirectional encoder's memory is 2 * encoder.hidden_size)"
             )
         return DotAttention()
-    raise ValueError(f"model.attention must be one of none, {', '.join(ATTENTION_TYPES)}; got {kind!r}")
+    raise ValueError(f"decoder.attention must be one of none, {', '.join(ATTENTION_TYPES)}; got {kind!r}")

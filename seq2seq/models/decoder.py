@@ -26,6 +26,7 @@ RNN next to the embedding of token t; nothing else from attention reaches the RN
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,12 +34,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from seq2seq.config import ModelConfig
-from seq2seq.models.attention import ATTENTION_TYPES, build_attention
+from seq2seq.config import AttentionQuery, Bridge, ConfigError, DecoderConfig, check_config
+from seq2seq.models.attention import build_attention
 from seq2seq.models.encoders import RNN_CELLS, EncoderOutput
 
-ATTENTION_QUERIES = ("auto", "previous", "current")
-BRIDGES = ("linear", "copy", "none")
+ATTENTION_QUERIES = typing.get_args(AttentionQuery)
+BRIDGES = typing.get_args(Bridge)
 
 
 @dataclass
@@ -123,14 +124,16 @@ CELL_STEPS: dict[str, CellStep] = {"lstm": _lstm_step, "gru": _gru_step, "rnn": 
 class RNNDecoder(nn.Module):
     """Embedding -> multi-layer RNN -> attention (optional) -> output projection.
 
-    memory_size:  size of the encoder memory vectors; needed for attention.
+    config:       the ``decoder`` section.
+    memory_size:  size of the encoder memory vectors (the encoder's ``output_size``); needed
+                  for attention.
     summary_size: size of the encoder summary vector; with it the bridge starts the state.
     """
 
     def __init__(
         self,
         vocab_size: int,
-        config: ModelConfig,
+        config: DecoderConfig,
         pad_id: int,
         memory_size: int | None = None,
         summary_size: int | None = None,
@@ -187,7 +190,7 @@ class RNNDecoder(nn.Module):
         if encoder_output.memory is None:
             raise ValueError(
                 "this decoder attends over encoder memory, but the encoder output has none; "
-                "models whose encoder has no memory need model.attention=none"
+                "models whose encoder has no memory need decoder.attention=none"
             )
         return dataclasses.replace(encoder_output, keys=self.attention.prepare(encoder_output.memory))
 
@@ -361,36 +364,28 @@ class RNNDecoder(nn.Module):
         return features if self.pre_output is None else self.pre_output(features)
 
 
-def _check_config(config: ModelConfig, memory_size: int | None, summary_size: int | None) -> None:
+def _check_config(config: DecoderConfig, memory_size: int | None, summary_size: int | None) -> None:
     """Refuses settings the decoder cannot build, saying which key to change."""
-    if config.cell not in RNN_CELLS:
-        raise ValueError(f"model.cell must be one of {sorted(RNN_CELLS)}, got {config.cell!r}")
-    if config.attention not in ("none", *ATTENTION_TYPES):
-        raise ValueError(
-            f"model.attention must be one of none, {', '.join(ATTENTION_TYPES)}; got {config.attention!r}"
-        )
+    check_config(config, "decoder")  # types, choices and ranges, as the config loader checks them
     if config.attention != "none" and memory_size is None:
-        raise ValueError(
-            f"model.attention={config.attention} needs an encoder memory to attend to, and this "
-            "model's encoder has none (text generation); set model.attention=none"
-        )
-    if config.attention_query not in ATTENTION_QUERIES:
-        raise ValueError(
-            f"model.attention_query must be one of {', '.join(ATTENTION_QUERIES)}; got {config.attention_query!r}"
+        raise ConfigError(
+            f"decoder.attention={config.attention} needs an encoder memory to attend to, and this "
+            "model's encoder has none (text generation); set decoder.attention=none"
         )
     if config.attention_gate and config.attention == "none":
-        raise ValueError("model.attention_gate scales the attention context, so it needs model.attention; set one or turn the gate off")
-    if config.input_feeding and config.attention == "none":
-        raise ValueError(
-            "model.input_feeding feeds the attentional vector back into the RNN, so it needs "
-            "attention: set model.attention (bahdanau, dot or general) or model.input_feeding=false"
+        raise ConfigError(
+            "decoder.attention_gate scales the attention context, so it needs decoder.attention; "
+            "set one or turn the gate off"
         )
-    if config.bridge not in BRIDGES:
-        raise ValueError(f"model.bridge must be one of {', '.join(BRIDGES)}; got {config.bridge!r}")
+    if config.input_feeding and config.attention == "none":
+        raise ConfigError(
+            "decoder.input_feeding feeds the attentional vector back into the RNN, so it needs "
+            "attention: set decoder.attention (bahdanau, dot or general) or decoder.input_feeding=false"
+        )
     if config.bridge == "copy" and summary_size is not None and summary_size != config.hidden_size:
-        raise ValueError(
-            f"model.bridge=copy needs the encoder summary size ({summary_size}) to equal "
-            f"model.hidden_size ({config.hidden_size}); use model.bridge=linear or make them equal"
+        raise ConfigError(
+            f"decoder.bridge=copy needs the encoder summary size ({summary_size}) to equal "
+            f"decoder.hidden_size ({config.hidden_size}); use decoder.bridge=linear or make them equal"
         )
 
 

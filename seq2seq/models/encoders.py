@@ -1,9 +1,10 @@
 """Encoders turn a task's input into what the shared decoder reads.
 
-Every encoder returns an ``EncoderOutput``. Text generation has no input: its
-``PrimeEncoder`` only says how many sequences to start; the prompt itself primes the
-decoder state by running through the decoder. Translation reads the source sentence with
-an ``RNNEncoder``.
+Every encoder returns an ``EncoderOutput`` (what an encoder promises is the ``Encoder``
+protocol of ``seq2seq.models.registry``). Text generation has no input: its ``PrimeEncoder``
+only says how many sequences to start; the prompt itself primes the decoder state by running
+through the decoder. Translation reads the source sentence with an ``RNNEncoder`` (the
+registered encoder ``rnn``), or with another registered encoder.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.config import ModelConfig
+from seq2seq.config import TextEncoderConfig, check_config
 
 RNN_CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -55,28 +56,28 @@ class PrimeEncoder(nn.Module):
 class RNNEncoder(nn.Module):
     """Source token ids -> embeddings -> (bi)directional GRU/LSTM/RNN over packed sequences.
 
+    Built from the ``encoder`` section (``TextEncoderConfig``, kind ``rnn``). ``output_size``
+    is ``hidden_size``, times 2 when bidirectional: the size of the memory and summary vectors.
+
     Padding is never read: each sentence runs for its own length, so its memory and summary
     do not depend on the other sentences of the batch. An empty source sentence (length 0)
     is read as one pad token, which is then its single real position; the data pipeline
     may refuse empty lines earlier.
     """
 
-    def __init__(self, vocab_size: int, config: ModelConfig, pad_id: int) -> None:
+    def __init__(self, vocab_size: int, config: TextEncoderConfig, pad_id: int) -> None:
         super().__init__()
-        if config.encoder_cell not in RNN_CELLS:
-            raise ValueError(
-                f"model.encoder_cell must be one of {sorted(RNN_CELLS)}, got {config.encoder_cell!r}"
-            )
+        check_config(config, "encoder")
         self.pad_id = pad_id
         self.directions = 2 if config.bidirectional else 1
-        self.output_size = self.directions * config.encoder_hidden_size
-        self.embedding = nn.Embedding(vocab_size, config.source_embedding_size, padding_idx=pad_id)
-        self.embedding_dropout = nn.Dropout(config.encoder_dropout)
-        self.rnn = RNN_CELLS[config.encoder_cell](
-            config.source_embedding_size,
-            config.encoder_hidden_size,
-            num_layers=config.encoder_layers,
-            dropout=config.encoder_dropout if config.encoder_layers > 1 else 0.0,
+        self.output_size = self.directions * config.hidden_size
+        self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=pad_id)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.rnn = RNN_CELLS[config.cell](
+            config.embedding_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
             bidirectional=config.bidirectional,
             batch_first=True,
         )

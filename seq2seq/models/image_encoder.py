@@ -14,33 +14,37 @@ the encoder then reads those cached grids instead of images.
 
 from __future__ import annotations
 
+import typing
 import urllib.error
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from seq2seq.config import ConfigError
+from seq2seq.config import ConfigError, bounded, check_config
 from seq2seq.models.encoders import EncoderOutput
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
-MOBILENETS = ("mobilenet_v3_small", "mobilenet_v3_large")
-BACKBONES = ("small", *RESNETS, *MOBILENETS)
+Backbone = typing.Literal[
+    "small", "resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_small", "mobilenet_v3_large"
+]
+BACKBONES = typing.get_args(Backbone)
+RESNETS = tuple(name for name in BACKBONES if name.startswith("resnet"))
+MOBILENETS = tuple(name for name in BACKBONES if name.startswith("mobilenet"))
 
 
 @dataclass
 class ImageEncoderConfig:
     """The CNN that reads the image."""
 
-    backbone: str = "small"  # small (from scratch) | resnet18 | resnet34 | resnet50 | resnet101 | mobilenet_v3_small | mobilenet_v3_large
+    backbone: Backbone = "small"  # small (from scratch) | resnet18 | resnet34 | resnet50 | resnet101 | mobilenet_v3_small | mobilenet_v3_large
     pretrained: bool = False  # start from torchvision's ImageNet weights (not for small)
     # Backbone blocks, counted from the top, whose weights train: 0 freezes the whole backbone
     # (its features can then be cached), -1 trains all of it. ``small`` always trains all.
-    finetune_blocks: int = -1
-    grid_size: int = 7  # the feature map is average-pooled to grid_size x grid_size positions
-    small_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # small: channels per block
-    dropout: float = 0.0  # on the grid vectors (the memory) during training
+    finetune_blocks: int = bounded(-1, at_least=-1)
+    grid_size: int = bounded(7, at_least=1)  # the feature map is average-pooled to grid_size x grid_size positions
+    small_channels: list[int] = bounded([32, 64, 128, 256], at_least=1)  # small: channels per block
+    dropout: float = bounded(0.0, at_least=0, below=1)  # on the grid vectors (the memory) during training
 
 
 class PretrainedWeightsError(ConfigError):
@@ -122,17 +126,12 @@ class CNNEncoder(nn.Module):
 
 
 def _check_config(config: ImageEncoderConfig) -> None:
-    if config.backbone not in BACKBONES:
-        raise ConfigError(f"image_encoder.backbone must be one of {', '.join(BACKBONES)}; got {config.backbone!r}")
+    check_config(config, "image_encoder")  # types, choices and ranges, as the config loader checks them
     if config.pretrained and config.backbone == "small":
         raise ConfigError(
             "image_encoder.pretrained needs a torchvision backbone (resnet18 ... mobilenet_v3_large); "
             "the small CNN always trains from scratch"
         )
-    if config.grid_size < 1:
-        raise ConfigError(f"image_encoder.grid_size must be >= 1, got {config.grid_size}")
-    if config.finetune_blocks < -1:
-        raise ConfigError(f"image_encoder.finetune_blocks must be -1 (all), 0 (frozen) or more, got {config.finetune_blocks}")
     if config.backbone == "small" and config.finetune_blocks == 0:
         raise ConfigError("the small CNN trains from scratch, so it cannot be frozen: set image_encoder.finetune_blocks=-1")
 

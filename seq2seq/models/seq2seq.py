@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from seq2seq.config import ModelConfig
+from seq2seq.config import DecoderConfig, TextEncoderConfig
 from seq2seq.models.decoder import DecoderState, RNNDecoder
-from seq2seq.models.encoders import EncoderOutput, PrimeEncoder, RNNEncoder
+from seq2seq.models.encoders import EncoderOutput, PrimeEncoder
 from seq2seq.models.image_encoder import CNNEncoder, ImageEncoderConfig
+from seq2seq.models.registry import build_text_encoder
 
 
 class Seq2Seq(nn.Module):
@@ -36,34 +37,35 @@ class Seq2Seq(nn.Module):
         return self.decoder(target_in, self.encode(source), state, return_attention, project)
 
 
-def build_language_model(config: ModelConfig, vocab_size: int, pad_id: int) -> Seq2Seq:
+def build_language_model(decoder: DecoderConfig, vocab_size: int, pad_id: int) -> Seq2Seq:
     """Free text generation: no input, the shared decoder alone."""
-    return Seq2Seq(PrimeEncoder(), RNNDecoder(vocab_size, config, pad_id))
+    return Seq2Seq(PrimeEncoder(), RNNDecoder(vocab_size, decoder, pad_id))
 
 
 def build_translation_model(
-    config: ModelConfig, source_vocab_size: int, target_vocab_size: int, pad_id: int
+    encoder: TextEncoderConfig, decoder: DecoderConfig, source_vocab_size: int, target_vocab_size: int, pad_id: int
 ) -> Seq2Seq:
-    """Translation: an RNN encoder over source tokens and the shared decoder.
+    """Translation: the encoder that encoder.kind names (an RNN by default) over source tokens,
+    and the shared decoder.
 
-    The decoder attends over the encoder memory (model.attention) and starts from the
-    encoder summary through the bridge (model.bridge).
+    The decoder attends over the encoder memory (decoder.attention) and starts from the
+    encoder summary through the bridge (decoder.bridge), both sized by the encoder's
+    ``output_size``.
     """
-    encoder = RNNEncoder(source_vocab_size, config, pad_id)
-    size = encoder.output_size
-    decoder = RNNDecoder(target_vocab_size, config, pad_id, memory_size=size, summary_size=size)
-    return Seq2Seq(encoder, decoder)
+    text_encoder = build_text_encoder(encoder, source_vocab_size, pad_id)
+    size = text_encoder.output_size
+    text_decoder = RNNDecoder(target_vocab_size, decoder, pad_id, memory_size=size, summary_size=size)
+    return Seq2Seq(text_encoder, text_decoder)
 
 
 def build_captioning_model(
-    config: ModelConfig, image_config: ImageEncoderConfig, vocab_size: int, pad_id: int
+    image_encoder: ImageEncoderConfig, decoder: DecoderConfig, vocab_size: int, pad_id: int
 ) -> Seq2Seq:
     """Captioning: a CNN over the image and the shared decoder.
 
     With attention the decoder reads the CNN's k x k grid (Show, Attend and Tell); with
-    model.attention=none only the pooled image vector starts its state (Show and Tell).
+    decoder.attention=none only the pooled image vector starts its state (Show and Tell).
     """
-    encoder = CNNEncoder(image_config)
-    size = encoder.output_size
-    decoder = RNNDecoder(vocab_size, config, pad_id, memory_size=size, summary_size=size)
-    return Seq2Seq(encoder, decoder)
+    cnn = CNNEncoder(image_encoder)
+    size = cnn.output_size
+    return Seq2Seq(cnn, RNNDecoder(vocab_size, decoder, pad_id, memory_size=size, summary_size=size))

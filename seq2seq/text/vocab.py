@@ -23,14 +23,13 @@ UNKNOWN_POLICIES = ("unk", "error")
 class UnknownTokensError(ValueError):
     """Tokens that are not in the vocabulary, met by ``Vocab.encode(..., unknown="error")``."""
 
-    def __init__(self, tokens: list[str]) -> None:
+    def __init__(
+        self, tokens: list[str], advice: str = "Remove or replace them, or encode with unknown='unk' to map them to <unk>."
+    ) -> None:
         self.tokens = tokens
         noun = "token" if len(tokens) == 1 else "tokens"
         listed = ", ".join(repr(token) for token in tokens)
-        super().__init__(
-            f"the input contains {len(tokens)} {noun} not in the vocabulary: {listed}. "
-            "Remove or replace them, or encode with unknown='unk' to map them to <unk>."
-        )
+        super().__init__(f"the input contains {len(tokens)} {noun} not in the vocabulary: {listed}. {advice}")
 
 
 class Vocab:

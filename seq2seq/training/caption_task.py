@@ -1,5 +1,5 @@
-"""Captioning as a training task, and the captioning of a set of images that its validation and
-the caption recipe share.
+"""Captioning as a training task: its data, model and training task for the shared run skeleton
+(``CAPTIONING``), its loss and its validation.
 
 Loss: cross-entropy of the teacher-forced caption (label smoothing, padding ignored), averaged
 over the batch's real caption tokens, plus, with ``attention_regularization`` lambda > 0, the
@@ -15,64 +15,41 @@ captions of the validation images against all their references.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from seq2seq.caption_metrics import CaptionScores, caption_scores
-from seq2seq.config import ConfigError, DecodeConfig, check_best_metric
-from seq2seq.data.captions import CaptionBatch, CaptionImages, CaptionPairs, ImageCaptions, caption_batches
+from seq2seq.config import ConfigError, DecodeConfig, to_dict
+from seq2seq.data.captions import (
+    CaptionBatch,
+    CaptionImages,
+    CaptionPairs,
+    ImageCaptions,
+    caption_batches,
+    load_caption_sets,
+    make_caption_codec,
+)
+from seq2seq.data.feature_cache import FeatureCache
+from seq2seq.data.images import BadImageError, build_transform, load_rgb
 from seq2seq.data.parallel import TextCodec
-from seq2seq.decoding import SpecialIds, generate
-from seq2seq.decoding.beam import search_config
+from seq2seq.decoding import check_decode_config
+from seq2seq.inference.captioner import caption_images
+from seq2seq.inference.hypothesis import Hypothesis
+from seq2seq.inference.options import search_options
 from seq2seq.metrics import perplexity
-from seq2seq.models import Seq2Seq
+from seq2seq.models import Seq2Seq, build_captioning_model
+from seq2seq.run_configs import MODEL_SECTIONS, CaptionConfig, CaptionValidationConfig
 from seq2seq.text import Vocab
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
+from seq2seq.training.run import PreparedRun, TaskTraining, seeded_model
+from seq2seq.training.runtime import Runtime, gather_objects
 from seq2seq.training.trainer import BatchLoss
-
-SPECIAL_IDS = SpecialIds(Vocab.pad_id, Vocab.bos_id, Vocab.eos_id, Vocab.unk_id)
-#: The validation metrics a captioning run can select its best checkpoints by.
-VALIDATION_METRICS = ("val_loss", "val_ppl", "val_bleu4", "val_cider_d", "val_exact")
-DECODED_METRICS = ("val_bleu4", "val_cider_d", "val_exact")
-
-
-@dataclass
-class CaptionValidationConfig:
-    """What a validation measures besides the loss."""
-
-    metrics: bool = True  # caption the validation images: val_bleu4, val_cider_d and val_exact
-    beam_size: int = 1  # 1: greedy search; > 1: beam search with this many beams (slower)
-    max_images: int = 0  # caption only the first N validation images; 0: all of them
-    batch_images: int = 64  # images captioned together
-
-    def check(self, best_metric: str) -> None:
-        """Refuses settings that cannot work, naming the key to change."""
-        switch = None if self.metrics else "validation.metrics"
-        check_best_metric(best_metric, "captioning", VALIDATION_METRICS, DECODED_METRICS, switch)
-        for key, value in (("beam_size", self.beam_size), ("batch_images", self.batch_images)):
-            if value < 1:
-                raise ConfigError(f"validation.{key} must be >= 1, got {value}")
-        if self.max_images < 0:
-            raise ConfigError(f"validation.max_images must be >= 0 (0: all), got {self.max_images}")
-
-    def decode_config(self, defaults: DecodeConfig) -> DecodeConfig:
-        """``defaults`` (the caption settings) as a search with this beam size and one result."""
-        return search_config(defaults, self.beam_size)
-
-
-@dataclass(frozen=True)
-class Caption:
-    """One caption of an image: its text, its ids (eos included), the summed log-probability of
-    those ids, and each id's attention over the image grid (T, k*k), or None without attention."""
-
-    text: str
-    token_ids: tuple[int, ...]
-    score: float
-    attention: Tensor | None
-
 
 def caption_loss(
     model: nn.Module, batch: CaptionBatch, label_smoothing: float = 0.0, attention_regularization: float = 0.0
@@ -92,37 +69,7 @@ def caption_loss(
     return cross_entropy, attention_regularization * ((1.0 - looked) ** 2).mean(dim=1).sum()
 
 
-def caption_images(
-    model: Seq2Seq,
-    images: CaptionImages,
-    codec: TextCodec,
-    decode: DecodeConfig,
-    batch_images: int,
-    num_workers: int = 0,
-) -> list[list[Caption] | None]:
-    """The captions (``decode.n_best`` with beam search, ``decode.num_samples`` when sampling) of
-    every image, in data order; None for an image that could not be read."""
-    device = next(model.parameters()).device
-    results: list[list[Caption] | None] = [None] * len(images)
-    batches = caption_batches(images, batch_images, shuffle=False, num_workers=num_workers)
-    for batch in batches:
-        hypotheses = generate(model, batch.images.to(device), decode, SPECIAL_IDS)  # tokens (B, N, T)
-        tokens, lengths, scores = hypotheses.tokens.tolist(), hypotheses.lengths.tolist(), hypotheses.scores.tolist()
-        attention = hypotheses.attention  # (B, N, T, S) or None
-        for row, index in enumerate(batch.indices.tolist()):
-            results[index] = [
-                Caption(
-                    codec.decode(ids),
-                    tuple(ids[:length]),
-                    score,
-                    None if attention is None else attention[row, n, :length].cpu(),
-                )
-                for n, (ids, length, score) in enumerate(zip(tokens[row], lengths[row], scores[row]))
-            ]
-    return results
-
-
-def score_captions(captions: list[list[Caption] | None], references: list[ImageCaptions]) -> CaptionScores:
+def score_captions(captions: list[list[Hypothesis] | None], references: list[ImageCaptions]) -> CaptionScores:
     """Caption metrics of each image's first caption against its references; an image that
     could not be read counts with an empty caption."""
     hypotheses = ["" if found is None else found[0].text for found in captions]
@@ -205,7 +152,7 @@ class CaptionTask:
         return metrics
 
     def _decoded_metrics(self, model: nn.Module) -> dict[str, float]:
-        captions = caption_images(model, self.valid_images, self.codec, self.decode, self.validation.batch_images)
+        captions = caption_images(model, self.valid_images, self.codec, self.decode, self.validation.batch_images, attention=False)
         scores = score_captions(captions, self.valid_sets)
         return {"val_bleu4": scores.bleu[3], "val_cider_d": scores.cider_d, "val_exact": scores.exact}
 
@@ -215,3 +162,122 @@ class CaptionTask:
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         """Nothing to restore (see ``state_dict``)."""
+
+
+# ---- preparing a run ------------------------------------------------------------------------
+
+
+def check_caption_config(config: CaptionConfig) -> None:
+    """Refuses validation and decoding settings that cannot work, before anything is written."""
+    config.validation.check(config.train.best_metric)
+    search_options(config.decoding)
+    check_decode_config(config.validation.decode_config(config.decoding))
+
+
+def prepare_captioning(config: CaptionConfig, run_dir: Path, runtime: Runtime, saved: dict[str, Any] | None) -> PreparedRun:
+    """The image-caption sets, the caption codec (a fresh run's made now, or a resumed run's own),
+    the model, the feature cache of a frozen backbone and this process's training task."""
+    sets = load_caption_sets(config.data)
+    if saved is None:
+        made = make_caption_codec(config.data, sets["train"], run_dir).to_dict() if runtime.is_main else None
+        codec = TextCodec.from_dict(gather_objects(made, runtime)[0])
+    else:
+        codec = TextCodec.from_dict(saved["codec"])
+    model = seeded_model(
+        lambda: build_captioning_model(config.image_encoder, config.decoder, len(codec.vocab), Vocab.pad_id),
+        runtime,
+        config.train.seed,
+    )
+    features = cached_features(config, model, sets, run_dir, runtime)
+    task = caption_task(config, sets, codec, runtime, features)
+    description = (
+        f"{len(task.train)} training pairs of {len(sets['train'])} images, {len(sets['valid'])} validation images, "
+        f"vocabulary {len(codec.vocab)}, {config.image_encoder.backbone} backbone"
+        + (", features cached" if features is not None else "")
+    )
+    return PreparedRun(model, task, {"codec": codec.to_dict()}, description)
+
+
+def cached_features(
+    config: CaptionConfig, model: Seq2Seq, sets: dict[str, list[ImageCaptions]], run_dir: Path, runtime: Runtime
+) -> FeatureCache | None:
+    """With a frozen backbone and ``feature_cache`` on: every training and validation image's
+    grid, computed once (by the main process) into ``run_dir/features``; else None."""
+    if not (config.feature_cache and model.encoder.frozen):
+        return None
+    images = sets["train"] + sets["valid"]
+    fingerprint = feature_fingerprint(config, images)
+    if runtime.is_main:
+        transform = build_transform(config.data.transform, train=False)
+        by_key = {image.image_id: image for image in images}
+
+        @torch.inference_mode()
+        def compute(keys: list[str]) -> tuple[torch.Tensor, list[str]]:
+            loaded, skipped = [], []
+            for key in keys:
+                try:
+                    loaded.append(transform(load_rgb(by_key[key].path, config.data.max_pixels)))
+                except BadImageError:
+                    skipped.append(key)
+            if not loaded:
+                return torch.empty(0, 0, 0), skipped
+            return model.encoder.grid(torch.stack(loaded).to(runtime.device)).float().cpu(), skipped
+
+        model.encoder.eval()
+        FeatureCache.open_or_build(run_dir / "features", list(by_key), compute, fingerprint)
+    gather_objects(None, runtime)  # the other processes wait for the cache
+    return FeatureCache.open(run_dir / "features", fingerprint)
+
+
+def feature_fingerprint(config: CaptionConfig, images: list[ImageCaptions]) -> dict[str, Any]:
+    """What the cached features depend on: the backbone, its weights, the image settings and the files."""
+    files = hashlib.sha256()
+    for image in images:
+        stat = image.path.stat()
+        files.update(f"{image.image_id}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    encoder = config.image_encoder
+    return {
+        "backbone": encoder.backbone,
+        "pretrained": encoder.pretrained,
+        "grid_size": encoder.grid_size,
+        "transform": to_dict(replace(config.data.transform, augment=False)),
+        "files": files.hexdigest(),
+    }
+
+
+def caption_task(
+    config: CaptionConfig,
+    sets: dict[str, list[ImageCaptions]],
+    codec: TextCodec,
+    runtime: Runtime,
+    features: FeatureCache | None,
+) -> CaptionTask:
+    """The training pairs of this process and the validation, as the config says."""
+    data = config.data
+    if not sets["valid"]:
+        raise ConfigError(f"{data.annotations} has no validation images, which training needs to pick checkpoints")
+    train_transform = build_transform(data.transform, train=True)
+    eval_transform = build_transform(data.transform, train=False)
+    train_pairs = CaptionPairs(
+        sets["train"], codec, train_transform, data.max_length, data.max_pixels, data.preload, features
+    )
+    valid_pairs = CaptionPairs(sets["valid"], codec, eval_transform, 0, data.max_pixels, data.preload, features)
+    shown = sets["valid"][: config.validation.max_images or None]
+    valid_images = CaptionImages(shown, eval_transform, data.max_pixels, data.preload, features)
+    batching = CaptionBatching(data.batch_size, config.train.seed, runtime.rank, runtime.world_size, data.num_workers)
+    return CaptionTask(
+        train_pairs,
+        valid_pairs,
+        valid_images,
+        shown,
+        codec,
+        runtime.device,
+        config.validation,
+        config.decoding,
+        batching,
+        label_smoothing=config.train.label_smoothing,
+        attention_regularization=config.attention_regularization,
+    )
+
+
+CAPTIONING = TaskTraining(check_caption_config, MODEL_SECTIONS["caption"], prepare_captioning)

@@ -1,18 +1,28 @@
-"""Language modelling as a training task: truncated BPTT with the hidden state carried."""
+"""Language modelling as a training task: truncated BPTT with the hidden state carried; its data,
+model and training task for the shared run skeleton (``LANGUAGE_MODELLING``)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from seq2seq.data.lm_stream import LMStream, Window
+from seq2seq.data.lm_corpus import load_lm_corpus, make_tokenizer
+from seq2seq.data.lm_stream import LMDataConfig, LMStream, Window
+from seq2seq.decoding import check_decode_config
+from seq2seq.models import build_language_model
 from seq2seq.models.decoder import DecoderState
 from seq2seq.models.encoders import empty_source
+from seq2seq.run_configs import MODEL_SECTIONS, TextGenConfig
+from seq2seq.text import Vocab, tokenizer_from_dict
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
+from seq2seq.training.run import PreparedRun, TaskTraining, seeded_model
+from seq2seq.training.runtime import Runtime
 from seq2seq.training.trainer import BatchLoss
 
 
@@ -96,3 +106,49 @@ class LanguageModelTask:
         self.carried = None
         if state:
             self.carried = DecoderState.from_tensors({k: v.to(self.device) for k, v in state.items()})
+
+
+# ---- preparing a run ------------------------------------------------------------------------
+
+
+def check_textgen_config(config: TextGenConfig) -> None:
+    """Refuses generation defaults that cannot work, before anything is written."""
+    check_decode_config(config.decoding)
+
+
+def prepare_language_model(
+    config: TextGenConfig, run_dir: Path, runtime: Runtime, saved: dict[str, Any] | None
+) -> PreparedRun:
+    """The corpus (a fresh run's tokenizer made now, or a resumed run's own tokenizer and
+    vocabulary), the model and this process's stream of training windows."""
+    if saved is None:
+        tokenizer, vocab = make_tokenizer(config.data, run_dir), None
+    else:
+        tokenizer, vocab = tokenizer_from_dict(saved["tokenizer"]), Vocab.from_dict(saved["vocab"])
+    corpus = load_lm_corpus(config.data, tokenizer, vocab)
+    model = seeded_model(
+        lambda: build_language_model(config.decoder, len(corpus.vocab), corpus.vocab.pad_id), runtime, config.train.seed
+    )
+    train_stream = LMStream(
+        corpus.train_ids,
+        config.data.batch_size,
+        config.data.window,
+        seed=config.train.seed,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+    )
+    task = LanguageModelTask(train_stream, validation_stream(corpus.validation_ids, config.data), runtime.device)
+    description = (
+        f"{len(corpus.train_ids)} train / {len(corpus.validation_ids)} validation tokens, vocabulary {len(corpus.vocab)}"
+    )
+    metadata = {"vocab": corpus.vocab.to_dict(), "tokenizer": corpus.tokenizer.to_dict()}
+    return PreparedRun(model, task, metadata, description)
+
+
+def validation_stream(ids: Tensor, data: LMDataConfig) -> LMStream:
+    """Validation reads every token once, in as many rows as the text allows (at most batch_size)."""
+    rows = max(1, min(data.batch_size, (len(ids) - 1) // data.window))
+    return LMStream(ids, rows, data.window, shift_per_epoch=False)
+
+
+LANGUAGE_MODELLING = TaskTraining(check_textgen_config, MODEL_SECTIONS["textgen"], prepare_language_model)

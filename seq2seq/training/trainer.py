@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from seq2seq.config import TrainConfig
-from seq2seq.training.checkpoint import CheckpointManager, load_training_state, load_weights
+from seq2seq.config import TrainConfig, check_config
+from seq2seq.checkpoint import CheckpointManager, load_training_state, load_weights
 from seq2seq.training.host_memory import keep_triton_out_without_cuda
 from seq2seq.training.metrics_log import MetricsLog, plot_training_curve
 from seq2seq.training.runtime import Runtime, any_process, gather_objects
@@ -74,6 +74,56 @@ class Progress:
     lr_scale: float = 1.0  # reductions by the plateau schedule
 
 
+class TrainingBar:
+    """The progress bar of ``Trainer.fit``.
+
+    Without a time budget it counts steps up to train.max_steps. With train.max_minutes it
+    measures seconds of the budget instead: its position is the larger of the share of the
+    budget spent and the share of train.max_steps done, so that it fills up, and its ETA
+    points, at whichever limit comes first; the step count is shown beside it.
+    """
+
+    def __init__(self, config: TrainConfig, progress: Progress, enabled: bool) -> None:
+        self.budget = config.max_minutes * 60  # seconds; 0 without a budget
+        self.max_steps = config.max_steps
+        self.stats: dict[str, str] = {}
+        shared: dict[str, Any] = {"desc": "train", "disable": not enabled, "dynamic_ncols": True, "mininterval": 1.0}
+        if self.budget > 0:
+            bar_format = "{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]"
+            start = self._position(progress)
+            postfix = self._postfix(progress)
+            self.bar = tqdm(
+                total=self.budget, initial=start, unit="s", bar_format=bar_format, postfix=postfix, **shared
+            )
+        else:
+            self.bar = tqdm(total=self.max_steps, initial=progress.step, unit="step", **shared)
+
+    def show(self, **stats: str) -> None:
+        """Shows these figures (loss, tokens per second, ...) from the next refresh on."""
+        self.stats = stats
+        if self.budget <= 0:
+            self.bar.set_postfix(stats, refresh=False)
+
+    def advance(self, progress: Progress) -> None:
+        """Moves the bar to where training stands after an optimizer step."""
+        if self.budget <= 0:
+            self.bar.update(1)
+            return
+        self.bar.set_postfix(self._postfix(progress), refresh=False)
+        self.bar.update(max(self._position(progress) - self.bar.n, 0.0))
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def _position(self, progress: Progress) -> float:
+        """Seconds of the budget, ahead of the time spent when max_steps is nearer."""
+        done = max(progress.elapsed / self.budget, progress.step / self.max_steps)
+        return self.budget * min(done, 1.0)
+
+    def _postfix(self, progress: Progress) -> dict[str, str]:
+        return {"step": f"{progress.step}/{self.max_steps}", **self.stats}
+
+
 class Trainer:
     def __init__(
         self,
@@ -96,16 +146,13 @@ class Trainer:
             if runtime.distributed
             else model
         )
+        check_config(config, "train")  # choices and ranges, as the config loader checks them
         self.optimizer = build_optimizer(model, config)
-        if config.best_mode not in ("min", "max"):
-            raise ValueError(f"train.best_mode must be min or max, got {config.best_mode!r}")
         self.checkpoints = CheckpointManager(
             self.run_dir, config.keep_latest, config.keep_best, mode=config.best_mode, metric=config.best_metric
         )
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.progress = Progress()
-        if config.precision not in ("fp32", "bf16"):
-            raise ValueError(f"train.precision must be fp32 or bf16, got {config.precision!r}")
 
     def _autocast(self) -> torch.autocast:
         """bf16 autocast on CUDA when asked for; a no-op elsewhere."""
@@ -147,15 +194,7 @@ class Trainer:
         """Train until max_steps, the time budget or early stopping; returns the final progress."""
         config, progress = self.config, self.progress
         self.model.train()
-        bar = tqdm(
-            total=config.max_steps,
-            initial=progress.step,
-            desc="train",
-            unit="step",
-            disable=not self.runtime.is_main,
-            dynamic_ncols=True,
-            mininterval=1.0,
-        )
+        bar = TrainingBar(config, progress, enabled=self.runtime.is_main)
         started = time.perf_counter() - progress.elapsed
         window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
         micro_batch = 0
@@ -175,14 +214,14 @@ class Trainer:
                 progress.elapsed = time.perf_counter() - started
                 lr = self._optimizer_step()
                 progress.step += 1
-                bar.update(1)
                 if progress.step % config.log_every == 0:
                     seconds = time.perf_counter() - window_start
                     train_loss = window_loss / max(window_tokens, 1)
                     tokens_per_second = window_tokens * self.runtime.world_size / max(seconds, 1e-9)
                     self._log_train(train_loss, lr, tokens_per_second)
-                    bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_second:,.0f}", lr=f"{lr:.2e}")
+                    bar.show(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_second:,.0f}", lr=f"{lr:.2e}")
                     window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+                bar.advance(progress)
                 out_of_time = config.max_minutes > 0 and progress.elapsed >= config.max_minutes * 60
                 done = progress.step >= config.max_steps or any_process(out_of_time, self.runtime)
                 if progress.step % config.validate_every == 0 or done:

@@ -1,5 +1,5 @@
-"""Translation as a training task, and the batched translation of a split that its validation
-and the translation recipe share.
+"""Translation as a training task: its data, model and training task for the shared run
+skeleton (``TRANSLATION``), its loss and its validation.
 
 Loss: cross-entropy of the teacher-forced target with label smoothing, padding ignored,
 averaged over the batch's real target tokens (eos included). Validation: the same loss
@@ -11,60 +11,35 @@ references.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from seq2seq.config import ConfigError, DecodeConfig, check_best_metric
-from seq2seq.data.parallel import Batch, ParallelData, TextCodec, TokenBudgetBatcher
-from seq2seq.decoding import SpecialIds, generate
-from seq2seq.decoding.beam import search_config
+from seq2seq.checkpoint import CheckpointError
+from seq2seq.config import ConfigError, DecodeConfig
+from seq2seq.data.parallel import (
+    Batch,
+    ParallelCorpus,
+    ParallelData,
+    ParallelDataConfig,
+    TextCodec,
+    TokenBudgetBatcher,
+    load_parallel_corpus,
+    make_tokenizers,
+)
+from seq2seq.decoding import check_decode_config
+from seq2seq.inference.options import search_options
+from seq2seq.inference.translator import translate_data
 from seq2seq.metrics import corpus_bleu, corpus_chrf, perplexity
-from seq2seq.models import Seq2Seq
-from seq2seq.text import Vocab
+from seq2seq.models import build_translation_model
+from seq2seq.run_configs import MODEL_SECTIONS, TranslationConfig, TranslationValidationConfig
+from seq2seq.text import Tokenizer, Vocab, tokenizer_from_dict
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
+from seq2seq.training.run import PreparedRun, TaskTraining, seeded_model
+from seq2seq.training.runtime import Runtime, gather_objects
 from seq2seq.training.trainer import BatchLoss
-
-SPECIAL_IDS = SpecialIds(Vocab.pad_id, Vocab.bos_id, Vocab.eos_id, Vocab.unk_id)
-#: The validation metrics a translation run can select its best checkpoints by.
-VALIDATION_METRICS = ("val_loss", "val_ppl", "val_bleu", "val_chrf")
-DECODED_METRICS = ("val_bleu", "val_chrf")
-
-
-@dataclass
-class ValidationConfig:
-    """What a validation measures besides the loss."""
-
-    bleu: bool = True  # translate the validation sources and report val_bleu and val_chrf
-    beam_size: int = 1  # 1: greedy search; > 1: beam search with this many beams (slower)
-    max_sentences: int = 0  # translate only the first N validation sentences; 0: all of them
-    batch_sentences: int = 64  # sentences translated together
-
-    def check(self, best_metric: str) -> None:
-        """Refuses settings that cannot work, naming the key to change."""
-        switch = None if self.bleu else "validation.bleu"
-        check_best_metric(best_metric, "translation", VALIDATION_METRICS, DECODED_METRICS, switch)
-        for key, value, least in (("beam_size", self.beam_size, 1), ("batch_sentences", self.batch_sentences, 1)):
-            if value < least:
-                raise ConfigError(f"validation.{key} must be >= {least}, got {value}")
-        if self.max_sentences < 0:
-            raise ConfigError(f"validation.max_sentences must be >= 0 (0: all), got {self.max_sentences}")
-
-    def decode_config(self, defaults: DecodeConfig) -> DecodeConfig:
-        """``defaults`` (the translate settings) with this validation's beam and one result each."""
-        return search_config(defaults, self.beam_size)
-
-
-@dataclass(frozen=True)
-class Translation:
-    """One hypothesis: detokenised text, its target ids (eos included) and the summed
-    log-probability of those ids (0 for the empty translation of an empty source)."""
-
-    text: str
-    token_ids: tuple[int, ...]
-    score: float
-
 
 def translation_loss(model: nn.Module, batch: Batch, label_smoothing: float = 0.0) -> Tensor:
     """Summed cross-entropy over the batch's real target tokens (padding ignored)."""
@@ -72,33 +47,6 @@ def translation_loss(model: nn.Module, batch: Batch, label_smoothing: float = 0.
     return output_cross_entropy(
         features, output_layer(model), batch.target_out, ignore_index=batch.pad_id, label_smoothing=label_smoothing
     )
-
-
-def translate_data(
-    model: Seq2Seq, data: ParallelData, target: TextCodec, decode: DecodeConfig, batch_sentences: int
-) -> list[list[Translation]]:
-    """The ``decode.n_best`` translations of every source of ``data``, best first, in data order.
-
-    Sources are batched ``batch_sentences`` at a time in order of length, so that padding stays
-    small; an empty source is not batched and gets the empty translation.
-    """
-    if decode.method not in ("beam", "greedy"):
-        raise ValueError(f"translation decodes with beam or greedy search, got method {decode.method!r}")
-    device = next(model.parameters()).device
-    empty = [Translation("", (), 0.0)] * decode.n_best
-    results = [empty for _ in range(len(data))]
-    if not any(len(ids) for ids in data.sources):
-        return results
-    batcher = TokenBudgetBatcher(data, batch_sentences=batch_sentences, shuffle=False)
-    for batch in batcher.batches():
-        hypotheses = generate(model, batch.source.to(device), decode, SPECIAL_IDS)  # tokens (B, N, T)
-        tokens, lengths, scores = hypotheses.tokens.tolist(), hypotheses.lengths.tolist(), hypotheses.scores.tolist()
-        for row, index in enumerate(batch.indices.tolist()):
-            results[index] = [
-                Translation(target.decode(ids), tuple(ids[:length]), score)
-                for ids, length, score in zip(tokens[row], lengths[row], scores[row])
-            ]
-    return results
 
 
 def first_sentences(data: ParallelData, count: int) -> ParallelData:
@@ -126,7 +74,7 @@ class TranslationTask:
         valid: ParallelData,
         target: TextCodec,
         device: torch.device,
-        validation: ValidationConfig,
+        validation: TranslationValidationConfig,
         translate_defaults: DecodeConfig,
         label_smoothing: float = 0.0,
         validation_batch_tokens: int = 4096,
@@ -178,3 +126,103 @@ class TranslationTask:
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         """Nothing to restore (see ``state_dict``)."""
+
+
+# ---- preparing a run ------------------------------------------------------------------------
+
+
+def check_translation_config(config: TranslationConfig) -> None:
+    """Refuses validation and decoding settings that cannot work, before anything is written."""
+    config.validation.check(config.train.best_metric)
+    search_options(config.decoding)
+    check_decode_config(config.validation.decode_config(config.decoding))
+
+
+def prepare_translation(
+    config: TranslationConfig, run_dir: Path, runtime: Runtime, saved: dict[str, Any] | None
+) -> PreparedRun:
+    """The corpus (a fresh run's tokenizers made now, or a resumed run's own), the model and
+    this process's training task."""
+    if saved is None:
+        corpus = load_parallel_corpus(config.data, shared_tokenizers(config.data, run_dir, runtime))
+    else:
+        corpus = resumed_corpus(config.data, saved)
+    source_size, target_size = len(corpus.source.vocab), len(corpus.target.vocab)
+    model = seeded_model(
+        lambda: build_translation_model(config.encoder, config.decoder, source_size, target_size, Vocab.pad_id), runtime, config.train.seed
+    )
+    data = config.data
+    description = (
+        f"{len(corpus.train)} training / {len(corpus.valid)} validation pairs, vocabularies "
+        f"{source_size} ({data.source_lang}) and {target_size} ({data.target_lang})"
+    )
+    metadata = {"source": corpus.source.to_dict(), "target": corpus.target.to_dict()}
+    return PreparedRun(model, translation_task(config, corpus, runtime), metadata, description)
+
+
+def translation_task(config: TranslationConfig, corpus: ParallelCorpus, runtime: Runtime) -> TranslationTask:
+    """The training batches of this process and the validation, as the config says."""
+    data = config.data
+    batches = TokenBudgetBatcher(
+        corpus.train,
+        data.batch_tokens,
+        data.batch_sentences,
+        data.pool_size,
+        shuffle=True,
+        seed=config.train.seed,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+    )
+    return TranslationTask(
+        batches,
+        corpus.valid,
+        corpus.target,
+        runtime.device,
+        config.validation,
+        config.decoding,
+        label_smoothing=config.train.label_smoothing,
+        validation_batch_tokens=data.batch_tokens,
+    )
+
+
+def shared_tokenizers(data: ParallelDataConfig, run_dir: Path, runtime: Runtime) -> tuple[Tokenizer, Tokenizer]:
+    """The (source, target) tokenizers: the main process makes them (training SentencePiece into
+    the run directory when the config asks for it) and the other processes receive them."""
+    made = make_tokenizers(data, run_dir) if runtime.is_main else None
+    described = None if made is None else [tokenizer.to_dict() for tokenizer in made]
+    source, target = gather_objects(described, runtime)[0]
+    return tokenizer_from_dict(source), tokenizer_from_dict(target)
+
+
+def resumed_corpus(data: ParallelDataConfig, saved: dict[str, Any]) -> ParallelCorpus:
+    """The corpus read with the run's own tokenizers; refuses training data whose vocabularies
+    are no longer those of the run (the files changed since it started)."""
+    source, target = TextCodec.from_dict(saved["source"]), TextCodec.from_dict(saved["target"])
+    corpus = load_parallel_corpus(data, (source.tokenizer, target.tokenizer))
+    sides = (
+        (data.source_lang, source.vocab, corpus.source.vocab),
+        (data.target_lang, target.vocab, corpus.target.vocab),
+    )
+    for lang, kept, built in sides:
+        if built != kept:
+            raise CheckpointError(
+                f"the run's {lang} vocabulary ({len(kept)} tokens) is not the one its training data gives now "
+                f"({len(built)} tokens; {vocabulary_change(kept, built)}): the files at data.train_prefix "
+                f"({data.train_prefix}) changed since the run started. Restore them, choose another --run-dir, "
+                "or pass --fresh to start over."
+            )
+    return corpus
+
+
+def vocabulary_change(old: Vocab, new: Vocab) -> str:
+    """A short account of how two vocabularies differ."""
+    old_tokens, new_tokens = old.to_dict()["tokens"], new.to_dict()["tokens"]
+    old_set, new_set = set(old_tokens), set(new_tokens)
+    added = [token for token in new_tokens if token not in old_set]
+    gone = [token for token in old_tokens if token not in new_set]
+    if not added and not gone:
+        return "the same tokens in another order, as their frequencies changed"
+    return f"{len(added)} new, e.g. {added[:5]}; {len(gone)} gone, e.g. {gone[:5]}"
+
+
+TRANSLATION = TaskTraining(check_translation_config, MODEL_SECTIONS["translate"], prepare_translation)

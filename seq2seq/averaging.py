@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save
 from torch import Tensor
 
 from seq2seq.config import config_differences
-from seq2seq.training.checkpoint import (
+from seq2seq.run_configs import MODEL_SECTIONS, upgrade_config
+from seq2seq.checkpoint import (
     CHECKPOINTS_DIR,
     METADATA_FILE,
     STEP_NAME,
@@ -33,8 +34,8 @@ from seq2seq.training.checkpoint import (
 
 # Metadata that may differ between checkpoints of the same model.
 _PER_CHECKPOINT_KEYS = ("step", "metrics", "versions", "averaged_from", "config")
-# Config sections that decide the model's shape and vocabulary; the others (train, decoding) may differ.
-_MODEL_SECTIONS = ("model", "data")
+# Config sections that decide the model's shape and vocabulary (seq2seq.run_configs.MODEL_SECTIONS,
+# per task); the others (train, decoding) may differ.
 
 TensorSpec = tuple[tuple[int, ...], str]  # a stored tensor's shape and safetensors dtype, e.g. ((7, 4), "F32")
 
@@ -108,10 +109,14 @@ def _check_same_model(
     first: Path, first_metadata: dict[str, Any], other: Path, other_metadata: dict[str, Any]
 ) -> None:
     """Refuses ``other`` unless its model config and vocabularies equal ``first``'s."""
+    task = first_metadata.get("task")
     first_config, other_config = first_metadata.get("config") or {}, other_metadata.get("config") or {}
+    if task in MODEL_SECTIONS:  # compare in today's layout, whatever layout each checkpoint was written in
+        first_config, other_config = upgrade_config(task, first_config), upgrade_config(task, other_config)
+    sections = MODEL_SECTIONS.get(task, ("model", "encoder", "decoder", "image_encoder", "data"))
     differences = config_differences(
-        {key: first_config.get(key) for key in _MODEL_SECTIONS},
-        {key: other_config.get(key) for key in _MODEL_SECTIONS},
+        {key: first_config.get(key) for key in sections},
+        {key: other_config.get(key) for key in sections},
     )
     keys = (set(first_metadata) | set(other_metadata)) - set(_PER_CHECKPOINT_KEYS)
     differences += [f"{key} differs" for key in sorted(keys) if first_metadata.get(key) != other_metadata.get(key)]

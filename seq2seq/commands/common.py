@@ -1,0 +1,111 @@
+"""What every task's command line shares: user errors as one line, train/average/checkpoint
+arguments, and argparse types."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from seq2seq.averaging import average_checkpoints, latest_checkpoints
+from seq2seq.checkpoint import CheckpointError
+from seq2seq.config import ConfigError
+from seq2seq.data.text_files import DataError
+from seq2seq.text import UnknownTokensError
+from seq2seq.training.tasks import DEFAULT_CONFIGS, train
+
+#: Errors that are the user's to fix: printed as one clear line, no traceback.
+USER_ERRORS = (ConfigError, DataError, CheckpointError, UnknownTokensError, FileNotFoundError, ValueError)
+
+Command = Callable[[argparse.Namespace], Any]
+
+
+def run_command(command: Command, args: argparse.Namespace) -> int:
+    """Run a subcommand; a user error ends it with its message and exit status 2."""
+    if args.verb != "train":
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        command(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept, and the same command resumes from it", file=sys.stderr)
+        return 130
+    return 0
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
+def add_train_verb(verbs: argparse._SubParsersAction, task: str, what: str) -> None:
+    """``train``: a config (a shipped name or a YAML file), overrides, the run directory."""
+    default = DEFAULT_CONFIGS[task]
+    parser = verbs.add_parser(
+        "train",
+        help=f"train a {what} model (resumes when the run directory has a checkpoint)",
+        description=f"Train a {what} model from a config. Running the same command again resumes from the "
+        "latest checkpoint; under `torchrun --nproc_per_node N` the same command trains on N processes.",
+    )
+    parser.add_argument(
+        "--config",
+        default=default,
+        help=f"a shipped config's name (e.g. {default}) or a YAML file (default: {default})",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=0.001 --set data.path=my.txt (repeatable)",
+    )
+    parser.add_argument("--run-dir", help="where checkpoints and logs go (default: runs/<config name>)")
+    parser.add_argument(
+        "--fresh", action="store_true", help="delete the run directory's checkpoints and start over instead of resuming"
+    )
+    parser.set_defaults(func=lambda args: train(task, args.config, args.overrides, args.run_dir, args.fresh))
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint (a run directory or one step directory) and --device."""
+    parser.add_argument(
+        "--checkpoint", required=True, help="a run directory (its best checkpoint is used) or one checkpoint directory"
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+
+
+def add_average_verb(verbs: argparse._SubParsersAction, task: str) -> None:
+    """``average``: the mean of several checkpoints' weights, as a new checkpoint."""
+    parser = verbs.add_parser(
+        "average",
+        help="average the weights of checkpoints of one model into a new checkpoint",
+        description="Average the weights of several checkpoints of the same model (e.g. the last few of a run) "
+        f"into a new checkpoint directory, which the other `seq2seq {task}` commands load like any other.",
+    )
+    sources = parser.add_mutually_exclusive_group(required=True)
+    sources.add_argument("--checkpoints", nargs="+", metavar="DIR", help="step checkpoint directories to average")
+    sources.add_argument("--run-dir", help="average the latest --last checkpoints of this run directory")
+    parser.add_argument("--last", type=positive_int, default=5, help="with --run-dir: how many checkpoints (default: 5)")
+    parser.add_argument("--output", required=True, help="the new checkpoint directory")
+    parser.set_defaults(func=average)
+
+
+def average(args: argparse.Namespace) -> None:
+    if args.checkpoints:
+        directories = [Path(directory) for directory in args.checkpoints]
+    else:
+        directories = latest_checkpoints(Path(args.run_dir), args.last)
+    average_checkpoints(directories, Path(args.output))
+    print(f"averaged {len(directories)} checkpoints:")
+    for directory in directories:
+        print(f"  {directory}")
+    print(f"into {args.output}; use it with --checkpoint {args.output}")

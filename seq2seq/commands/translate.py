@@ -1,0 +1,186 @@
+"""`seq2seq translate`: machine translation (many-to-many).
+
+  seq2seq translate train --config multi30k_de_en
+  echo "Ein Mann fährt Fahrrad." | seq2seq translate translate --checkpoint runs/multi30k_de_en --beam 5
+  seq2seq translate translate --checkpoint runs/multi30k_de_en --input test.de --output test.hyp --n-best 3
+  seq2seq translate evaluate --checkpoint runs/multi30k_de_en --split test
+  seq2seq translate average --run-dir runs/multi30k_de_en --last 5 --output runs/multi30k_de_en/averaged
+
+The tokenizers and vocabularies travel in every checkpoint, so translating needs nothing but
+the checkpoint. Input and output of ``translate``: raw UTF-8 text, one sentence per line; line i
+of the output translates line i of the input, and an empty input line gives an empty output
+line. With ``--n-best N`` each input line gives exactly N lines, best first, each
+``score<TAB>translation``: the score is the summed log-probability of the translation's tokens
+(eos included) under the model, before any length penalty (``-inf`` marks a place the search
+could not fill); an empty input line gives N lines ``0.0000<TAB>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from seq2seq.commands.common import add_average_verb, add_checkpoint_arguments, add_train_verb, positive_int
+from seq2seq.config import DecodeConfig
+from seq2seq.data.parallel import load_split, split_files
+from seq2seq.data.text_files import DataError, decode_utf8, split_lines
+from seq2seq.decoding import describe_decoding
+from seq2seq.inference.translator import Translation, Translator
+from seq2seq.metrics import corpus_bleu, corpus_chrf
+from seq2seq.plots import plot_attention
+
+
+def add_verbs(verbs: argparse._SubParsersAction) -> None:
+    add_train_verb(verbs, "translate", "translation")
+
+    tr = verbs.add_parser(
+        "translate",
+        help="translate raw text: a file, standard input, or an interactive prompt",
+        description="Translate raw text, one sentence per line, from --input, standard input, or (when standard "
+        "input is a terminal) an interactive prompt. With --n-best N each input line gives N lines "
+        "'score<TAB>translation', best first; the score is the summed log-probability of the translation.",
+    )
+    add_checkpoint_arguments(tr)
+    tr.add_argument("--input", help="UTF-8 text file to translate, one sentence per line (default: standard input)")
+    tr.add_argument("--output", help="write the translations here (default: standard output)")
+    tr.add_argument("--n-best", type=positive_int, help="print the N best translations of each line with their scores")
+    add_decoding_arguments(tr)
+    tr.set_defaults(func=translate)
+
+    ev = verbs.add_parser(
+        "evaluate",
+        help="sacreBLEU BLEU and chrF on the test or validation split",
+        description="Translate a split of the training config's data and score it with sacreBLEU (BLEU and chrF, "
+        "detokenised, against the raw references), printing each score's signature and the decoding settings.",
+    )
+    add_checkpoint_arguments(ev)
+    ev.add_argument("--split", choices=["test", "valid"], default="test", help="which split to score (default: test)")
+    ev.add_argument(
+        "--attention-plot", metavar="PNG", help="also plot the attention alignment of --sentence to this PNG file"
+    )
+    ev.add_argument("--sentence", type=positive_int, default=1, help="line number (from 1) of the sentence to plot")
+    ev.set_defaults(func=evaluate, n_best=None)
+    add_decoding_arguments(ev)
+
+    add_average_verb(verbs, "translate")
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    search = parser.add_mutually_exclusive_group()
+    search.add_argument("--beam", type=positive_int, help="beam size (default: the config's decoding.beam_size)")
+    search.add_argument("--greedy", action="store_true", help="greedy search (a beam of 1)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="sentences translated together (default: 64)")
+    parser.add_argument(
+        "--max-length-ratio",
+        type=float,
+        help="at most this many target tokens per source token (default: the config's decoding.max_length_ratio)",
+    )
+
+
+def decode_from_args(translator: Translator, args: argparse.Namespace) -> DecodeConfig:
+    return translator.decode_config(
+        beam=args.beam, greedy=args.greedy, n_best=args.n_best, max_length_ratio=args.max_length_ratio
+    )
+
+
+# ---- translate ----------------------------------------------------------------------------------
+
+
+def translate(args: argparse.Namespace) -> None:
+    translator = Translator.from_checkpoint(args.checkpoint, args.device)
+    decode = decode_from_args(translator, args)
+    scored = args.n_best is not None
+    if args.input is None and sys.stdin.isatty():
+        translate_interactively(translator, decode, scored)
+        return
+    if args.input is None:
+        lines = input_lines(sys.stdin.buffer.read(), "standard input")
+    else:
+        path = Path(args.input)
+        if not path.is_file():
+            raise DataError(f"input file not found: {path}")
+        lines = input_lines(path.read_bytes(), f"input file {path}")
+    started = time.perf_counter()
+    found = translator.translate_data(translator.encode(lines), decode, args.batch_size)
+    text = format_translations([Translation(line, hypotheses) for line, hypotheses in zip(lines, found)], scored)
+    seconds = time.perf_counter() - started
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text, encoding="utf-8")
+    print(
+        f"translated {len(lines)} line(s) in {seconds:.2f} s ({len(lines) / max(seconds, 1e-9):.1f} lines/s)",
+        file=sys.stderr,
+    )
+
+
+def input_lines(raw: bytes, where: str) -> list[str]:
+    """The lines of UTF-8 input, without line endings (``\\n`` or ``\\r\\n``) or a byte-order mark."""
+    return split_lines(decode_utf8(raw, where))
+
+
+def format_translations(results: list[Translation], scored: bool) -> str:
+    """One line per input, or with ``scored`` each hypothesis as ``score<TAB>text``."""
+    if not scored:
+        return "".join(result.text + "\n" for result in results)
+    return "".join(f"{h.score:.4f}\t{h.text}\n" for result in results for h in result.hypotheses)
+
+
+def translate_interactively(translator: Translator, decode: DecodeConfig, scored: bool) -> None:
+    """A prompt: each line typed is translated at once; Ctrl-D (end of input) quits."""
+    print("Type a sentence and press Enter to translate it; Ctrl-D quits.", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return
+        found = translator.translate_data(translator.encode([line]), decode, 1)
+        print(format_translations([Translation(line, found[0])], scored), end="", flush=True)
+
+
+# ---- evaluate -----------------------------------------------------------------------------------
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    translator = Translator.from_checkpoint(args.checkpoint, args.device)
+    decode = decode_from_args(translator, args)
+    data_config = translator.config.data
+    source_file, target_file = split_files(data_config, args.split)
+    data = load_split(data_config, args.split, translator.source, translator.target)
+    started = time.perf_counter()
+    results = translator.translate_data(data, decode, args.batch_size)
+    seconds = time.perf_counter() - started
+    hypotheses = [best.text for best, *_ in results]
+    print(f"checkpoint: {translator.checkpoint}")
+    print(f"split: {args.split}, {source_file} -> {target_file}, {len(data):,} sentences")
+    print(f"decoding: {describe_decoding(decode)}, batches of {args.batch_size} sentences")
+    print(f"translation time: {seconds:.1f} s, {len(data) / max(seconds, 1e-9):.1f} sentences/s")
+    print(corpus_bleu(hypotheses, data.target_lines))
+    print(corpus_chrf(hypotheses, data.target_lines))
+    if args.attention_plot:
+        plot_sentence_attention(translator, data.source_lines, decode, args.sentence, Path(args.attention_plot))
+        print(f"attention plot of sentence {args.sentence}: {args.attention_plot}")
+
+
+def plot_sentence_attention(
+    translator: Translator, lines: list[str], decode: DecodeConfig, number: int, path: Path
+) -> None:
+    """Translate line ``number`` (1-based) of ``lines`` and plot its attention to ``path``."""
+    if translator.model.decoder.attention is None:
+        raise ValueError("this model has no attention (its decoder.attention is none), so there is no alignment to plot")
+    if not 1 <= number <= len(lines):
+        raise ValueError(f"--sentence must be a line number from 1 to {len(lines)}, got {number}")
+    line = lines[number - 1]
+    if not translator.encode([line]).sources[0].numel():
+        raise ValueError(f"sentence {number} is empty, so there is nothing to align: pick another --sentence")
+    best = translator.translate_data(translator.encode([line]), replace(decode, n_best=1), 1, attention=True)[0][0]
+    if best.attention is None:
+        raise ValueError(f"sentence {number} has an empty translation, so there is nothing to align")
+    target_tokens = [translator.target.vocab.id_to_token(i) for i in best.token_ids]
+    title = f"sentence {number}: {best.text}"
+    plot_attention(best.attention, translator.source_tokens(line), target_tokens, path, title)

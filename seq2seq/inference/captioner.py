@@ -1,0 +1,229 @@
+"""Captioning with a trained model: image files or PIL images in, captions (and attention) out.
+
+    captioner = Captioner.from_checkpoint("runs/emoji_scratch")
+    results = captioner.caption(["photo.jpg", PIL.Image.open("other.png")], beam=3)
+    results[0].text, results[0].hypotheses[0].attention   # (T, k*k)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+
+from seq2seq.config import DecodeConfig
+from seq2seq.data.captions import CaptionImages, caption_batches
+from seq2seq.data.images import BadImageError, build_transform, failure_reason, fit_pixel_limit, load_rgb, to_rgb
+from seq2seq.data.parallel import TextCodec
+from seq2seq.decoding import generate
+from seq2seq.devices import resolve_device
+from seq2seq.inference.hypothesis import SPECIAL_IDS, Hypothesis, hypotheses_of_rows
+from seq2seq.inference.loading import metadata_entry, read_trained_run, ready_for_decoding
+from seq2seq.inference.options import sampling_options, search_options
+from seq2seq.models import Seq2Seq, build_captioning_model
+from seq2seq.plots import plot_caption_attention
+from seq2seq.run_configs import CaptionConfig
+from seq2seq.text import Vocab
+
+TASK = "caption"
+ImageInput = str | Path | Image.Image
+
+
+@dataclass(frozen=True)
+class CaptionResult:
+    """The captions of one image, best first; ``error`` says why an image could not be read
+    (and then there are no captions)."""
+
+    image: str
+    hypotheses: list[Hypothesis]
+    error: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The best caption ("" for an image that could not be read)."""
+        return self.hypotheses[0].text if self.hypotheses else ""
+
+    @property
+    def score(self) -> float:
+        return self.hypotheses[0].score if self.hypotheses else float("-inf")
+
+
+class Captioner:
+    """A trained captioning model, loaded once, with its image settings and decoding defaults."""
+
+    def __init__(self, model: Seq2Seq, codec: TextCodec, config: CaptionConfig, checkpoint: Path) -> None:
+        self.model = model
+        self.codec = codec
+        self.config = config
+        self.checkpoint = checkpoint
+        self.transform = build_transform(config.data.transform, train=False)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device = "auto") -> Captioner:
+        """Load a run directory (its best checkpoint) or one step checkpoint directory.
+
+        The weights come from the checkpoint: no ImageNet download, even for a pretrained backbone.
+        """
+        run = read_trained_run(checkpoint, TASK)
+        codec = TextCodec.from_dict(metadata_entry(run, "codec"))
+        config: CaptionConfig = run.config
+        encoder = replace(config.image_encoder, pretrained=False)
+        model = build_captioning_model(encoder, config.decoder, len(codec.vocab), Vocab.pad_id)
+        device = device if isinstance(device, torch.device) else resolve_device(device)
+        return cls(ready_for_decoding(model, run, device), codec, config, run.directory)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def decode_config(
+        self,
+        beam: int | None = None,
+        greedy: bool = False,
+        n_best: int | None = None,
+        sample: bool = False,
+        num_samples: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        max_length: int | None = None,
+        min_length: int | None = None,
+        length_penalty: str | None = None,
+        alpha: float | None = None,
+        no_repeat_ngram: int | None = None,
+        ban_unk: bool | None = None,
+    ) -> DecodeConfig:
+        """The checkpoint's ``decoding`` settings with these choices on top (None keeps each one):
+        beam search (``beam``, ``n_best``), greedy search, or with ``sample`` sampling
+        ``num_samples`` captions per image at ``temperature`` / ``top_k`` / ``top_p``."""
+        limits = dict(max_length=max_length, min_length=min_length, no_repeat_ngram=no_repeat_ngram, ban_unk=ban_unk)
+        if sample:
+            if beam is not None or greedy or n_best is not None:
+                raise ValueError("sample=True samples captions: it cannot be combined with beam, greedy or n_best")
+            return sampling_options(
+                self.config.decoding, num_samples, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, **limits
+            )
+        sampling_only = {"num_samples": num_samples, "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+        given = [key for key, value in sampling_only.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply with sample=True (sampling)")
+        return search_options(
+            self.config.decoding, beam, greedy, n_best, length_penalty=length_penalty, alpha=alpha, **limits
+        )
+
+    def caption(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        beam: int | None = None,
+        greedy: bool = False,
+        n_best: int | None = None,
+        sample: bool = False,
+        num_samples: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        max_length: int | None = None,
+        min_length: int | None = None,
+        length_penalty: str | None = None,
+        alpha: float | None = None,
+        no_repeat_ngram: int | None = None,
+        ban_unk: bool | None = None,
+        batch_size: int = 32,
+        attention: bool = False,
+    ) -> list[CaptionResult]:
+        """Captions of image files (paths) or PIL images, one ``CaptionResult`` each, in input order.
+
+        Images are decoded, converted to RGB and batched ``batch_size`` at a time; an image that
+        cannot be read gets a result with ``error`` set, and the others are still captioned.
+        attention: keep each caption's (T, k*k) attention over the image grid.
+        """
+        images = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
+        decode = self.decode_config(
+            beam, greedy, n_best, sample, num_samples, temperature, top_k, top_p, seed,
+            max_length, min_length, length_penalty, alpha, no_repeat_ngram, ban_unk,
+        )  # fmt: skip
+        return self.caption_with(images, decode, batch_size, attention)
+
+    def caption_with(
+        self, images: Sequence[ImageInput], decode: DecodeConfig, batch_size: int = 32, attention: bool = False
+    ) -> list[CaptionResult]:
+        """``caption`` with ready decoding settings (``decode_config``)."""
+        results: list[CaptionResult] = []
+        for start in range(0, len(images), batch_size):
+            results += self._caption_chunk(images[start : start + batch_size], decode, attention)
+        return results
+
+    def _caption_chunk(self, images: Sequence[ImageInput], decode: DecodeConfig, attention: bool) -> list[CaptionResult]:
+        names = [image_name(image, index) for index, image in enumerate(images)]
+        pixels: list[torch.Tensor] = []
+        errors: dict[int, str] = {}
+        for index, image in enumerate(images):
+            try:
+                pixels.append(self.transform(self.rgb(image)))  # (3, S, S)
+            except BadImageError as error:
+                errors[index] = error.reason
+        readable = [index for index in range(len(images)) if index not in errors]
+        found: list[list[Hypothesis]] = []
+        if pixels:
+            batch = torch.stack(pixels).to(self.device)  # (B, 3, S, S)
+            found = hypotheses_of_rows(generate(self.model, batch, decode, SPECIAL_IDS), self.codec, attention)
+        captions = dict(zip(readable, found))
+        return [CaptionResult(names[i], captions.get(i, []), errors.get(i)) for i in range(len(images))]
+
+    def rgb(self, image: ImageInput) -> Image.Image:
+        """An image file or PIL image as 8-bit RGB, upright, within ``data.max_pixels``."""
+        max_pixels = self.config.data.max_pixels
+        if not isinstance(image, Image.Image):
+            return load_rgb(Path(image), max_pixels)
+        where = Path(image_name(image, 0))
+        fit_pixel_limit(image, where, max_pixels)
+        try:
+            return to_rgb(ImageOps.exif_transpose(image))
+        except Exception as error:  # Pillow's decoders raise many kinds of error on malformed data
+            raise BadImageError(where, failure_reason(error)) from error
+
+    def attention_map(self, image: ImageInput, hypothesis: Hypothesis, path: str | Path) -> Path:
+        """Save one PNG: the image as the model saw it and each word's attention over its grid."""
+        if hypothesis.attention is None:
+            raise ValueError(
+                "the caption carries no attention: caption with attention=True, and use a model with attention"
+            )
+        shown = build_transform(replace(self.config.data.transform, normalize="none"), train=False)
+        picture = (shown(self.rgb(image)).permute(1, 2, 0) * 255).round().byte().numpy()  # (S, S, 3)
+        words = [self.codec.vocab.id_to_token(i) for i in hypothesis.token_ids]
+        grid = self.config.image_encoder.grid_size
+        plot_caption_attention(picture, words, hypothesis.attention, grid, Path(path), hypothesis.text)
+        return Path(path)
+
+
+def image_name(image: ImageInput, index: int) -> str:
+    """A path as given; a PIL image by its file name when it has one, else by its position."""
+    if isinstance(image, Image.Image):
+        return str(getattr(image, "filename", "") or f"<image {index}>")
+    return str(image)
+
+
+def caption_images(
+    model: Seq2Seq,
+    images: CaptionImages,
+    codec: TextCodec,
+    decode: DecodeConfig,
+    batch_images: int,
+    num_workers: int = 0,
+    attention: bool = True,
+) -> list[list[Hypothesis] | None]:
+    """The captions (``decode.n_best`` with beam search, ``decode.num_samples`` when sampling) of
+    every image of a data set, in data order; None for an image that could not be read.
+    A data set may hold cached image features (``CaptionImages(features=...)``)."""
+    device = next(model.parameters()).device
+    results: list[list[Hypothesis] | None] = [None] * len(images)
+    for batch in caption_batches(images, batch_images, shuffle=False, num_workers=num_workers):
+        found = generate(model, batch.images.to(device), decode, SPECIAL_IDS)  # tokens (B, N, T)
+        for index, hypotheses in zip(batch.indices.tolist(), hypotheses_of_rows(found, codec, attention)):
+            results[index] = hypotheses
+    return results

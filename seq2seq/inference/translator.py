@@ -1,0 +1,235 @@
+"""Translation with a trained model: batching sentences, beam or greedy search, forced decoding.
+
+    translator = Translator.from_checkpoint("runs/multi30k_de_en")
+    results = translator.translate(["Ein Mann fährt Fahrrad."], beam=5, n_best=2)
+    results[0].text, results[0].hypotheses[1].score
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from seq2seq.config import DecodeConfig
+from seq2seq.data.parallel import ParallelData, TextCodec, TokenBudgetBatcher, encode_sources
+from seq2seq.decoding import generate
+from seq2seq.devices import resolve_device
+from seq2seq.inference.hypothesis import EMPTY, SPECIAL_IDS, Hypothesis, hypotheses_of_rows
+from seq2seq.inference.loading import metadata_entry, read_trained_run, ready_for_decoding
+from seq2seq.inference.options import search_options
+from seq2seq.models import Seq2Seq, build_translation_model
+from seq2seq.run_configs import TranslationConfig
+from seq2seq.text import Vocab
+
+TASK = "translate"
+
+
+@dataclass(frozen=True)
+class Translation:
+    """The translations of one source line, best first (``n_best`` of them)."""
+
+    source: str
+    hypotheses: list[Hypothesis]
+
+    @property
+    def text(self) -> str:
+        """The best translation."""
+        return self.hypotheses[0].text
+
+    @property
+    def score(self) -> float:
+        """The best translation's summed log-probability."""
+        return self.hypotheses[0].score
+
+
+@dataclass(frozen=True)
+class ForcedScore:
+    """How likely the model finds a given translation of a source line.
+
+    log_probability: summed log-probability of the target's tokens and eos
+    token_log_probabilities: one per target token, eos last
+    tokens: the target's tokens as the model's vocabulary reads them (unknown ones as <unk>)
+    """
+
+    log_probability: float
+    token_log_probabilities: list[float]
+    tokens: list[str]
+
+    @property
+    def per_token(self) -> float:
+        """The average log-probability per token (eos included)."""
+        return self.log_probability / len(self.token_log_probabilities)
+
+
+class Translator:
+    """A trained translation model, loaded once, with its tokenizers and decoding defaults."""
+
+    def __init__(
+        self, model: Seq2Seq, source: TextCodec, target: TextCodec, config: TranslationConfig, checkpoint: Path
+    ) -> None:
+        self.model = model
+        self.source = source
+        self.target = target
+        self.config = config
+        self.checkpoint = checkpoint
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device = "auto") -> Translator:
+        """Load a run directory (its best checkpoint) or one step checkpoint directory.
+
+        device: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps.
+        """
+        run = read_trained_run(checkpoint, TASK)
+        source = TextCodec.from_dict(metadata_entry(run, "source"))
+        target = TextCodec.from_dict(metadata_entry(run, "target"))
+        config: TranslationConfig = run.config
+        model = build_translation_model(config.encoder, config.decoder, len(source.vocab), len(target.vocab), Vocab.pad_id)
+        device = device if isinstance(device, torch.device) else resolve_device(device)
+        return cls(ready_for_decoding(model, run, device), source, target, config, run.directory)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def decode_config(
+        self,
+        beam: int | None = None,
+        greedy: bool = False,
+        n_best: int | None = None,
+        max_length: int | None = None,
+        max_length_ratio: float | None = None,
+        min_length: int | None = None,
+        min_length_ratio: float | None = None,
+        length_penalty: str | None = None,
+        alpha: float | None = None,
+        no_repeat_ngram: int | None = None,
+        ban_unk: bool | None = None,
+    ) -> DecodeConfig:
+        """The checkpoint's ``decoding`` settings with these choices on top (None keeps each one)."""
+        return search_options(
+            self.config.decoding,
+            beam,
+            greedy,
+            n_best,
+            max_length=max_length,
+            max_length_ratio=max_length_ratio,
+            min_length=min_length,
+            min_length_ratio=min_length_ratio,
+            length_penalty=length_penalty,
+            alpha=alpha,
+            no_repeat_ngram=no_repeat_ngram,
+            ban_unk=ban_unk,
+        )
+
+    def translate(
+        self,
+        lines: str | Sequence[str],
+        beam: int | None = None,
+        greedy: bool = False,
+        n_best: int | None = None,
+        max_length: int | None = None,
+        max_length_ratio: float | None = None,
+        min_length: int | None = None,
+        min_length_ratio: float | None = None,
+        length_penalty: str | None = None,
+        alpha: float | None = None,
+        no_repeat_ngram: int | None = None,
+        ban_unk: bool | None = None,
+        batch_size: int = 64,
+        attention: bool = False,
+    ) -> list[Translation]:
+        """The translations of raw text lines, one ``Translation`` per line, in input order.
+
+        Lines are batched ``batch_size`` at a time in order of length; an empty line gets the
+        empty translation. beam, greedy, n_best and the limits default to the checkpoint's
+        ``decoding`` settings (see ``decode_config``). attention: keep each hypothesis's
+        (T, S) attention over the source tokens (``Hypothesis.attention``).
+        """
+        lines = [lines] if isinstance(lines, str) else list(lines)
+        decode = self.decode_config(
+            beam, greedy, n_best, max_length, max_length_ratio, min_length, min_length_ratio,
+            length_penalty, alpha, no_repeat_ngram, ban_unk,
+        )  # fmt: skip
+        found = self.translate_data(self.encode(lines), decode, batch_size, attention)
+        return [Translation(line, hypotheses) for line, hypotheses in zip(lines, found)]
+
+    def encode(self, lines: Sequence[str]) -> ParallelData:
+        """Source lines as ids; a blank line becomes an empty source."""
+        return encode_sources([line if line.strip() else "" for line in lines], self.source)
+
+    def translate_data(
+        self, data: ParallelData, decode: DecodeConfig, batch_size: int, attention: bool = False
+    ) -> list[list[Hypothesis]]:
+        """The hypotheses of every source of ``data``, in data order: ``translate_data``."""
+        return translate_data(self.model, data, self.target, decode, batch_size, attention)
+
+    def source_tokens(self, line: str) -> list[str]:
+        """The source tokens of ``line`` as the model reads them (what attention is over)."""
+        return self.source.tokenizer.tokenize(line)
+
+    def score(self, sources: Sequence[str], targets: Sequence[str], batch_size: int = 64) -> list[ForcedScore]:
+        """Forced decoding: the log-probability the model gives each target as the translation
+        of its source (teacher forcing, eos included; no search)."""
+        if len(sources) != len(targets):
+            raise ValueError(f"score needs one target per source, got {len(sources)} sources and {len(targets)} targets")
+        data = self.encode(sources)
+        targets_ids = [self.target.encode(line) for line in targets]
+        results: list[ForcedScore] = []
+        for start in range(0, len(sources), batch_size):
+            chunk = range(start, min(start + batch_size, len(sources)))
+            results += self._score_batch([data.sources[i] for i in chunk], [targets_ids[i] for i in chunk])
+        return results
+
+    @torch.inference_mode()
+    def _score_batch(self, sources: list[torch.Tensor], targets: list[list[int]]) -> list[ForcedScore]:
+        pad, device = Vocab.pad_id, self.device
+        source = _padded([ids.tolist() or [pad] for ids in sources], pad).to(device)  # (B, S)
+        target_in = _padded([[Vocab.bos_id, *ids] for ids in targets], pad).to(device)  # (B, T)
+        target_out = _padded([[*ids, Vocab.eos_id] for ids in targets], pad).to(device)  # (B, T)
+        logits, _ = self.model(source, target_in)  # (B, T, V)
+        log_probs = F.log_softmax(logits.float(), dim=-1).gather(-1, target_out.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        scores = []
+        for row, ids in enumerate(targets):
+            per_token = log_probs[row, : len(ids) + 1].tolist()
+            words = [self.target.vocab.id_to_token(i) for i in ids]
+            scores.append(ForcedScore(sum(per_token), per_token, words))
+        return scores
+
+
+def _padded(rows: list[list[int]], pad: int) -> torch.Tensor:
+    """Rows of ids as one (B, max length) tensor, padded on the right."""
+    width = max(len(row) for row in rows)
+    return torch.tensor([row + [pad] * (width - len(row)) for row in rows], dtype=torch.long)
+
+
+def translate_data(
+    model: Seq2Seq,
+    data: ParallelData,
+    target: TextCodec,
+    decode: DecodeConfig,
+    batch_sentences: int,
+    attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """The ``decode.n_best`` translations of every source of ``data``, best first, in data order.
+
+    Sources are batched ``batch_sentences`` at a time in order of length, so that padding stays
+    small; an empty source is not batched and gets the empty translation.
+    """
+    if decode.method not in ("beam", "greedy"):
+        raise ValueError(f"translation decodes with beam or greedy search, got method {decode.method!r}")
+    device = next(model.parameters()).device
+    results = [[EMPTY] * decode.n_best for _ in range(len(data))]
+    if not any(len(ids) for ids in data.sources):
+        return results
+    batcher = TokenBudgetBatcher(data, batch_sentences=batch_sentences, shuffle=False)
+    for batch in batcher.batches():
+        found = generate(model, batch.source.to(device), decode, SPECIAL_IDS)  # tokens (B, N, T)
+        indices = batch.indices.tolist()
+        lengths = [len(data.sources[index]) for index in indices]
+        for index, hypotheses in zip(indices, hypotheses_of_rows(found, target, attention, lengths)):
+            results[index] = hypotheses
+    return results
