@@ -19,8 +19,8 @@ install: $(STAMP)
 # The main job: fetch tiny-shakespeare, train the default character-level model, sample from it.
 train: $(STAMP)
 	$(BIN)/python data_scripts/tinyshakespeare.py
-	$(BIN)/python recipes/textgen.py train --config recipes/configs/shakespeare_char.yaml
-	$(BIN)/python recipes/textgen.py generate --checkpoint runs/shakespeare_char --prime "ROMEO:" --seed 1
+	$(BIN)/seq2seq textgen train --config shakespeare_char
+	$(BIN)/seq2seq textgen generate --checkpoint runs/shakespeare_char --prime "ROMEO:" --seed 1
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
