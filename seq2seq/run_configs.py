@@ -164,7 +164,7 @@ def upgrade_config(task: str, raw: dict[str, Any]) -> dict[str, Any]:
         if task == "translate" and "encoder" not in upgraded:
             upgraded["encoder"] = {"kind": "rnn", **encoder}
         upgraded.setdefault("decoder", model)
-    old_decoding = _OLD_DECODING_SECTIONS[task]
+    old_decoding = _OLD_DECODING_SECTIONS.get(task)
     if old_decoding in upgraded and "decoding" not in upgraded:
         upgraded["decoding"] = upgraded.pop(old_decoding)
     return upgraded
