@@ -10,7 +10,7 @@
 # with beam 5 and greedy search. Each step's whole output goes to OUTPUT_DIR/<step>.log
 # (default runs/gpu_check); the end of it is printed.
 set -uo pipefail
-# The recipes import the package from this checkout, installed or not.
+# `python -m seq2seq` imports the package from this checkout, installed or not.
 export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 minutes=${1:-5}
 out=${2:-runs/gpu_check}
@@ -33,14 +33,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))"
 step cuda_tests 3 $python -m pytest -q -x -p no:cacheprovider tests/test_cuda_training_step.py tests/test_output_loss.py tests/test_attention.py \
     tests/test_checkpoint.py tests/test_decoder.py tests/test_beam.py
-step textgen_train 6 $python recipes/textgen.py train --config recipes/configs/shakespeare_char_gpu.yaml \
+step textgen_train 6 $python -m seq2seq textgen train --config shakespeare_char_gpu \
     --run-dir "$out/textgen" --fresh --set train.max_minutes=1 --set train.validate_every=200
-step textgen_generate 8 $python recipes/textgen.py generate --checkpoint "$out/textgen" --prime "ROMEO:" \
+step textgen_generate 8 $python -m seq2seq textgen generate --checkpoint "$out/textgen" --prime "ROMEO:" \
     --length 200 --seed 1 --device cpu
-step translate_train 14 $python recipes/translate.py train --config recipes/configs/multi30k_de_en_gpu.yaml \
+step translate_train 14 $python -m seq2seq translate train --config multi30k_de_en_gpu \
     --run-dir "$out/translate" --fresh --set train.max_minutes="$minutes"
-step evaluate_beam5 6 $python recipes/translate.py evaluate --checkpoint "$out/translate" --split test --beam 5
-step evaluate_greedy 6 $python recipes/translate.py evaluate --checkpoint "$out/translate" --split test --greedy
+step evaluate_beam5 6 $python -m seq2seq translate evaluate --checkpoint "$out/translate" --split test --beam 5
+step evaluate_greedy 6 $python -m seq2seq translate evaluate --checkpoint "$out/translate" --split test --greedy
 echo "Ein Mann fährt Fahrrad." >"$out/sentence.de"
-step translate_on_cpu 2 $python recipes/translate.py translate --checkpoint "$out/translate" --device cpu \
+step translate_on_cpu 2 $python -m seq2seq translate translate --checkpoint "$out/translate" --device cpu \
     --input "$out/sentence.de"

@@ -455,7 +455,8 @@ def setup_seconds(args: argparse.Namespace, work_dir: Path) -> float:
     """Wall time of a training process that stops before its first step: start-up, SentencePiece
     training, reading the corpus and building the model."""
     run_dir = work_dir / "setup_probe"
-    arguments = train_arguments(args.config, run_dir, args.data_dir, ["train.max_steps=0"])
+    stop_at_once = ["train.max_steps=0", "train.max_minutes=0"]  # no steps, so no time budget either
+    arguments = train_arguments(args.config, run_dir, args.data_dir, stop_at_once)
     return run_seq2seq("train", arguments, run_dir.with_name(run_dir.name + ".log")).seconds
 
 

@@ -171,7 +171,7 @@ class TrainConfig:
     min_lr_ratio: float = bounded(0.1, at_least=0, at_most=1)  # final lr as a fraction of lr (cosine and linear)
     clip_grad_norm: float = bounded(1.0, at_least=0)  # 0 disables clipping
     accumulate_steps: int = bounded(1, at_least=1)  # batches whose gradients are summed before one update
-    max_steps: int = bounded(10_000, at_least=1)
+    max_steps: int = bounded(10_000, at_least=0)  # 0: set up, then stop before the first step
     max_minutes: float = bounded(0.0, at_least=0)  # wall-clock budget; 0 means none. Schedules follow it too.
     validate_every: int = bounded(500, at_least=1)  # steps between validations and checkpoints
     log_every: int = bounded(50, at_least=1)  # steps between metric log lines

@@ -259,7 +259,7 @@ def test_every_choice_of_a_literal_field_is_accepted() -> None:
         ("train.betas=[0.9, 0.9, 0.9]", r"train.betas must have 2 entries, got 3"),
         ("train.betas=[0.9, 1.0]", r"train.betas\[1\] must be in \[0, 1\), got 1.0"),
         ("train.betas=[-0.1, 0.9]", r"train.betas\[0\] must be in \[0, 1\), got -0.1"),
-        ("train.max_steps=0", r"train.max_steps must be >= 1, got 0"),
+        ("train.max_steps=-1", r"train.max_steps must be >= 0, got -1"),
         ("train.validate_every=0", r"train.validate_every must be >= 1, got 0"),
         ("train.log_every=-5", r"train.log_every must be >= 1, got -5"),
         ("train.accumulate_steps=0", r"train.accumulate_steps must be >= 1, got 0"),

@@ -117,7 +117,7 @@ class TrainingBar:
 
     def _position(self, progress: Progress) -> float:
         """Seconds of the budget, ahead of the time spent when max_steps is nearer."""
-        done = max(progress.elapsed / self.budget, progress.step / self.max_steps)
+        done = max(progress.elapsed / self.budget, progress.step / max(self.max_steps, 1))
         return self.budget * min(done, 1.0)
 
     def _postfix(self, progress: Progress) -> dict[str, str]:
