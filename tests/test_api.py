@@ -182,3 +182,16 @@ def test_the_public_names_are_documented_and_importable() -> None:
     with pytest.raises(AttributeError):
         seq2seq.Missing  # noqa: B018
 
+
+
+def test_average_works_for_every_task(
+    translator: Translator, captioning: tuple[Captioner, Path], generator: TextGenerator, tmp_path: Path
+) -> None:
+    from seq2seq.commands import main
+
+    loaders = {"translate": Translator, "caption": Captioner, "textgen": TextGenerator}
+    for task, model in (("translate", translator), ("caption", captioning[0]), ("textgen", generator)):
+        run_dir, output = model.checkpoint.parent.parent, tmp_path / task
+        assert main([task, "average", "--run-dir", str(run_dir), "--last", "1", "--output", str(output)]) == 0
+        averaged = loaders[task].from_checkpoint(output, device="cpu")
+        assert type(averaged.model.encoder) is type(model.model.encoder)
