@@ -74,7 +74,7 @@ def test_score_is_the_log_probability_of_the_given_translation(translator: Trans
 def captioning(tmp_path_factory: pytest.TempPathFactory) -> tuple[Captioner, Path]:
     folder = tmp_path_factory.mktemp("api_caption")
     data = write_dataset(folder)
-    train("caption", "emoji_scratch", [*TINY_CAPTION, *data], folder / "run")
+    train("caption", "emoji_scratch", [*TINY_CAPTION, *data, "train.keep_latest=2"], folder / "run")
     return Captioner.from_checkpoint(folder / "run", device="cpu"), folder / "images"
 
 
@@ -108,7 +108,7 @@ def test_caption_takes_paths_and_pil_images_and_reports_bad_ones(
 def generator(tmp_path_factory: pytest.TempPathFactory) -> TextGenerator:
     folder = tmp_path_factory.mktemp("api_textgen")
     (folder / "tiny.txt").write_text(make_text(12_000), encoding="utf-8")
-    train("textgen", "shakespeare_char", [*TINY_TEXTGEN, f"data.path={folder / 'tiny.txt'}"], folder / "run")
+    train("textgen", "shakespeare_char", [*TINY_TEXTGEN, f"data.path={folder / 'tiny.txt'}", "train.keep_latest=2"], folder / "run")
     return TextGenerator.from_checkpoint(folder / "run", device="cpu")
 
 
@@ -192,6 +192,6 @@ def test_average_works_for_every_task(
     loaders = {"translate": Translator, "caption": Captioner, "textgen": TextGenerator}
     for task, model in (("translate", translator), ("caption", captioning[0]), ("textgen", generator)):
         run_dir, output = model.checkpoint.parent.parent, tmp_path / task
-        assert main([task, "average", "--run-dir", str(run_dir), "--last", "1", "--output", str(output)]) == 0
+        assert main([task, "average", "--run-dir", str(run_dir), "--last", "2", "--output", str(output)]) == 0
         averaged = loaders[task].from_checkpoint(output, device="cpu")
         assert type(averaged.model.encoder) is type(model.model.encoder)
