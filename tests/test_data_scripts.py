@@ -16,8 +16,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 from data_scripts import gutenberg, tinyshakespeare
 from data_scripts.fetch import MIRROR_ENV, DataError, fetch, sha256_of

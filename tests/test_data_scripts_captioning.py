@@ -24,8 +24,6 @@ import pytest
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 from data_scripts import coco, emoji, flickr8k, karpathy
 from data_scripts.fetch import MIRROR_ENV, DataError
@@ -117,11 +115,12 @@ def test_split_is_a_stable_hash_of_the_name_with_about_80_10_10() -> None:
     for split, percent in emoji.SPLIT_PERCENT.items():
         assert abs(splits.count(split) / len(names) - percent / 100) < 0.04
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); from data_scripts.emoji import split_of; "
+        "from data_scripts.emoji import split_of; "
         "print(''.join(split_of(f'emoji number {n}')[1] for n in range(2000)))"
     )
     other_process = subprocess.run(
-        [sys.executable, "-c", code, str(REPO_ROOT)],
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
         env={**os.environ, "PYTHONHASHSEED": "12345"},
         capture_output=True,
         text=True,
