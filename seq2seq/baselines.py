@@ -13,10 +13,9 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms.functional import pil_to_tensor
 
 from seq2seq.data.captions import CaptionImages, ImageCaptions, caption_batches
-from seq2seq.data.images import BadImageError, load_rgb
+from seq2seq.data.images import BadImageError, load_rgb, pixels_of
 from seq2seq.models.image_encoder import CNNEncoder
 
 PIXEL_SIZE = 32  # the side of the shrunk images compared in pixel space
@@ -31,7 +30,7 @@ def pixel_vectors(images: Sequence[ImageCaptions], max_pixels: int = 50_000_000)
             small = load_rgb(image.path, max_pixels).resize((PIXEL_SIZE, PIXEL_SIZE), Image.Resampling.BILINEAR)
         except BadImageError:
             continue
-        vectors[row] = pil_to_tensor(small).flatten().float() / 255.0
+        vectors[row] = pixels_of(small).flatten().float() / 255.0
     return vectors
 
 

@@ -26,7 +26,7 @@ from seq2seq.config import (
     check_best_metric,
     check_config,
 )
-from seq2seq.data.captions import CaptionDataConfig
+from seq2seq.data.caption_settings import CaptionDataConfig
 from seq2seq.data.lm_stream import LMDataConfig
 from seq2seq.data.parallel import ParallelDataConfig
 from seq2seq.decoding import search_config

@@ -9,9 +9,10 @@ import torch
 from PIL import Image
 
 from seq2seq.config import DecodeConfig, DecoderConfig
+from seq2seq.data.caption_settings import ImageTransformConfig
 from seq2seq.data.captions import CaptionImages, CaptionPairs, ImageCaptions, caption_batches
 from seq2seq.data.feature_cache import FeatureCache
-from seq2seq.data.images import ImageTransformConfig, build_transform
+from seq2seq.data.images import build_transform
 from seq2seq.data.parallel import TextCodec
 from seq2seq.models import ImageEncoderConfig, build_captioning_model
 from seq2seq.text import Vocab, WordTokenizer

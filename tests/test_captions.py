@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from seq2seq.config import ConfigError, from_dict
+from seq2seq.data.caption_settings import ImageTransformConfig
 from seq2seq.data.captions import (
     CaptionBatch,
     CaptionDataConfig,
@@ -24,7 +25,7 @@ from seq2seq.data.captions import (
     load_table,
     make_caption_codec,
 )
-from seq2seq.data.images import ImageTransformConfig, SkipCounter, build_transform
+from seq2seq.data.images import SkipCounter, build_transform
 from seq2seq.data.parallel import TextCodec
 from seq2seq.data.text_files import DataError
 from seq2seq.text import Vocab

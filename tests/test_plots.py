@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +32,3 @@ def test_caption_attention_plot_writes_a_png(tmp_path: Path) -> None:
     path = tmp_path / "caption.png"
     plot_caption_attention(image, ["cat", "</s>"], weights, grid_size=2, path=path)
     assert path.read_bytes().startswith(PNG_SIGNATURE)
-
-
-def test_importing_the_command_line_and_the_api_leaves_matplotlib_unloaded() -> None:
-    code = (
-        "import sys, seq2seq.commands, seq2seq.inference, seq2seq.training.tasks, seq2seq.training.metrics_log; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"

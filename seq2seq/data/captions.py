@@ -42,29 +42,27 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, cast, get_args
 
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, get_worker_info
-from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
-from seq2seq.config import ConfigError, bounded
+from seq2seq.config import ConfigError
+from seq2seq.data.caption_settings import CaptionDataConfig, CaptionFormat, CaptionTokenizerKind
 from seq2seq.data.feature_cache import FeatureCache
-from seq2seq.data.images import BadImageError, ImageTransformConfig, SkipCounter, load_rgb
+from seq2seq.data.images import BadImageError, SkipCounter, image_of, load_rgb, pixels_of
 from seq2seq.data.parallel import SPLITS, TextCodec
 from seq2seq.data.text_files import DataError, decode_utf8, read_bytes
 from seq2seq.text import SentencePieceTokenizer, Tokenizer, Vocab, WordTokenizer
 
 log = logging.getLogger(__name__)
 
-CaptionFormat = Literal["karpathy", "table"]
 FORMATS = get_args(CaptionFormat)
-CaptionTokenizerKind = Literal["word", "sentencepiece"]
 TOKENIZER_KINDS = get_args(CaptionTokenizerKind)
 KARPATHY_SPLITS = {"train": "train", "val": "valid", "test": "test", "restval": "train"}
 TABLE_SPLITS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
@@ -72,28 +70,6 @@ TABLE_DELIMITERS = {".tsv": "\t", ".csv": ","}
 MISSING_SHOWN = 5  # missing image files named in the error
 
 Transform = Callable[[Image.Image], Tensor]  # PIL RGB image -> (3, S, S)
-
-
-@dataclass
-class CaptionDataConfig:
-    """Where the images and captions are, how captions are tokenised, and how images are batched."""
-
-    format: CaptionFormat = "karpathy"  # karpathy (dataset JSON with splits) | table (a folder of images + a TSV/CSV)
-    annotations: str = "data/emoji/dataset_emoji.json"  # the Karpathy JSON, or the TSV/CSV captions file
-    images: str = "data/emoji/images"  # folder the image paths are relative to
-    restval_as_train: bool = True  # karpathy: train on the "restval" images too; False leaves them out
-    valid_fraction: float = bounded(0.05, at_least=0, below=1)  # table without a split column: share of images for validation (by path hash)
-    test_fraction: float = bounded(0.05, at_least=0, below=1)  # table without a split column: share of images for test (by path hash)
-    tokenizer: CaptionTokenizerKind = "word"  # word | sentencepiece (trained on the training captions)
-    lowercase: bool = True  # lowercase captions first (word tokenizer only)
-    min_freq: int = bounded(1, at_least=1)  # training words seen fewer times than this become <unk>
-    sentencepiece_vocab_size: int = bounded(4000, at_least=1)  # pieces of the SentencePiece model trained on the training captions
-    max_length: int = bounded(30, at_least=0)  # training captions with more tokens are dropped (counted in the log); 0 keeps all
-    max_pixels: int = bounded(50_000_000, at_least=1)  # images with more pixels are skipped as too large (decompression bombs)
-    batch_size: int = bounded(32, at_least=1)  # (image, caption) pairs per training batch, all processes together
-    num_workers: int = bounded(0, at_least=0)  # DataLoader worker processes that decode images; 0 decodes in the training process
-    preload: bool = False  # decode every image once and keep it in memory as uint8 (for small sets such as emoji)
-    transform: ImageTransformConfig = field(default_factory=ImageTransformConfig)  # resize, crop, normalise, augment
 
 
 @dataclass
@@ -217,8 +193,11 @@ def load_table(
             "so that its columns can be read; rename it, or use data.format: karpathy for a JSON file."
         )
     text = decode_utf8(read_bytes(table_path, "captions table"), f"captions table {table_path}")
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter=delimiter,
+        quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL,
+    )
     try:
         header = [name.strip().lower() for name in next(reader, [])]
         columns = _table_columns(header, table_path)
@@ -287,7 +266,7 @@ def _table_split(
 
 
 def _check_fractions(valid_fraction: float, test_fraction: float) -> None:
-    if not (0 <= valid_fraction and 0 <= test_fraction and valid_fraction + test_fraction < 1):
+    if not (valid_fraction >= 0 and test_fraction >= 0 and valid_fraction + test_fraction < 1):
         raise ConfigError(
             "data.valid_fraction and data.test_fraction must be at least 0 and sum to less than 1 "
             f"(got {valid_fraction} and {test_fraction})"
@@ -440,7 +419,8 @@ class _ImageStore:
         """Image ``index`` transformed, (3, S, S), or its cached grid (k*k, C) float16; None when
         it cannot be read."""
         if self.features is not None:
-            return self.features[self.keys[index]] if self.keys[index] in self.features else None
+            # A FeatureCache has no get().
+            return self.features[self.keys[index]] if self.keys[index] in self.features else None  # noqa: SIM401
         if self.pixels is None:
             try:
                 image = load_rgb(self.paths[index], self.max_pixels)
@@ -451,13 +431,13 @@ class _ImageStore:
             pixels = self.pixels[index]
             if pixels is None:
                 return None
-            image = to_pil_image(pixels)  # exact: uint8 RGB back to the decoded image
+            image = image_of(pixels)  # exact: uint8 RGB back to the decoded image
         return self.transform(image)
 
     def _decoded(self, path: Path) -> Tensor | None:
         """The image's pixels as (3, H, W) uint8; None (counted) when it cannot be read."""
         try:
-            return pil_to_tensor(load_rgb(path, self.max_pixels))
+            return pixels_of(load_rgb(path, self.max_pixels))
         except BadImageError as error:
             self.skips.add(error)
             return None
@@ -723,5 +703,6 @@ class _WorkerCollate:
         worker = get_worker_info()
         if worker is None:
             return batch, None
-        skips, worker.dataset.skips = worker.dataset.skips, SkipCounter()
+        dataset = cast(_StoredImages, worker.dataset)  # this module's loaders load only these
+        skips, dataset.skips = dataset.skips, SkipCounter()
         return batch, skips

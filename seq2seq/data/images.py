@@ -23,17 +23,16 @@ import re
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
-from torchvision.transforms import v2
 
-from seq2seq.config import ConfigError, bounded
+from seq2seq.config import ConfigError
+from seq2seq.data.caption_settings import ImageTransformConfig, Normalization
 from seq2seq.data.text_files import DataError
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,6 @@ HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # one channel,
 JPEG_DRAFT_SCALES = (2, 4, 8)  # the reduced sizes a JPEG decoder can produce directly: 1/2, 1/4, 1/8
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-Normalization = Literal["imagenet", "none"]
 NORMALIZATIONS = get_args(Normalization)
 CROP_ASPECT_RATIOS = (4 / 5, 5 / 4)  # random crops stay close to square, so that objects keep their shape
 
@@ -143,19 +141,6 @@ def stretch_to_8bit(image: Image.Image) -> Image.Image:
 # ---- transforms -------------------------------------------------------------------------------
 
 
-@dataclass
-class ImageTransformConfig:
-    """How an RGB image becomes a model input."""
-
-    image_size: int = bounded(224, at_least=1)  # images are resized so the shorter side is this, then centre-cropped square
-    augment: bool = False  # training only: random resized crop (scale below) and horizontal flips
-    crop_scale_min: float = bounded(0.8, above=0, at_most=1)  # augmentation: a random crop covers at least this fraction of the image
-    # Augmentation: flip half the images left to right (captions that say "left" or "right" then
-    # disagree with the picture; turn this off when that matters).
-    horizontal_flip: bool = True
-    normalize: Normalization = "imagenet"  # imagenet | none (pixel values in [0, 1])
-
-
 def build_transform(config: ImageTransformConfig, train: bool) -> Callable[[Image.Image], Tensor]:
     """RGB image -> float32 tensor (3, S, S), S = ``config.image_size``.
 
@@ -163,6 +148,8 @@ def build_transform(config: ImageTransformConfig, train: bool) -> Callable[[Imag
     Training with ``augment``: a random crop of ``crop_scale_min``..1 of the area, close to
     square, resized to S, then a random horizontal flip when ``horizontal_flip`` is set.
     """
+    from torchvision.transforms import v2  # on first use: processes without images never load torchvision
+
     check_transform_config(config)
     size = config.image_size
     if train and config.augment:
@@ -227,3 +214,13 @@ class SkipCounter:
         noun = "image" if self.total == 1 else "images"
         reasons = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
         return f"{self.total} {noun} skipped: " + ", ".join(f"{count} {kind}" for kind, count in reasons)
+
+
+def pixels_of(image: Image.Image) -> Tensor:
+    """An 8-bit RGB image as a (3, H, W) uint8 tensor."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def image_of(pixels: Tensor) -> Image.Image:
+    """A (3, H, W) uint8 tensor back to the RGB image it was made from (exact)."""
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy())

@@ -516,7 +516,8 @@ class TokenBudgetBatcher:
         if self.batch_sentences:
             batches = [order[k : k + self.batch_sentences] for k in range(0, len(order), self.batch_sentences)]
         else:
-            batches, current, longest = [], [], 0
+            current: list[int] = []
+            batches, longest = [], 0
             for i in order:
                 widest = max(longest, self.cost(i))
                 if len(current) >= self.world_size and widest * (len(current) + 1) > self.batch_tokens:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import pairwise
 from typing import overload
 
 import torch
@@ -74,7 +75,7 @@ class RaggedIds:
 
     def __iter__(self) -> Iterator[Tensor]:
         bounds = self.offsets.tolist()
-        for start, end in zip(bounds, bounds[1:]):
+        for start, end in pairwise(bounds):
             yield self.ids[start:end]
 
     def __repr__(self) -> str:
