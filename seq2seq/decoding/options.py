@@ -6,64 +6,32 @@ a key as ``decoding.<key>`` and say which values it takes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
-from seq2seq.config import DecodeConfig
-
-SEARCH_METHODS = ("greedy", "sample", "beam")
-LENGTH_PENALTIES = ("none", "gnmt", "average")
-
+from seq2seq.config import ConfigError, DecodeConfig, DecodeMethod, check_config
 
 def check_decode_config(config: DecodeConfig) -> None:
-    """Rejects any decoding option outside its range with a ValueError naming the key to fix."""
-    methods, penalties = ", ".join(SEARCH_METHODS), ", ".join(LENGTH_PENALTIES)
-    seed = config.seed
-    seed_valid = seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0)
-    rules: list[tuple[str, bool, str]] = [
-        ("method", config.method in SEARCH_METHODS, f"one of {methods}"),
-        ("max_length", config.max_length >= 1, ">= 1 new token"),
-        ("num_samples", config.num_samples >= 1, ">= 1"),
-        ("temperature", _finite(config.temperature, 0), "a finite number >= 0 (0 means greedy)"),
-        ("top_k", config.top_k >= 0, ">= 0 (0 disables it)"),
-        ("top_p", 0 < config.top_p <= 1, "in (0, 1] (1 disables it)"),
-        (
-            "repetition_penalty",
-            _finite(config.repetition_penalty, 0, strict=True),
-            "a finite number > 0 (1 disables it)",
-        ),
-        ("seed", seed_valid, "an integer >= 0 or null"),
-        ("stop", all(isinstance(text, str) and text for text in config.stop), "a list of non-empty strings"),
-        ("beam_size", config.beam_size >= 1, ">= 1"),
-        ("n_best", config.n_best >= 1, ">= 1"),
-        ("length_penalty", config.length_penalty in LENGTH_PENALTIES, f"one of {penalties}"),
-        ("alpha", _finite(config.alpha, 0), "a finite number >= 0 (0 disables the gnmt penalty)"),
-        ("min_length", config.min_length >= 0, ">= 0 (0 disables it)"),
-        ("min_length_ratio", _finite(config.min_length_ratio, 0), "a finite number >= 0 (0 disables it)"),
-        ("max_length_ratio", _finite(config.max_length_ratio, 0), "a finite number >= 0 (0 disables it)"),
-        ("ban_unk", isinstance(config.ban_unk, bool), "true or false"),
-        ("no_repeat_ngram", config.no_repeat_ngram >= 0, ">= 0 (0 disables it)"),
-    ]
-    if config.method == "beam":
-        rules += [
-            ("n_best", config.n_best <= config.beam_size, f"from 1 to decoding.beam_size ({config.beam_size})"),
-            ("repetition_penalty", config.repetition_penalty == 1, "1 in beam search; use decoding.no_repeat_ngram"),
-        ]
-    for key, valid, allowed in rules:
-        if not valid:
-            raise ValueError(f"decoding.{key} must be {allowed}, got {getattr(config, key)!r}")
-
-
-def _finite(value: float, low: float, strict: bool = False) -> bool:
-    """Whether ``value`` is a finite number above ``low`` (or equal to it unless ``strict``)."""
-    return math.isfinite(value) and (value > low if strict else value >= low)
+    """Rejects decoding options that cannot work, with a ValueError (a ConfigError) naming the
+    key as ``decoding.<key>``: each key's type, choices and range as the config loader checks
+    them (``DecodeConfig``'s fields say which), then the rules that join two keys."""
+    check_config(config, "decoding")
+    empty_stops = [text for text in config.stop if not text]
+    if empty_stops:
+        raise ConfigError(f"decoding.stop must hold non-empty strings, got {config.stop!r}")
+    if config.method == "beam" and config.n_best > config.beam_size:
+        raise ConfigError(f"decoding.n_best must be at most decoding.beam_size ({config.beam_size}), got {config.n_best}")
+    if config.method == "beam" and config.repetition_penalty != 1:
+        raise ConfigError(
+            f"decoding.repetition_penalty must be 1 in beam search (use decoding.no_repeat_ngram), "
+            f"got {config.repetition_penalty}"
+        )
 
 
 def search_config(config: DecodeConfig, beam_size: int, n_best: int = 1) -> DecodeConfig:
     """``config`` as a beam search of ``beam_size`` beams returning ``n_best`` hypotheses, or as
     greedy search for a beam of one: the same result, found by the cheaper greedy loop (which
     keeps the length limits and bans of the beam settings)."""
-    method = "beam" if beam_size > 1 else "greedy"
+    method: DecodeMethod = "beam" if beam_size > 1 else "greedy"
     return replace(config, method=method, beam_size=beam_size, n_best=n_best, num_samples=1)
 
 
