@@ -31,25 +31,28 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 if __name__ == "__main__" and not __package__:
     sys.exit("run it from the project root as a module: python -m benchmarks.caption")
 
 # Imported before torch: it pins the thread pools to THREADS.
-from benchmarks.common import THREADS, Figures, has_checkpoint, result_line, say, seq2seq_command  # noqa: E402
-from benchmarks.peak_memory import run_measured  # noqa: E402
+from benchmarks.common import THREADS, Figures, has_checkpoint, result_line, say, seq2seq_command
+from benchmarks.peak_memory import run_measured
 
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+# isort: split
+import torch
+from PIL import Image
 
-from seq2seq import Captioner, Hypothesis  # noqa: E402
-from seq2seq.baselines import feature_vectors, nearest_neighbour_captions, pixel_vectors  # noqa: E402
-from seq2seq.caption_metrics import CaptionScores, caption_scores  # noqa: E402
-from seq2seq.config import DecodeConfig, load_config  # noqa: E402
-from seq2seq.data.captions import CaptionImages, ImageCaptions, load_caption_sets  # noqa: E402
-from seq2seq.inference.captioner import caption_images  # noqa: E402
-from seq2seq.run_configs import CaptionConfig  # noqa: E402
-from seq2seq.training.caption_task import score_captions  # noqa: E402
+from seq2seq import Captioner, Hypothesis
+from seq2seq.baselines import feature_vectors, nearest_neighbour_captions, pixel_vectors
+from seq2seq.caption_metrics import CaptionScores, caption_scores
+from seq2seq.config import DecodeConfig, load_config
+from seq2seq.data.captions import CaptionImages, ImageCaptions, load_caption_sets
+from seq2seq.inference.captioner import caption_images
+from seq2seq.models import CNNEncoder
+from seq2seq.run_configs import CaptionConfig
+from seq2seq.training.caption_task import score_captions
 
 TASK = "caption"  # the seq2seq command line's name of the task
 DEFAULT_CONFIG = "emoji_scratch"  # a shipped config, by name
@@ -138,7 +141,7 @@ def baselines(captioner: Captioner, sets: dict[str, list[ImageCaptions]]) -> dic
     references = [image.captions for image in test]
     pixels = nearest_neighbour_captions(pixel_vectors(train_sets), train_sets, pixel_vectors(test))
     transform = captioner.transform
-    encoder = captioner.model.encoder
+    encoder = cast(CNNEncoder, captioner.model.encoder)  # a captioning model's
     features = nearest_neighbour_captions(
         feature_vectors(encoder, CaptionImages(train_sets, transform)),
         train_sets,

@@ -34,7 +34,7 @@ if __name__ == "__main__" and not __package__:
     sys.exit("run it from the project root as a module: python -m benchmarks.textgen")
 
 # Imported before torch: it pins the thread pools to THREADS.
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     GATES,
     THREADS,
     Figures,
@@ -46,24 +46,25 @@ from benchmarks.common import (  # noqa: E402
     say,
 )
 
-import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
+# isort: split
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
 
-from seq2seq import TextGenerator, train  # noqa: E402
-from seq2seq.checkpoint import load_metadata  # noqa: E402
-from seq2seq.config import DecodeConfig, DecoderConfig, load_config, to_dict  # noqa: E402
-from seq2seq.data.lm_corpus import LMCorpus, load_lm_corpus, make_tokenizer  # noqa: E402
-from seq2seq.data.lm_stream import LMStream, Window  # noqa: E402
-from seq2seq.decoding import SpecialIds, generate  # noqa: E402
-from seq2seq.models import build_language_model  # noqa: E402
-from seq2seq.models.decoder import count_parameters  # noqa: E402
-from seq2seq.models.encoders import RNN_CELLS, empty_source  # noqa: E402
-from seq2seq.run_configs import TextGenConfig  # noqa: E402
-from seq2seq.training.lm_task import LanguageModelTask, score_stream, validation_stream  # noqa: E402
-from seq2seq.training.metrics_log import MetricsLog  # noqa: E402
-from seq2seq.training.runtime import Runtime, seed_everything  # noqa: E402
-from seq2seq.training.trainer import Trainer  # noqa: E402
+from seq2seq import TextGenerator, train
+from seq2seq.checkpoint import load_metadata
+from seq2seq.config import DecodeConfig, DecoderConfig, load_config, to_dict
+from seq2seq.data.lm_corpus import LMCorpus, load_lm_corpus, make_tokenizer
+from seq2seq.data.lm_stream import LMStream, Window
+from seq2seq.decoding import SpecialIds, generate
+from seq2seq.models import build_language_model
+from seq2seq.models.decoder import count_parameters
+from seq2seq.models.encoders import RNN_CELLS, empty_source
+from seq2seq.run_configs import TextGenConfig
+from seq2seq.training.lm_task import LanguageModelTask, score_stream, validation_stream
+from seq2seq.training.metrics_log import MetricsLog
+from seq2seq.training.runtime import Runtime, seed_everything
+from seq2seq.training.trainer import Trainer
 
 TASK = "textgen"  # the seq2seq command line's name of the task
 DEFAULT_CONFIG = "shakespeare_char"  # a shipped config, by name
@@ -98,9 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", default=DEFAULT_DATA, help=f"the training text (default: {DEFAULT_DATA})")
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget in minutes (default: 30)")
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"the trained run (default: {DEFAULT_RUN_DIR})")
-    parser.add_argument(
-        "--reuse", action="store_true", help="skip training when --run-dir already holds a checkpoint"
-    )
+    parser.add_argument("--reuse", action="store_true", help="skip training when --run-dir already holds a checkpoint")
     parser.add_argument("--skip-throughput", action="store_true", help="skip the toolkit-vs-plain throughput part")
     parser.add_argument(
         "--throughput-steps",
@@ -158,7 +157,7 @@ class PlainLanguageModel(nn.Module):
 
 def detached(state: RNNState) -> RNNState:
     """Cut the graph between windows (truncated backpropagation through time)."""
-    return tuple(part.detach() for part in state) if isinstance(state, tuple) else state.detach()
+    return (state[0].detach(), state[1].detach()) if isinstance(state, tuple) else state.detach()
 
 
 def endless_windows(stream: LMStream) -> Iterator[Window]:
@@ -420,6 +419,7 @@ def measure_generation(generator: TextGenerator) -> tuple[GenerationTiming, Gene
 
 
 # ---- the run -------------------------------------------------------------------------------------
+
 
 def run_benchmark(args: argparse.Namespace) -> None:
     """All four parts, then the figures line and ``<run-dir>/benchmark.json``."""

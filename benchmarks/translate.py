@@ -39,7 +39,7 @@ if __name__ == "__main__" and not __package__:
     sys.exit("run it from the project root as a module: python -m benchmarks.translate")
 
 # Imported before torch: it pins the thread pools to THREADS.
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     GATES,
     THREADS,
     Figures,
@@ -51,29 +51,30 @@ from benchmarks.common import (  # noqa: E402
     say,
     seq2seq_command,
 )
-from benchmarks.peak_memory import run_measured  # noqa: E402
+from benchmarks.peak_memory import run_measured
 
-import torch  # noqa: E402
+# isort: split
+import torch
 
-from seq2seq import Hypothesis, Translator  # noqa: E402
-from seq2seq.checkpoint import load_metadata  # noqa: E402
-from seq2seq.config import DecodeConfig, DecoderConfig, TextEncoderConfig, load_config  # noqa: E402
-from seq2seq.data.parallel import (  # noqa: E402
+from seq2seq import Hypothesis, Translator
+from seq2seq.checkpoint import load_metadata
+from seq2seq.config import DecodeConfig, DecoderConfig, TextEncoderConfig, load_config
+from seq2seq.data.parallel import (
     ParallelCorpus,
     language_file,
     load_parallel_corpus,
     make_tokenizers,
     read_lines,
 )
-from seq2seq.data.text_files import DataError  # noqa: E402
-from seq2seq.metrics import Score, corpus_bleu, corpus_chrf  # noqa: E402
-from seq2seq.models import build_translation_model  # noqa: E402
-from seq2seq.models.decoder import count_parameters  # noqa: E402
-from seq2seq.run_configs import TranslationConfig  # noqa: E402
-from seq2seq.text import Vocab  # noqa: E402
-from seq2seq.training.metrics_log import MetricsLog  # noqa: E402
-from seq2seq.training.runtime import Runtime  # noqa: E402
-from seq2seq.training.translation_task import translation_task  # noqa: E402
+from seq2seq.data.text_files import DataError
+from seq2seq.metrics import Score, corpus_bleu, corpus_chrf
+from seq2seq.models import build_translation_model
+from seq2seq.models.decoder import count_parameters
+from seq2seq.run_configs import TranslationConfig
+from seq2seq.text import Vocab
+from seq2seq.training.metrics_log import MetricsLog
+from seq2seq.training.runtime import Runtime
+from seq2seq.training.translation_task import translation_task
 
 TASK = "translate"  # the seq2seq command line's name of the task
 DEFAULT_CONFIG = "multi30k_de_en"  # shipped configs, by name
@@ -116,9 +117,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget in minutes (default: 20)")
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"the budgeted run (default: {DEFAULT_RUN_DIR})")
-    parser.add_argument(
-        "--reuse", action="store_true", help="skip training when --run-dir already holds a checkpoint"
-    )
+    parser.add_argument("--reuse", action="store_true", help="skip training when --run-dir already holds a checkpoint")
     parser.add_argument("--skip-throughput", action="store_true", help="skip the training-throughput part")
     parser.add_argument(
         "--warmup-steps",
@@ -287,6 +286,8 @@ def planned_work(config: TranslationConfig, corpus: ParallelCorpus, steps: int) 
     batcher = translation_task(config, corpus, Runtime(CPU)).train
     flops = model_flops(config.encoder, config.decoder, len(corpus.target.vocab))
     per_step = config.train.accumulate_steps
+    targets = corpus.train.targets
+    assert targets is not None  # training pairs have targets
     work: list[StepWork] = []
     epoch = 0
     while len(work) < steps:
@@ -294,7 +295,7 @@ def planned_work(config: TranslationConfig, corpus: ParallelCorpus, steps: int) 
         for first in range(0, len(plan) - per_step + 1, per_step):
             pairs = [i for batch in plan[first : first + per_step] for i in batch]
             source_lengths = [len(corpus.train.sources[i]) for i in pairs]
-            target_lengths = [len(corpus.train.targets[i]) + 1 for i in pairs]  # + eos
+            target_lengths = [len(targets[i]) + 1 for i in pairs]  # + eos
             step_flops = sum(flops.training(s, t) for s, t in zip(source_lengths, target_lengths))
             work.append(StepWork(sum(target_lengths), step_flops))
             if len(work) == steps:

@@ -39,6 +39,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from PIL import Image, ImageChops, ImageDraw, ImageFont, features
 from tqdm import tqdm
@@ -215,7 +216,7 @@ def render(font: ImageFont.FreeTypeFont, text: str, size: int) -> Image.Image:
         (0, 0), text, font=font, embedded_color=True
     )
     width, height = right - left, bottom - top
-    side = max(width, height, 1)
+    side = int(max(width, height, 1))  # whole pixels: the box of a text drawn at (0, 0)
     canvas = Image.new("RGB", (side, side), "white")
     origin = ((side - width) / 2 - left, (side - height) / 2 - top)
     ImageDraw.Draw(canvas).text(origin, text, font=font, fill="black", embedded_color=True)
@@ -224,7 +225,8 @@ def render(font: ImageFont.FreeTypeFont, text: str, size: int) -> Image.Image:
 
 def drawn(image: Image.Image, missing_glyph: Image.Image) -> bool:
     """False when ``image`` is plain white or the same picture as the font's missing glyph."""
-    blank = all(low == 255 for low, _ in image.getextrema())
+    extrema = cast(tuple[tuple[int, int], ...], image.getextrema())  # an RGB image: (low, high) per band
+    blank = all(low == 255 for low, _ in extrema)
     return not blank and ImageChops.difference(image, missing_glyph).getbbox() is not None
 
 

@@ -66,7 +66,7 @@ def train_lines(text: str) -> list[str]:
     for line in text_lines(text):
         tag = _TAG_LINE.match(line)
         name = tag.group(1) if tag else None
-        if name in KEPT_TAGS:
+        if tag is not None and name in KEPT_TAGS:
             lines.append(html.unescape(tag.group(2).strip()))
         elif name not in DROPPED_TAGS:
             lines.append(html.unescape(line.strip()))

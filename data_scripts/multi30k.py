@@ -84,7 +84,7 @@ def prepare(dest_dir: Path, langs: list[str], source: Path | None = None) -> lis
     """Place every split of ``langs`` in ``dest_dir``, verify them, and return the files' paths."""
     if source is not None and not source.is_dir():
         raise DataError(f"--source must be a folder holding train.de.gz, val.de.gz, ...; {source} is not a folder")
-    paths = []
+    paths: list[Path] = []
     for split, expected_lines in LINES.items():
         files = {}
         for lang in langs:

@@ -1,6 +1,6 @@
 """`python recipes/caption.py VERB ...` is `seq2seq caption VERB ...` (see `seq2seq caption --help`).
 
-  python recipes/caption.py train --config emoji_scratch
+python recipes/caption.py train --config emoji_scratch
 """
 
 import sys

@@ -1,6 +1,6 @@
 """`python recipes/textgen.py VERB ...` is `seq2seq textgen VERB ...` (see `seq2seq textgen --help`).
 
-  python recipes/textgen.py train --config shakespeare_char
+python recipes/textgen.py train --config shakespeare_char
 """
 
 import sys

@@ -1,6 +1,6 @@
 """`python recipes/translate.py VERB ...` is `seq2seq translate VERB ...` (see `seq2seq translate --help`).
 
-  python recipes/translate.py train --config multi30k_de_en
+python recipes/translate.py train --config multi30k_de_en
 """
 
 import sys

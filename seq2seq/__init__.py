@@ -36,13 +36,17 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC)
 
-if TYPE_CHECKING:
-    from seq2seq.inference.captioner import Captioner, CaptionResult
-    from seq2seq.inference.hypothesis import Hypothesis
-    from seq2seq.inference.text_generator import GeneratedText, TextGenerator
-    from seq2seq.inference.translator import ForcedScore, Translation, Translator
-    from seq2seq.models.registry import register_encoder
-    from seq2seq.training.tasks import train
+if TYPE_CHECKING:  # the same names for type checkers ("X as X": re-exported)
+    from seq2seq.inference.captioner import Captioner as Captioner
+    from seq2seq.inference.captioner import CaptionResult as CaptionResult
+    from seq2seq.inference.hypothesis import Hypothesis as Hypothesis
+    from seq2seq.inference.text_generator import GeneratedText as GeneratedText
+    from seq2seq.inference.text_generator import TextGenerator as TextGenerator
+    from seq2seq.inference.translator import ForcedScore as ForcedScore
+    from seq2seq.inference.translator import Translation as Translation
+    from seq2seq.inference.translator import Translator as Translator
+    from seq2seq.models.registry import register_encoder as register_encoder
+    from seq2seq.training.tasks import train as train
 
 
 def __getattr__(name: str) -> Any:

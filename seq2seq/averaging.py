@@ -18,8 +18,6 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-from seq2seq.config import config_differences
-from seq2seq.run_configs import MODEL_SECTIONS, upgrade_config
 from seq2seq.checkpoint import (
     CHECKPOINTS_DIR,
     METADATA_FILE,
@@ -31,6 +29,8 @@ from seq2seq.checkpoint import (
     load_metadata,
     versions,
 )
+from seq2seq.config import config_differences
+from seq2seq.run_configs import MODEL_SECTIONS, upgrade_config
 
 # Metadata that may differ between checkpoints of the same model.
 _PER_CHECKPOINT_KEYS = ("step", "metrics", "versions", "averaged_from", "config")
@@ -46,9 +46,7 @@ def latest_checkpoints(run_dir: Path, count: int) -> list[Path]:
         raise ValueError(f"the number of checkpoints to average must be >= 1, got {count}")
     folder = Path(run_dir) / CHECKPOINTS_DIR
     if not folder.is_dir():
-        raise CheckpointError(
-            f"{run_dir} holds no {CHECKPOINTS_DIR}/ folder; pass the run directory of a trained run."
-        )
+        raise CheckpointError(f"{run_dir} holds no {CHECKPOINTS_DIR}/ folder; pass the run directory of a trained run.")
     steps = sorted(
         (path for path in folder.iterdir() if STEP_NAME.fullmatch(path.name) and (path / WEIGHTS_FILE).is_file()),
         key=lambda path: int(path.name.split("_")[1]),
@@ -76,16 +74,14 @@ def average_checkpoints(directories: Sequence[Path], output: Path) -> dict[str, 
         raise ValueError("the same checkpoint is listed twice; list each checkpoint once")
     output = Path(output)
     if (output / WEIGHTS_FILE).exists():
-        raise CheckpointError(
-            f"{output} already holds a checkpoint; choose another output directory or delete it."
-        )
+        raise CheckpointError(f"{output} already holds a checkpoint; choose another output directory or delete it.")
     metadata = [_step_metadata(directory) for directory in directories]
     specs = [_tensor_specs(directory) for directory in directories]
     for directory, other_specs, other in zip(directories[1:], specs[1:], metadata[1:]):
         _check_same_tensors(directories[0], specs[0], directory, other_specs)
         _check_same_model(directories[0], metadata[0], directory, other)
     averaged = _mean_weights(directories)
-    steps = [entry.get("step") for entry in metadata if isinstance(entry.get("step"), int)]
+    steps = [step for entry in metadata if isinstance(step := entry.get("step"), int)]
     result = {key: value for key, value in metadata[0].items() if key not in ("metrics", "versions")}
     result["averaged_from"] = [str(directory) for directory in directories]
     if steps:
@@ -105,15 +101,14 @@ def _step_metadata(directory: Path) -> dict[str, Any]:
     return load_metadata(directory)
 
 
-def _check_same_model(
-    first: Path, first_metadata: dict[str, Any], other: Path, other_metadata: dict[str, Any]
-) -> None:
+def _check_same_model(first: Path, first_metadata: dict[str, Any], other: Path, other_metadata: dict[str, Any]) -> None:
     """Refuses ``other`` unless its model config and vocabularies equal ``first``'s."""
     task = first_metadata.get("task")
     first_config, other_config = first_metadata.get("config") or {}, other_metadata.get("config") or {}
+    sections: tuple[str, ...] = ("model", "encoder", "decoder", "image_encoder", "data")
     if task in MODEL_SECTIONS:  # compare in today's layout, whatever layout each checkpoint was written in
         first_config, other_config = upgrade_config(task, first_config), upgrade_config(task, other_config)
-    sections = MODEL_SECTIONS.get(task, ("model", "encoder", "decoder", "image_encoder", "data"))
+        sections = MODEL_SECTIONS[task]
     differences = config_differences(
         {key: first_config.get(key) for key in sections},
         {key: other_config.get(key) for key in sections},
@@ -133,7 +128,8 @@ def _tensor_specs(directory: Path) -> dict[str, TensorSpec]:
     path = directory / WEIGHTS_FILE
     try:
         with safe_open(path, framework="pt") as file:
-            slices = {name: file.get_slice(name) for name in file.keys()}
+            # safe_open has keys() but is not iterable itself.
+            slices = {name: file.get_slice(name) for name in file.keys()}  # noqa: SIM118
             return {name: (tuple(piece.get_shape()), piece.get_dtype()) for name, piece in slices.items()}
     except (SafetensorError, OSError) as error:
         raise _unreadable(path, error) from None

@@ -62,10 +62,12 @@ def caption_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]
     bleu_scores, signature = [], ""
     for order in range(1, 5):
         metric = BLEU(max_ngram_order=order, tokenize="none")
-        bleu_scores.append(float(metric.corpus_score(words, streams).score))
+        # sacreBLEU takes None for a missing reference; its annotation says Sequence[Sequence[str]].
+        bleu_scores.append(float(metric.corpus_score(words, streams).score))  # type: ignore[arg-type]
         signature = str(metric.get_signature())
     cider, _ = Cider().compute_score(
         {i: refs for i, refs in enumerate(reference_words)}, {i: [words[i]] for i in range(len(words))}
     )
     exact = sum(words[i] in reference_words[i] for i in range(len(words))) / len(words)
-    return CaptionScores(tuple(bleu_scores), float(cider), 100.0 * exact, signature)
+    bleu1, bleu2, bleu3, bleu4 = bleu_scores
+    return CaptionScores((bleu1, bleu2, bleu3, bleu4), float(cider), 100.0 * exact, signature)

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import safetensors
 import torch
@@ -113,9 +114,7 @@ def versions() -> dict[str, str]:
     }
 
 
-def save_checkpoint(
-    directory: Path, model: nn.Module, metadata: dict, training_state: dict | None = None
-) -> None:
+def save_checkpoint(directory: Path, model: nn.Module, metadata: dict, training_state: dict | None = None) -> None:
     """Write model.safetensors, training_state.pt (unless None) and model.json into `directory`.
 
     model.json holds `metadata` (which must be JSON-serialisable) plus {"versions": versions()}.
@@ -160,7 +159,8 @@ def load_weights(directory: Path, model: nn.Module, device: torch.device | str =
     expected = model.state_dict()
     try:
         with safe_open(path, framework="pt", device=str(torch.device(device))) as file:
-            stored_shapes = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+            # safe_open has keys() but is not iterable itself.
+            stored_shapes = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
             sources = _match_stored_names(stored_shapes, expected)
             state = {name: file.get_tensor(source) for name, source in sources.items()}
     except (SafetensorError, OSError, ValueError) as error:
@@ -176,9 +176,7 @@ def load_training_state(directory: Path) -> dict:
     path = Path(directory) / TRAINING_STATE_FILE
     advice = "start a fresh run, or resume from another checkpoint"
     if not path.is_file():
-        raise CheckpointError(
-            f"no training state at {path}, so this checkpoint cannot resume training; {advice}."
-        )
+        raise CheckpointError(f"no training state at {path}, so this checkpoint cannot resume training; {advice}.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for corrupt or unsafe files
@@ -234,9 +232,7 @@ def _unique_tensors(model: nn.Module) -> dict[str, Tensor]:
     return {group[0]: state[group[0]].contiguous() for group in _alias_groups(state)}
 
 
-def _match_stored_names(
-    stored_shapes: dict[str, tuple[int, ...]], expected: dict[str, Tensor]
-) -> dict[str, str]:
+def _match_stored_names(stored_shapes: dict[str, tuple[int, ...]], expected: dict[str, Tensor]) -> dict[str, str]:
     """Map every model state name to the stored tensor that fills it, or raise listing differences."""
     sources: dict[str, str] = {}
     problems: list[str] = []
@@ -248,16 +244,12 @@ def _match_stored_names(
         elif len(present) > 1:
             problems.append(f"{', '.join(present)}: stored separately in checkpoint, tied in model")
         elif stored_shapes[present[0]] != model_shape:
-            problems.append(
-                f"{present[0]}: checkpoint {stored_shapes[present[0]]} vs model {model_shape}"
-            )
+            problems.append(f"{present[0]}: checkpoint {stored_shapes[present[0]]} vs model {model_shape}")
         else:
             sources.update({name: present[0] for name in group})
     known = set(expected)
     problems += [
-        f"{name}: in checkpoint {shape}, not in model"
-        for name, shape in stored_shapes.items()
-        if name not in known
+        f"{name}: in checkpoint {shape}, not in model" for name, shape in stored_shapes.items() if name not in known
     ]
     if problems:
         raise CheckpointError(
@@ -305,7 +297,7 @@ class _Index:
             "delete it to start the run afresh, or pass a step directory "
             f"(like {path.parent / CHECKPOINTS_DIR / 'step_000500'}) instead of the run directory"
         )
-        data = _read_json(path, advice)
+        data: Any = _read_json(path, advice)  # any shape: a malformed one raises below
         try:
             index = cls(
                 metric=data["metric"],
@@ -314,9 +306,7 @@ class _Index:
                 best=[(float(value), name) for value, name in data["best"]],
             )
         except (TypeError, KeyError, ValueError) as error:
-            raise CheckpointError(
-                f"{path} is not a valid checkpoint index ({_describe(error)}); {advice}."
-            ) from error
+            raise CheckpointError(f"{path} is not a valid checkpoint index ({_describe(error)}); {advice}.") from error
         names = [*index.latest, *(name for _, name in index.best)]
         well_formed = isinstance(index.metric, str) and index.mode in MODES
         if not (well_formed and all(map(_is_step_name, names))):
@@ -348,9 +338,7 @@ class CheckpointManager:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if keep_latest < 1 or keep_best < 0:
-            raise ValueError(
-                f"keep_latest must be >= 1 and keep_best >= 0, got {keep_latest} and {keep_best}"
-            )
+            raise ValueError(f"keep_latest must be >= 1 and keep_best >= 0, got {keep_latest} and {keep_best}")
         self.run_dir = Path(run_dir)
         self.checkpoints_dir = self.run_dir / CHECKPOINTS_DIR
         self.keep_latest = keep_latest

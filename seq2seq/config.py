@@ -78,8 +78,20 @@ def bounded(
 
 def describe_range(metadata: typing.Mapping[str, Any]) -> str:
     """``">= 1"``, ``"in [0, 1)"``... for a field's bounds; empty when it has none."""
-    low = ("[", metadata["at_least"]) if "at_least" in metadata else ("(", metadata["above"]) if "above" in metadata else None
-    high = ("]", metadata["at_most"]) if "at_most" in metadata else (")", metadata["below"]) if "below" in metadata else None
+    low = (
+        ("[", metadata["at_least"])
+        if "at_least" in metadata
+        else ("(", metadata["above"])
+        if "above" in metadata
+        else None
+    )
+    high = (
+        ("]", metadata["at_most"])
+        if "at_most" in metadata
+        else (")", metadata["below"])
+        if "below" in metadata
+        else None
+    )
     if low and high:
         return f"in {low[0]}{low[1]}, {high[1]}{high[0]}"
     if low:
@@ -180,7 +192,9 @@ class TrainConfig:
     best_mode: BestMode = "min"  # min | max: whether a lower or a higher best_metric is better
     plateau_factor: float = bounded(0.5, above=0, at_most=1)  # plateau schedule: multiply the lr by this ...
     plateau_patience: int = bounded(2, at_least=1)  # ... after this many validations without improvement
-    label_smoothing: float = bounded(0.0, at_least=0, below=1)  # spread this much target probability over the vocabulary
+    label_smoothing: float = bounded(
+        0.0, at_least=0, below=1
+    )  # spread this much target probability over the vocabulary
     keep_latest: int = bounded(1, at_least=1)  # most recent checkpoints kept
     keep_best: int = bounded(1, at_least=0)  # best checkpoints (by best_metric) kept
     seed: int = bounded(1234, at_least=0)
@@ -210,9 +224,13 @@ class DecodeConfig:
     # Every method.
     min_length: int = bounded(0, at_least=0)  # fewest tokens before eos
     min_length_ratio: float = bounded(0.0, at_least=0)  # fewest tokens before eos, times the source length; 0 disables
-    max_length_ratio: float = bounded(0.0, at_least=0)  # most new tokens, times the source length, within max_length; 0 disables
+    max_length_ratio: float = bounded(
+        0.0, at_least=0
+    )  # most new tokens, times the source length, within max_length; 0 disables
     ban_unk: bool = True  # never generate unk
-    no_repeat_ngram: int = bounded(0, at_least=0)  # never generate an n-gram of this size twice (the prefix counts); 0 disables
+    no_repeat_ngram: int = bounded(
+        0, at_least=0
+    )  # never generate an n-gram of this size twice (the prefix counts); 0 disables
 
 
 def check_best_metric(
@@ -289,7 +307,9 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         return raw
     base = raw.pop("base")
     if not isinstance(base, str) or not base:
-        raise ConfigError(f"{path}: base must name a config (a shipped name or a path relative to {path.parent}), got {base!r}")
+        raise ConfigError(
+            f"{path}: base must name a config (a shipped name or a path relative to {path.parent}), got {base!r}"
+        )
     base_path = _resolve_base(base, path)
     return merge_configs(_read_with_bases(base_path, (*chain, real)), raw)
 
@@ -394,12 +414,11 @@ def from_dict(cls: type[T], raw: dict[str, Any], where: str = "") -> T:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}  # cls is a dataclass; T cannot say so
     unknown = sorted(str(key) for key in set(raw) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown key(s) {', '.join(where + k for k in unknown)}; "
-            f"valid keys here: {', '.join(sorted(fields))}"
+            f"unknown key(s) {', '.join(where + k for k in unknown)}; valid keys here: {', '.join(sorted(fields))}"
         )
     values = {}
     for name, value in raw.items():
@@ -414,8 +433,8 @@ def check_config(config: Any, section: str = "") -> None:
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value or {}, where + ".")
+    if dataclasses.is_dataclass(hint):  # a hint is a class, never an instance
+        return from_dict(typing.cast(type, hint), value or {}, where + ".")
     if hint is Any:
         return value
     origin = typing.get_origin(hint)

@@ -63,7 +63,8 @@ def nats_to_bits(nats: float) -> float:
 def _corpus_score(name: str, metric: Metric, hypotheses: Sequence[str], references: References) -> Score:
     """Score with ``metric``; its signature is read after scoring, when it knows the reference count."""
     streams = reference_streams(hypotheses, references)
-    result = metric.corpus_score(list(hypotheses), streams)
+    # sacreBLEU takes None for a missing reference; its annotation says Sequence[Sequence[str]].
+    result = metric.corpus_score(list(hypotheses), streams)  # type: ignore[arg-type]
     return Score(name, float(result.score), str(metric.get_signature()), str(result))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from torch import Tensor
@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def new_figure(width: float, height: float, layout: str | None = None) -> Figure:
+def new_figure(
+    width: float, height: float, layout: Literal["constrained", "compressed", "tight"] | None = None
+) -> Figure:
     """An empty figure of ``width`` x ``height`` inches on its own Agg (non-interactive) canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

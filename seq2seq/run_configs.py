@@ -50,7 +50,9 @@ class TranslationValidationConfig:
         """Refuses settings that cannot work, naming the key to change."""
         switch = None if self.bleu else "validation.bleu"
         check_config(self, "validation")
-        check_best_metric(best_metric, "translation", TRANSLATION_VALIDATION_METRICS, TRANSLATION_DECODED_METRICS, switch)
+        check_best_metric(
+            best_metric, "translation", TRANSLATION_VALIDATION_METRICS, TRANSLATION_DECODED_METRICS, switch
+        )
 
     def decode_config(self, defaults: DecodeConfig) -> DecodeConfig:
         """``defaults`` (the decoding section) with this validation's beam and one result each."""

@@ -62,7 +62,9 @@ def test_ten_thousand_lines_come_back_in_input_order(translator: Translator) -> 
 
 def test_score_is_the_log_probability_of_the_given_translation(translator: Translator) -> None:
     (best,) = translator.translate(["der hund jagt ein ball ."], greedy=True)[0].hypotheses
-    forced, other = translator.score(["der hund jagt ein ball .", "der hund jagt ein ball ."], [best.text, "the the the"])
+    forced, other = translator.score(
+        ["der hund jagt ein ball .", "der hund jagt ein ball ."], [best.text, "the the the"]
+    )
     assert forced.log_probability == pytest.approx(best.score, abs=1e-4)
     assert len(forced.token_log_probabilities) == len(best.token_ids)
     assert other.log_probability < forced.log_probability
@@ -108,7 +110,12 @@ def test_caption_takes_paths_and_pil_images_and_reports_bad_ones(
 def generator(tmp_path_factory: pytest.TempPathFactory) -> TextGenerator:
     folder = tmp_path_factory.mktemp("api_textgen")
     (folder / "tiny.txt").write_text(make_text(12_000), encoding="utf-8")
-    train("textgen", "shakespeare_char", [*TINY_TEXTGEN, f"data.path={folder / 'tiny.txt'}", "train.keep_latest=2"], folder / "run")
+    train(
+        "textgen",
+        "shakespeare_char",
+        [*TINY_TEXTGEN, f"data.path={folder / 'tiny.txt'}", "train.keep_latest=2"],
+        folder / "run",
+    )
     return TextGenerator.from_checkpoint(folder / "run", device="cpu")
 
 
@@ -181,7 +188,6 @@ def test_the_public_names_are_documented_and_importable() -> None:
         assert getattr(seq2seq, name).__doc__, name
     with pytest.raises(AttributeError):
         seq2seq.Missing  # noqa: B018
-
 
 
 def test_average_works_for_every_task(

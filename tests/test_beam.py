@@ -276,9 +276,7 @@ SHORT_OR_LONG = markov(
         ("average", 0.6, [B, C, D, SPECIAL.eos]),
     ],
 )
-def test_length_penalty_decides_between_short_and_long(
-    length_penalty: str, alpha: float, best: list[int]
-) -> None:
+def test_length_penalty_decides_between_short_and_long(length_penalty: str, alpha: float, best: list[int]) -> None:
     config = beam(beam_size=2, n_best=2, max_length=10, length_penalty=length_penalty, alpha=alpha)
     hyps = generate(markov_model(SHORT_OR_LONG), empty_source(1), config, SPECIAL)
     assert hypotheses(hyps)[0] == best
@@ -290,9 +288,7 @@ def repeated_ngrams(tokens: list[int], n: int) -> bool:
     return len(ngrams) != len(set(ngrams))
 
 
-@pytest.mark.parametrize(
-    "config", [beam(beam_size=4, n_best=4, length_penalty="none"), DecodeConfig(method="greedy")]
-)
+@pytest.mark.parametrize("config", [beam(beam_size=4, n_best=4, length_penalty="none"), DecodeConfig(method="greedy")])
 def test_no_repeat_ngram_blocks_repeats(config: DecodeConfig) -> None:
     ping_pong = {SPECIAL.bos: {A: 1.0}, A: {B: 0.95, SPECIAL.eos: 0.05}, B: {A: 0.95, SPECIAL.eos: 0.05}}
     model = markov_model(markov(ping_pong))
@@ -422,6 +418,7 @@ def test_greedy_search_keeps_the_length_limits_and_bans_of_a_beam_of_one(setting
     assert torch.equal(one.lengths, greedy.lengths)
     assert torch.allclose(one.scores, greedy.scores, atol=1e-5)
     assert not torch.equal(plain.lengths, greedy.lengths) or not torch.equal(plain.tokens, greedy.tokens)
+
 
 def test_a_processor_of_the_caller_keeps_its_token_out_of_beam_search() -> None:
     model, prefix = tiny_lm(), word_prefix(batch_size=3, length=3)

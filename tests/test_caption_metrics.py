@@ -68,9 +68,7 @@ def test_exact_ignores_case_and_punctuation_only() -> None:
 def test_cider_d_clips_repeated_words() -> None:
     # CIDEr-D caps each n-gram's count at the reference's: repeating a matching word does not pay.
     plain = caption_scores(["a dog runs across the grass", "two children play", "a man rides"], REFERENCES)
-    repeated = caption_scores(
-        ["a dog dog dog runs across the grass", "two children play", "a man rides"], REFERENCES
-    )
+    repeated = caption_scores(["a dog dog dog runs across the grass", "two children play", "a man rides"], REFERENCES)
     assert repeated.cider_d < plain.cider_d
 
 

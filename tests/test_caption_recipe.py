@@ -70,7 +70,11 @@ def write_dataset(folder: Path) -> list[str]:
 
 def train_args(data: list[str], run_dir: Path, *extra: str) -> list[str]:
     return [
-        "train", "--config", "recipes/configs/emoji_scratch.yaml", "--run-dir", str(run_dir),
+        "train",
+        "--config",
+        "recipes/configs/emoji_scratch.yaml",
+        "--run-dir",
+        str(run_dir),
         *overrides(*TINY_CAPTION, *data, *extra),
     ]
 
@@ -103,13 +107,22 @@ def test_caption_prints_one_line_per_image_and_writes_attention_maps(
     images = sorted((dataset[0] / "images").glob("*.png"))[:2]
     maps = tmp_path / "maps"
     result = run_recipe(
-        "caption.py", "caption", "--checkpoint", str(trained_run), *map(str, images), "--beam", "3",
-        "--attention-maps", str(maps),
+        "caption.py",
+        "caption",
+        "--checkpoint",
+        str(trained_run),
+        *map(str, images),
+        "--beam",
+        "3",
+        "--attention-maps",
+        str(maps),
     )
     lines = result.stdout.splitlines()
     assert [line.split("\t")[0] for line in lines] == [str(image) for image in images]
     assert all(len(line.split("\t")) == 2 for line in lines)
-    assert sorted(path.name for path in maps.glob("*.png")) == [f"{n:04d}_{image.stem}.png" for n, image in enumerate(images, 1)]
+    assert sorted(path.name for path in maps.glob("*.png")) == [
+        f"{n:04d}_{image.stem}.png" for n, image in enumerate(images, 1)
+    ]
     assert "beam search with 3 beams" in result.stderr
 
 
@@ -132,7 +145,9 @@ def test_n_best_and_samples_print_scored_lines(trained_run: Path, dataset: tuple
     assert first.stdout == again.stdout
 
 
-def test_a_corrupt_image_does_not_stop_the_others(trained_run: Path, dataset: tuple[Path, list[str]], tmp_path: Path) -> None:
+def test_a_corrupt_image_does_not_stop_the_others(
+    trained_run: Path, dataset: tuple[Path, list[str]], tmp_path: Path
+) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     good = str(sorted((dataset[0] / "images").glob("*.png"))[0])
@@ -151,8 +166,18 @@ def test_evaluate_prints_metrics_settings_and_baselines(trained_run: Path, tmp_p
         assert "BLEU-4" in line and "CIDEr-D" in line and "exact" in line
     assert "pixels space" in baseline_line
     features = run_recipe(
-        "caption.py", "evaluate", "--checkpoint", str(trained_run), "--split", "valid", "--baseline", "features",
-        "--attention-maps", str(tmp_path / "maps"), "--max-maps", "2",
+        "caption.py",
+        "evaluate",
+        "--checkpoint",
+        str(trained_run),
+        "--split",
+        "valid",
+        "--baseline",
+        "features",
+        "--attention-maps",
+        str(tmp_path / "maps"),
+        "--max-maps",
+        "2",
     )
     assert "features space" in features.stdout
     assert len(list((tmp_path / "maps").glob("*.png"))) == 2

@@ -115,4 +115,3 @@ def test_an_unreadable_image_gets_no_caption_and_the_rest_do(images: list[ImageC
     results = caption_images(model(), data, codec(), DecodeConfig(method="greedy", max_length=4), batch_images=8)
     assert results[1] is None and results[0] is not None and results[2] is not None
     assert data.skips.total == 1
-

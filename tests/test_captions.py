@@ -377,4 +377,3 @@ def test_batch_size_below_the_process_count_is_refused(tmp_path: Path) -> None:
     pairs = training_pairs(tmp_path)
     with pytest.raises(ConfigError, match="batch_size"):
         next(caption_batches(pairs, 1, world_size=2))
-

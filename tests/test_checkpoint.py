@@ -11,8 +11,6 @@ import torch
 from torch import nn
 
 import seq2seq
-from seq2seq.config import DecoderConfig
-from seq2seq.models import build_language_model
 from seq2seq.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -25,6 +23,8 @@ from seq2seq.checkpoint import (
     save_checkpoint,
     versions,
 )
+from seq2seq.config import DecoderConfig
+from seq2seq.models import build_language_model
 
 VOCAB_SIZE = 11
 

@@ -298,7 +298,11 @@ def test_bounds_are_inclusive_where_they_say_so() -> None:
         (TextGenConfig, "data.validation_fraction=1", r"data.validation_fraction must be in \(0, 1\)"),
         (TextGenConfig, "data.tokenizer=bytes", r"data.tokenizer must be one of char, word, sentencepiece"),
         (TranslationConfig, "data.tokenizer=bytes", r"data.tokenizer must be one of sentencepiece, word, char"),
-        (TranslationConfig, "data.sentencepiece_model_type=char", r"data.sentencepiece_model_type must be one of unigram, bpe"),
+        (
+            TranslationConfig,
+            "data.sentencepiece_model_type=char",
+            r"data.sentencepiece_model_type must be one of unigram, bpe",
+        ),
         (TranslationConfig, "data.batch_tokens=0", r"data.batch_tokens must be >= 1, got 0"),
         (TranslationConfig, "encoder.cell=transformer", r"encoder.cell must be one of lstm, gru, rnn"),
         (TranslationConfig, "encoder.hidden_size=0", r"encoder.hidden_size must be >= 1, got 0"),
@@ -372,8 +376,14 @@ def test_a_file_that_is_not_utf8_is_refused_by_name(tmp_path: Path) -> None:
 
 
 def test_a_base_is_merged_under_the_file_section_by_section(tmp_path: Path) -> None:
-    write_yaml(tmp_path, "name: base\nmodel:\n  cell: gru\n  hidden_size: 64\ntrain:\n  lr: 0.5\n  betas: [0.1, 0.2]\n", "base.yaml")
-    path = write_yaml(tmp_path, "base: base.yaml\nname: child\nmodel:\n  hidden_size: 32\ntrain:\n  betas: [0.3, 0.4]\n")
+    write_yaml(
+        tmp_path,
+        "name: base\nmodel:\n  cell: gru\n  hidden_size: 64\ntrain:\n  lr: 0.5\n  betas: [0.1, 0.2]\n",
+        "base.yaml",
+    )
+    path = write_yaml(
+        tmp_path, "base: base.yaml\nname: child\nmodel:\n  hidden_size: 32\ntrain:\n  betas: [0.3, 0.4]\n"
+    )
     config = load_config(ExampleConfig, path)
     assert config.name == "child"
     assert (config.model.cell, config.model.hidden_size) == ("gru", 32)  # cell from the base, size from the file
@@ -477,7 +487,9 @@ def test_an_unknown_name_lists_the_shipped_configs(tmp_path: Path) -> None:
 def test_old_config_paths_still_reach_the_shipped_configs() -> None:
     old = REPO_ROOT / "recipes" / "configs"
     assert old.is_symlink() and os.readlink(old) == "../seq2seq/configs"
-    assert load_config(TranslationConfig, old / "multi30k_en_de.yaml") == load_config(TranslationConfig, "multi30k_en_de")
+    assert load_config(TranslationConfig, old / "multi30k_en_de.yaml") == load_config(
+        TranslationConfig, "multi30k_en_de"
+    )
 
 
 def test_a_shipped_name_loads_from_any_directory(tmp_path: Path) -> None:
@@ -538,7 +550,9 @@ def test_upgrade_maps_an_old_translation_config_onto_the_new_sections() -> None:
         "bidirectional": False,
         "dropout": 0.3,
     }
-    assert upgraded["decoder"] == {key: value for key, value in OLD_TRANSLATION_CONFIG["model"].items() if key in upgraded["decoder"]}
+    assert upgraded["decoder"] == {
+        key: value for key, value in OLD_TRANSLATION_CONFIG["model"].items() if key in upgraded["decoder"]
+    }
     assert set(upgraded["decoder"]) == {f.name for f in dataclasses.fields(DecoderConfig)}
     config = from_dict(TranslationConfig, upgraded)
     assert config.decoding.method == "greedy" and config.decoding.max_length == 50
@@ -595,7 +609,10 @@ def test_every_shipped_config_loads_and_builds_its_model(path: Path) -> None:
     task = shipped_task(path)
     config = load_config(TASK_CONFIGS[task], path.stem)
     assert config.name == path.stem  # each run writes to runs/<its own name>
-    assert f"recipes/{ {'textgen': 'textgen', 'translate': 'translate', 'caption': 'caption'}[task] }.py" in path.read_text("utf-8")
+    assert (
+        f"recipes/{ {'textgen': 'textgen', 'translate': 'translate', 'caption': 'caption'}[task] }.py"
+        in path.read_text("utf-8")
+    )
     if task == "textgen":
         model = build_language_model(config.decoder, vocab_size=50, pad_id=0)
     elif task == "translate":
@@ -611,9 +628,13 @@ def test_every_shipped_config_loads_and_builds_its_model(path: Path) -> None:
 
 def test_shipped_configs_cover_every_task() -> None:
     tasks = {path.stem: shipped_task(path) for path in SHIPPED}
-    assert {"emoji_scratch", "flickr8k_resnet", "coco_resnet"} <= {name for name, task in tasks.items() if task == "caption"}
+    assert {"emoji_scratch", "flickr8k_resnet", "coco_resnet"} <= {
+        name for name, task in tasks.items() if task == "caption"
+    }
     assert {"shakespeare_char", "alice_word"} <= {name for name, task in tasks.items() if task == "textgen"}
-    assert {"multi30k_de_en", "multi30k_en_de", "iwslt14_de_en"} <= {name for name, task in tasks.items() if task == "translate"}
+    assert {"multi30k_de_en", "multi30k_en_de", "iwslt14_de_en"} <= {
+        name for name, task in tasks.items() if task == "translate"
+    }
 
 
 def test_multi30k_en_de_states_only_what_differs_from_its_base() -> None:

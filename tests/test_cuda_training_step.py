@@ -22,7 +22,9 @@ CUDA = torch.device("cuda")
 
 @pytest.mark.parametrize("input_feeding", [False, True])
 def test_a_training_step_on_cuda_gives_the_cpu_loss_and_gradients(input_feeding: bool) -> None:
-    decoder = DecoderConfig(cell="gru", embedding_size=16, hidden_size=32, attention="bahdanau", input_feeding=input_feeding)
+    decoder = DecoderConfig(
+        cell="gru", embedding_size=16, hidden_size=32, attention="bahdanau", input_feeding=input_feeding
+    )
     encoder = TextEncoderConfig(embedding_size=16, hidden_size=16)
     torch.manual_seed(0)
     model = build_translation_model(encoder, decoder, 41, 37, PAD).double()

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 from data_scripts import gutenberg, tinyshakespeare
 from data_scripts.fetch import MIRROR_ENV, DataError, fetch, sha256_of
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 URL = "https://example.invalid/corpus.txt"
 CONTENT = b"First Citizen:\nBefore we proceed any further, hear me speak.\n"
 CONTENT_SHA = hashlib.sha256(CONTENT).hexdigest()

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 from data_scripts import coco, emoji, flickr8k, karpathy
 from data_scripts.fetch import MIRROR_ENV, DataError
 from data_scripts.karpathy import Archive, Checksum
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def offline(*args: object, **kwargs: object) -> None:
@@ -115,8 +115,7 @@ def test_split_is_a_stable_hash_of_the_name_with_about_80_10_10() -> None:
     for split, percent in emoji.SPLIT_PERCENT.items():
         assert abs(splits.count(split) / len(names) - percent / 100) < 0.04
     code = (
-        "from data_scripts.emoji import split_of; "
-        "print(''.join(split_of(f'emoji number {n}')[1] for n in range(2000)))"
+        "from data_scripts.emoji import split_of; print(''.join(split_of(f'emoji number {n}')[1] for n in range(2000)))"
     )
     other_process = subprocess.run(
         [sys.executable, "-c", code],

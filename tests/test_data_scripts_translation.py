@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 from data_scripts import iwslt14, multi30k
 from data_scripts.fetch import MIRROR_ENV, DataError, sha256_of
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def shared_multi30k() -> Path | None:

@@ -127,7 +127,9 @@ def test_unknown_encoder_cell_is_named_with_the_choices() -> None:
         RNNEncoder(VOCAB, TextEncoderConfig(cell="transformer"), PAD)
 
 
-@pytest.mark.parametrize(("key", "value"), [("hidden_size", 0), ("num_layers", 0), ("dropout", 1.0), ("embedding_size", -3)])
+@pytest.mark.parametrize(
+    ("key", "value"), [("hidden_size", 0), ("num_layers", 0), ("dropout", 1.0), ("embedding_size", -3)]
+)
 def test_sizes_out_of_range_are_refused_by_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=rf"^encoder.{key} must be"):
         RNNEncoder(VOCAB, TextEncoderConfig(**{key: value}), PAD)

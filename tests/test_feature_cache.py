@@ -95,9 +95,7 @@ def test_get_batch_keeps_the_order_asked_for(tmp_path: Path) -> None:
     assert torch.equal(batch, torch.stack([features_of(key).half().float() for key in order]))
 
 
-def test_changed_fingerprint_is_refused_and_the_change_logged(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_changed_fingerprint_is_refused_and_the_change_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     build(tmp_path / "cache")
     assert FeatureCache.open(tmp_path / "cache", {**FINGERPRINT, "grid": (2, 2)}) is not None  # tuple == list
     with caplog.at_level(logging.INFO, logger="seq2seq.data.feature_cache"):

@@ -267,7 +267,7 @@ def test_loading_bad_images_leaves_pillow_settings_alone(tmp_path: Path) -> None
     for path in [tmp_path / "cut.jpg", png_header_only(tmp_path / "bomb.png", 20_000, 20_000)]:
         with pytest.raises(BadImageError):
             load_rgb(path)
-    assert (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES) == (limit, load_truncated)
+    assert (limit, load_truncated) == (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES)
 
 
 def test_bad_image_error_is_a_data_error_that_survives_pickling(tmp_path: Path) -> None:
@@ -318,15 +318,16 @@ def test_flip_only_augmentation_mirrors_the_image() -> None:
     outputs = [build_transform(config, train=True)(image) for _ in range(10)]
     assert all(torch.equal(out, unflipped) or torch.equal(out, unflipped.flip(-1)) for out in outputs)
     assert any(torch.equal(out, unflipped.flip(-1)) for out in outputs)
-    no_flip = ImageTransformConfig(image_size=16, augment=True, crop_scale_min=1.0, normalize="none",
-                                   horizontal_flip=False)
+    no_flip = ImageTransformConfig(
+        image_size=16, augment=True, crop_scale_min=1.0, normalize="none", horizontal_flip=False
+    )
     assert all(torch.equal(build_transform(no_flip, train=True)(image), unflipped) for _ in range(10))
 
 
 def test_normalisation_choices() -> None:
     image = noise_rgb((20, 20))
     raw = build_transform(ImageTransformConfig(image_size=8, normalize="none"), train=False)(image)
-    assert 0.0 <= raw.min() and raw.max() <= 1.0
+    assert raw.min() >= 0.0 and raw.max() <= 1.0
     normalised = build_transform(ImageTransformConfig(image_size=8), train=False)(image)
     assert normalised.min() < 0.0 and normalised.max() > 1.0  # ImageNet mean and std applied
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 import torch
 
@@ -61,7 +63,7 @@ def test_windows_cover_the_rows_in_order_and_continue_each_other() -> None:
     for window in windows:
         assert window.inputs.shape == window.targets.shape == (BATCH, WINDOW)
         assert torch.equal(window.targets, window.inputs + 1)
-    for before, after in zip(windows, windows[1:]):
+    for before, after in pairwise(windows):
         assert torch.equal(after.inputs[:, 0], before.inputs[:, -1] + 1)  # each row goes on where it stopped
     joined = torch.cat([window.inputs for window in windows], dim=1)  # (B, count * T)
     assert torch.equal(joined, rows[:, : joined.shape[1]])

@@ -29,7 +29,9 @@ def layer_and_inputs(
     return layer, features, targets
 
 
-def reference_loss(layer: torch.nn.Linear, features: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
+def reference_loss(
+    layer: torch.nn.Linear, features: torch.Tensor, targets: torch.Tensor, smoothing: float
+) -> torch.Tensor:
     logits = layer(features).flatten(0, 1)  # (N, V)
     return F.cross_entropy(logits, targets.flatten(), ignore_index=PAD, label_smoothing=smoothing, reduction="sum")
 
@@ -114,7 +116,9 @@ def test_tied_output_and_embedding_weights_get_both_gradients() -> None:
 
 
 def test_output_layer_looks_through_a_wrapper() -> None:
-    model = build_translation_model(TextEncoderConfig(hidden_size=4), DecoderConfig(embedding_size=8, hidden_size=8), 11, 13, PAD)
+    model = build_translation_model(
+        TextEncoderConfig(hidden_size=4), DecoderConfig(embedding_size=8, hidden_size=8), 11, 13, PAD
+    )
     wrapper = torch.nn.Module()
     wrapper.module = model
     assert output_layer(wrapper) is model.decoder.output is output_layer(model)

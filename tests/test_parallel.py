@@ -68,7 +68,7 @@ def write_split(folder: Path, name: str, sources: list[str], targets: list[str])
 def word_config(tmp_path: Path, **fields: object) -> ParallelDataConfig:
     """A config over the tiny German-English files, word-tokenised."""
     train = write_split(tmp_path, "train", GERMAN, ENGLISH)
-    valid = write_split(tmp_path, "valid", GERMAN[:2] + ["Ein Zebra."], ENGLISH[:2] + ["A zebra."])
+    valid = write_split(tmp_path, "valid", [*GERMAN[:2], "Ein Zebra."], [*ENGLISH[:2], "A zebra."])
     return ParallelDataConfig(train_prefix=train, valid_prefix=valid, test_prefix=valid, tokenizer="word", **fields)
 
 
@@ -133,7 +133,7 @@ def test_line_count_mismatch_names_both_files_and_counts(tmp_path: Path) -> None
 
 def test_invalid_utf8_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.de"
-    path.write_bytes("Ein Hund.\nZwei Hunde.\n".encode() + "Gr\xfc\xdfe.\n".encode("latin-1"))
+    path.write_bytes(b"Ein Hund.\nZwei Hunde.\n" + "Gr\xfc\xdfe.\n".encode("latin-1"))
     with pytest.raises(DataError, match="line 3") as error:
         read_lines(path)
     assert str(path) in str(error.value) and "UTF-8" in str(error.value)
@@ -236,7 +236,7 @@ def test_kept_for_training_reads_token_counts() -> None:
 
 
 def test_codec_round_trip_and_serialisation(tmp_path: Path) -> None:
-    source, target = word_codecs(word_config(tmp_path), tmp_path)
+    _, target = word_codecs(word_config(tmp_path), tmp_path)
     ids = target.encode("A dog runs.")
     assert target.decode([Vocab.bos_id, *ids, Vocab.eos_id, *ids]) == "A dog runs."  # stops at eos
     rebuilt = TextCodec.from_dict(target.to_dict())
@@ -348,7 +348,7 @@ def test_bad_tokenizer_settings_are_config_errors(tmp_path: Path) -> None:
 
 
 def test_word_tokenizer_shared_and_lowercased(tmp_path: Path) -> None:
-    source, target = make_tokenizers(ParallelDataConfig(tokenizer="word", lowercase=True), tmp_path)
+    source, _ = make_tokenizers(ParallelDataConfig(tokenizer="word", lowercase=True), tmp_path)
     assert isinstance(source, WordTokenizer) and source.tokenize("Ein Hund.") == ["ein", "hund", "."]
 
 

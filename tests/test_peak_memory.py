@@ -48,6 +48,8 @@ def test_the_launcher_reports_what_the_child_allocated(large_parent: bytearray) 
 
 def test_exit_status_and_output_of_the_child_come_back(tmp_path: Path) -> None:
     output = tmp_path / "child.log"
-    run = run_measured([sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"], output)
+    run = run_measured(
+        [sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"], output
+    )
     assert run.exit_code == 3 and run.seconds > 0
     assert output.read_text().split() == ["out", "err"]

@@ -133,7 +133,9 @@ def test_a_taken_name_is_refused_unless_replaced() -> None:
     with pytest.raises(ValueError, match="already registered"):
         register_encoder("rnn", build_mean_encoder)
     register_encoder("test_other", build_mean_encoder)
-    register_encoder("test_other", lambda config, vocab_size, pad_id: MeanEncoder(config, vocab_size, pad_id), replace=True)
+    register_encoder(
+        "test_other", lambda config, vocab_size, pad_id: MeanEncoder(config, vocab_size, pad_id), replace=True
+    )
 
 
 def test_an_encoder_without_output_size_is_refused() -> None:

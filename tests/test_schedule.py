@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from seq2seq.training.schedule import SCHEDULES, learning_rate
@@ -17,7 +19,7 @@ def rates(schedule: str, min_lr_ratio: float = MIN_RATIO) -> list[float]:
 def test_warm_up_rises_linearly_to_the_base_rate() -> None:
     warmup = 10
     during = [learning_rate(LR, "cosine", step, progress=0.0, warmup_steps=warmup) for step in range(warmup)]
-    steps = [b - a for a, b in zip(during, during[1:])]
+    steps = [b - a for a, b in pairwise(during)]
     assert all(step > 0 for step in steps)
     assert max(steps) == pytest.approx(min(steps))  # equal increments: a straight line
     assert during[0] > 0
@@ -37,19 +39,19 @@ def test_decay_starts_at_lr_and_ends_at_the_minimum(schedule: str) -> None:
     values = rates(schedule)
     assert values[0] == pytest.approx(LR)
     assert values[-1] == pytest.approx(MIN_RATIO * LR)
-    assert all(later <= earlier for earlier, later in zip(values, values[1:]))
+    assert all(later <= earlier for earlier, later in pairwise(values))
     assert all(MIN_RATIO * LR - 1e-12 <= value <= LR + 1e-12 for value in values)
 
 
 def test_linear_decays_in_equal_steps() -> None:
     values = rates("linear")
-    steps = [a - b for a, b in zip(values, values[1:])]
+    steps = [a - b for a, b in pairwise(values)]
     assert max(steps) == pytest.approx(min(steps))
 
 
 def test_cosine_is_flat_at_both_ends_and_halfway_at_the_middle() -> None:
     values = rates("cosine")
-    steps = [a - b for a, b in zip(values, values[1:])]
+    steps = [a - b for a, b in pairwise(values)]
     assert steps[0] < steps[len(steps) // 2] and steps[-1] < steps[len(steps) // 2]
     assert values[10] == pytest.approx((LR + MIN_RATIO * LR) / 2)
 

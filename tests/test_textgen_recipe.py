@@ -57,13 +57,25 @@ def test_training_lowers_validation_loss(trained_run: Path) -> None:
 
 
 def test_generate_streams_prime_and_continuation(trained_run: Path) -> None:
-    result = run_recipe("textgen.py", "generate", "--checkpoint", str(trained_run), "--prime", "ROMEO:", "--length", "40", "--seed", "3")
+    result = run_recipe(
+        "textgen.py", "generate", "--checkpoint", str(trained_run), "--prime", "ROMEO:", "--length", "40", "--seed", "3"
+    )
     assert result.stdout.startswith("ROMEO:")
     assert len(result.stdout.strip()) > len("ROMEO:")
 
 
 def test_generate_seeded_samples_reproducible(trained_run: Path) -> None:
-    args = ["generate", "--checkpoint", str(trained_run), "--length", "60", "--num-samples", "3", "--temperature", "1.0"]
+    args = [
+        "generate",
+        "--checkpoint",
+        str(trained_run),
+        "--length",
+        "60",
+        "--num-samples",
+        "3",
+        "--temperature",
+        "1.0",
+    ]
     first = run_recipe("textgen.py", *args, "--seed", "1").stdout
     again = run_recipe("textgen.py", *args, "--seed", "1").stdout
     other = run_recipe("textgen.py", *args, "--seed", "2").stdout
@@ -74,19 +86,41 @@ def test_generate_seeded_samples_reproducible(trained_run: Path) -> None:
 
 def test_generate_stop_string(trained_run: Path) -> None:
     result = run_recipe(
-        "textgen.py", "generate", "--checkpoint", str(trained_run), "--prime", "ROMEO:", "--length", "200",
-        "--stop", "\n", "--seed", "0", "--no-stream",
+        "textgen.py",
+        "generate",
+        "--checkpoint",
+        str(trained_run),
+        "--prime",
+        "ROMEO:",
+        "--length",
+        "200",
+        "--stop",
+        "\n",
+        "--seed",
+        "0",
+        "--no-stream",
     )
-    continuation = result.stdout[len("ROMEO:"):].rstrip("\n")
+    continuation = result.stdout[len("ROMEO:") :].rstrip("\n")
     assert "\n" not in continuation
 
 
 def test_generate_unknown_prime_characters_named(trained_run: Path) -> None:
-    result = run_recipe("textgen.py", "generate", "--checkpoint", str(trained_run), "--prime", "ROMEO ☃ and Ω", check=False)
+    result = run_recipe(
+        "textgen.py", "generate", "--checkpoint", str(trained_run), "--prime", "ROMEO ☃ and Ω", check=False
+    )
     assert result.returncode == 2
     assert "'☃'" in result.stderr and "'Ω'" in result.stderr and "Traceback" not in result.stderr
     mapped = run_recipe(
-        "textgen.py", "generate", "--checkpoint", str(trained_run), "--prime", "ROMEO ☃", "--unknown", "unk", "--length", "5"
+        "textgen.py",
+        "generate",
+        "--checkpoint",
+        str(trained_run),
+        "--prime",
+        "ROMEO ☃",
+        "--unknown",
+        "unk",
+        "--length",
+        "5",
     )
     assert mapped.returncode == 0
 
@@ -121,14 +155,24 @@ def test_corrupt_checkpoint_gives_clear_error(trained_run: Path, tmp_path: Path)
 def test_resume_refuses_changed_model(trained_run: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(trained_run, copy)
-    text = json.loads((copy / "checkpoints" / json.loads((copy / "checkpoints.json").read_text())["latest"][0] / "model.json").read_text())["config"]["data"]["path"]
+    text = json.loads(
+        (
+            copy / "checkpoints" / json.loads((copy / "checkpoints.json").read_text())["latest"][0] / "model.json"
+        ).read_text()
+    )["config"]["data"]["path"]
     result = run_recipe("textgen.py", *train_args(Path(text), copy, "decoder.hidden_size=48"), check=False)
     assert result.returncode == 2
     assert "decoder.hidden_size: 32 -> 48" in result.stderr
 
 
 def test_sigkill_and_resume_ends_with_same_weights(tiny_text: Path, tmp_path: Path) -> None:
-    settings = ["decoder.num_layers=2", "decoder.hidden_size=48", "decoder.dropout=0.2", "train.max_steps=120", "data.batch_size=8"]
+    settings = [
+        "decoder.num_layers=2",
+        "decoder.hidden_size=48",
+        "decoder.dropout=0.2",
+        "train.max_steps=120",
+        "data.batch_size=8",
+    ]
     reference = tmp_path / "reference"
     run_recipe("textgen.py", *train_args(tiny_text, reference, *settings))
 
@@ -175,9 +219,22 @@ def test_two_process_ddp_matches_single_process(tiny_text: Path, tmp_path: Path)
     ddp = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
-         str(REPO_ROOT / "recipes/textgen.py"), *train_args(tiny_text, ddp, *settings)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29561",
+            str(REPO_ROOT / "recipes/textgen.py"),
+            *train_args(tiny_text, ddp, *settings),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stderr
@@ -190,10 +247,23 @@ def test_two_process_ddp_matches_single_process(tiny_text: Path, tmp_path: Path)
 def test_word_and_sentencepiece_levels_train_and_generate(tokenizer: str, tiny_text: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / tokenizer
     run_recipe(
-        "textgen.py", "train", "--config", "recipes/configs/alice_word.yaml", "--run-dir", str(run_dir),
-        *overrides(*TINY_TEXTGEN, f"data.path={tiny_text}", f"data.tokenizer={tokenizer}",
-                   "data.sentencepiece_vocab_size=60", "data.window=8", "train.max_steps=10"),
+        "textgen.py",
+        "train",
+        "--config",
+        "recipes/configs/alice_word.yaml",
+        "--run-dir",
+        str(run_dir),
+        *overrides(
+            *TINY_TEXTGEN,
+            f"data.path={tiny_text}",
+            f"data.tokenizer={tokenizer}",
+            "data.sentencepiece_vocab_size=60",
+            "data.window=8",
+            "train.max_steps=10",
+        ),
     )
-    result = run_recipe("textgen.py", "generate", "--checkpoint", str(run_dir), "--prime", "romeo", "--length", "12", "--seed", "0")
+    result = run_recipe(
+        "textgen.py", "generate", "--checkpoint", str(run_dir), "--prime", "romeo", "--length", "12", "--seed", "0"
+    )
     assert result.stdout.startswith("romeo")
     assert len(result.stdout.split()) > 1

@@ -157,9 +157,7 @@ def _generated_sentences(count: int) -> list[str]:
 
 
 @pytest.fixture(scope="module", params=["multi30k", "generated"])
-def corpus(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, list[str], int]:
+def corpus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], int]:
     """A gzipped corpus of CORPUS_LINES sentences, the sentences and a vocabulary size to train."""
     if request.param == "multi30k":
         if not MULTI30K_GERMAN.is_file():

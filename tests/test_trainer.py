@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -13,9 +14,9 @@ from tqdm import tqdm
 from seq2seq.config import DecoderConfig, TrainConfig
 from seq2seq.data.lm_stream import LMStream, Window
 from seq2seq.models import build_language_model
+from seq2seq.training import trainer as trainer_module
 from seq2seq.training.lm_task import LanguageModelTask
 from seq2seq.training.runtime import Runtime
-from seq2seq.training import trainer as trainer_module
 from seq2seq.training.trainer import BatchLoss, Progress, Trainer, TrainingBar, TrainingDiverged
 
 CPU = Runtime(torch.device("cpu"))
@@ -25,7 +26,9 @@ def tiny_task(vocab_size: int = 12) -> LanguageModelTask:
     torch.manual_seed(0)
     stream = torch.arange(4, 4 + 8).repeat(200)  # a repeating pattern of 8 tokens
     return LanguageModelTask(
-        LMStream(stream[:1500], batch_size=4, window=8), LMStream(stream[1500:], 4, 8, shift_per_epoch=False), CPU.device
+        LMStream(stream[:1500], batch_size=4, window=8),
+        LMStream(stream[1500:], 4, 8, shift_per_epoch=False),
+        CPU.device,
     )
 
 
@@ -74,7 +77,7 @@ def test_early_stopping_after_patience(tmp_path: Path) -> None:
 class RecordedBar(tqdm):
     """A tqdm bar that keeps the bars made, so that a test can read them after the run."""
 
-    made: list[tqdm] = []
+    made: ClassVar[list[tqdm]] = []
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)

@@ -17,21 +17,34 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from seq2seq.config import DecodeConfig
-from seq2seq.text import Vocab
 from seq2seq.commands import build_parser, main
 from seq2seq.commands import translate as command
+from seq2seq.config import DecodeConfig
 from seq2seq.inference import Hypothesis, Translation, Translator
 from seq2seq.inference.options import search_options
+from seq2seq.text import Vocab
 from tests.conftest import REPO_ROOT, overrides, run_recipe
 from tests.test_textgen_recipe import latest_weights, wait_for_checkpoint
 
 # A toy language pair: word-for-word substitution, with the adjective after its noun in the
 # source and before it in the target, so that the model has to learn to look around.
 DICTIONARY = {
-    "ein": "a", "der": "the", "mann": "man", "frau": "woman", "hund": "dog", "katze": "cat",
-    "kind": "child", "gross": "big", "klein": "small", "rot": "red", "sieht": "sees",
-    "jagt": "chases", "mag": "likes", "ball": "ball", "apfel": "apple", "haus": "house",
+    "ein": "a",
+    "der": "the",
+    "mann": "man",
+    "frau": "woman",
+    "hund": "dog",
+    "katze": "cat",
+    "kind": "child",
+    "gross": "big",
+    "klein": "small",
+    "rot": "red",
+    "sieht": "sees",
+    "jagt": "chases",
+    "mag": "likes",
+    "ball": "ball",
+    "apfel": "apple",
+    "haus": "house",
 }
 ARTICLES, NOUNS = ["ein", "der"], ["mann", "frau", "hund", "katze", "kind", "ball", "apfel", "haus"]
 ADJECTIVES, VERBS = ["gross", "klein", "rot"], ["sieht", "jagt", "mag"]
@@ -100,7 +113,11 @@ def write_corpus(folder: Path, seed: int = 0) -> list[str]:
 
 def train_args(data: list[str], run_dir: Path, *extra: str) -> list[str]:
     return [
-        "train", "--config", "recipes/configs/multi30k_de_en.yaml", "--run-dir", str(run_dir),
+        "train",
+        "--config",
+        "recipes/configs/multi30k_de_en.yaml",
+        "--run-dir",
+        str(run_dir),
         *overrides(*TINY_TRANSLATE, *data, *extra),
     ]
 
@@ -136,8 +153,16 @@ def test_translate_restores_input_order_from_file_and_stdin(trained_run: Path, t
     write_lines(source_file, lines)
     output = tmp_path / "output.en"
     run_recipe(
-        "translate.py", "translate", "--checkpoint", str(trained_run), "--input", str(source_file),
-        "--output", str(output), "--batch-size", "3",
+        "translate.py",
+        "translate",
+        "--checkpoint",
+        str(trained_run),
+        "--input",
+        str(source_file),
+        "--output",
+        str(output),
+        "--batch-size",
+        "3",
     )
     forward = output.read_text(encoding="utf-8").splitlines()
     assert len(forward) == len(lines)
@@ -145,9 +170,20 @@ def test_translate_restores_input_order_from_file_and_stdin(trained_run: Path, t
 
     reversed_input = "".join(line + "\n" for line in reversed(lines))
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "recipes/translate.py"), "translate", "--checkpoint", str(trained_run),
-         "--batch-size", "4"],
-        cwd=REPO_ROOT, input=reversed_input, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(REPO_ROOT / "recipes/translate.py"),
+            "translate",
+            "--checkpoint",
+            str(trained_run),
+            "--batch-size",
+            "4",
+        ],
+        cwd=REPO_ROOT,
+        input=reversed_input,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr
@@ -160,7 +196,18 @@ def test_n_best_prints_scored_lines_per_input(
     source_file = tmp_path / "input.de"
     write_lines(source_file, ["ein mann sieht der hund .", "", "der ball gross mag ein kind ."])
     status = main(
-        ["translate", "translate", "--checkpoint", str(trained_run), "--input", str(source_file), "--n-best", "3", "--beam", "4"]
+        [
+            "translate",
+            "translate",
+            "--checkpoint",
+            str(trained_run),
+            "--input",
+            str(source_file),
+            "--n-best",
+            "3",
+            "--beam",
+            "4",
+        ]
     )
     assert status == 0
     lines = capsys.readouterr().out.splitlines()
@@ -187,8 +234,18 @@ def test_invalid_utf8_input_is_a_clear_error(
 def test_evaluate_prints_scores_signatures_settings_and_plots_attention(trained_run: Path, tmp_path: Path) -> None:
     plot = tmp_path / "attention.png"
     result = run_recipe(
-        "translate.py", "evaluate", "--checkpoint", str(trained_run), "--split", "test", "--beam", "2",
-        "--attention-plot", str(plot), "--sentence", "3",
+        "translate.py",
+        "evaluate",
+        "--checkpoint",
+        str(trained_run),
+        "--split",
+        "test",
+        "--beam",
+        "2",
+        "--attention-plot",
+        str(plot),
+        "--sentence",
+        "3",
     )
     assert "BLEU = " in result.stdout and "chrF = " in result.stdout
     assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp" in result.stdout  # the BLEU signature
@@ -252,7 +309,10 @@ def test_sigkill_and_resume_ends_with_same_weights(trained_run: Path, corpus: li
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "recipes/translate.py"), *arguments],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     killed_at = wait_for_checkpoint(killed, min_step=15, process=process)
     process.send_signal(signal.SIGKILL)
@@ -269,10 +329,17 @@ def test_sigkill_and_resume_ends_with_same_weights(trained_run: Path, corpus: li
 
 def test_joint_sentencepiece_trained_into_run_and_carried_by_checkpoint(corpus: list[str], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    run_recipe("translate.py", *train_args(
-        corpus, run_dir, "data.tokenizer=sentencepiece", "data.sentencepiece_vocab_size=40", "train.max_steps=4",
-        "train.validate_every=4",
-    ))
+    run_recipe(
+        "translate.py",
+        *train_args(
+            corpus,
+            run_dir,
+            "data.tokenizer=sentencepiece",
+            "data.sentencepiece_vocab_size=40",
+            "train.max_steps=4",
+            "train.validate_every=4",
+        ),
+    )
     assert (run_dir / "sentencepiece.model").is_file()
     (run_dir / "sentencepiece.model").unlink()  # translating needs only the checkpoint
     translator = Translator.from_checkpoint(run_dir, device="cpu")
@@ -305,7 +372,11 @@ def test_input_lines_keep_empty_lines_and_name_bad_bytes() -> None:
 
 
 def test_n_best_format_has_one_line_per_hypothesis() -> None:
-    best, second, empty = Hypothesis("a b", ("a", "b"), (5, 6, 2), -1.5), Hypothesis("a", ("a",), (5, 2), -2.25), Hypothesis("", (), (), 0.0)
+    best, second, empty = (
+        Hypothesis("a b", ("a", "b"), (5, 6, 2), -1.5),
+        Hypothesis("a", ("a",), (5, 2), -2.25),
+        Hypothesis("", (), (), 0.0),
+    )
     results = [Translation("x y", [best, second]), Translation("", [empty, empty])]
     assert command.format_translations(results, scored=False) == "a b\n\n"
     assert command.format_translations(results, scored=True) == "-1.5000\ta b\n-2.2500\ta\n0.0000\t\n0.0000\t\n"

@@ -63,7 +63,13 @@ def make_task(
     valid, _, _ = toy_data(16, seed=1, source=source, target=target)
     batches = TokenBudgetBatcher(train, batch_sentences=16, pool_size=64, seed=3)
     task = TranslationTask(
-        batches, valid, target, CPU, validation or TranslationValidationConfig(), DECODE, label_smoothing=label_smoothing
+        batches,
+        valid,
+        target,
+        CPU,
+        validation or TranslationValidationConfig(),
+        DECODE,
+        label_smoothing=label_smoothing,
     )
     return task, tiny_model(source, target)
 
@@ -126,8 +132,14 @@ def test_training_raises_validation_bleu(tmp_path: Path) -> None:
     task, model = make_task(count=200, validation=TranslationValidationConfig(max_sentences=16))
     before = task.validate(model)["val_bleu"]
     config = TrainConfig(
-        optimizer="adam", lr=0.01, schedule="constant", max_steps=120, validate_every=120, log_every=40,
-        best_metric="val_bleu", best_mode="max",
+        optimizer="adam",
+        lr=0.01,
+        schedule="constant",
+        max_steps=120,
+        validate_every=120,
+        log_every=40,
+        best_metric="val_bleu",
+        best_mode="max",
     )
     progress = Trainer(model, task, config, tmp_path / "run", {"task": "test"}, Runtime(CPU)).fit()
     assert progress.best_metric > before + 10
@@ -171,5 +183,7 @@ def test_settings_that_cannot_work_are_refused() -> None:
         TranslationValidationConfig(beam_size=0).check("val_loss")
     with pytest.raises(ConfigError, match="train.label_smoothing"):
         make_task(label_smoothing=1.0)
-    decode = TranslationValidationConfig(beam_size=4).decode_config(DecodeConfig(method="sample", n_best=3, beam_size=8))
+    decode = TranslationValidationConfig(beam_size=4).decode_config(
+        DecodeConfig(method="sample", n_best=3, beam_size=8)
+    )
     assert (decode.method, decode.beam_size, decode.n_best) == ("beam", 4, 1)

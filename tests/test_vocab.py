@@ -104,7 +104,7 @@ def test_decode_strips_specials_and_stops_at_first_eos(vocab: Vocab) -> None:
 
 
 def test_decode_accepts_a_tensor(vocab: Vocab) -> None:
-    ids = torch.tensor(vocab.encode(["a", "cat"]) + [vocab.eos_id, vocab.pad_id])
+    ids = torch.tensor([*vocab.encode(["a", "cat"]), vocab.eos_id, vocab.pad_id])
     assert vocab.decode(ids) == ["a", "cat"]
 
 

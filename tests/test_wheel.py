@@ -32,12 +32,27 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv holding only the wheel; its dependencies come from this environment's
     site-packages (a .pth line), so that nothing is downloaded."""
     work = tmp_path_factory.mktemp("wheel")
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(work / "dist"), str(REPO_ROOT)], work)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(work / "dist"),
+            str(REPO_ROOT),
+        ],
+        work,
+    )
     (wheel,) = (work / "dist").glob("seq2seq-*.whl")
     venv = work / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)], work)
     python = venv / "bin" / "python"
-    (fresh_site,) = json.loads(run([str(python), "-c", "import json, site; print(json.dumps(site.getsitepackages()))"], work).stdout)
+    (fresh_site,) = json.loads(
+        run([str(python), "-c", "import json, site; print(json.dumps(site.getsitepackages()))"], work).stdout
+    )
     (Path(fresh_site) / "dependencies.pth").write_text(site.getsitepackages()[0] + "\n", encoding="utf-8")
     run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", str(wheel)], work)
     return venv

@@ -21,6 +21,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 from seq2seq.baselines import feature_vectors, nearest_neighbour_captions, pixel_vectors
 from seq2seq.caption_metrics import caption_scores
@@ -32,6 +33,7 @@ from seq2seq.data.text_files import DataError
 from seq2seq.decoding import describe_decoding
 from seq2seq.inference.captioner import Captioner, caption_images
 from seq2seq.inference.hypothesis import Hypothesis
+from seq2seq.models import CNNEncoder
 from seq2seq.training.caption_task import score_captions
 
 BASELINES = ("none", "pixels", "features")
@@ -118,7 +120,9 @@ def caption(args: argparse.Namespace) -> None:
         for found in result.hypotheses:
             print(f"{result.image}\t{found.score:.4f}\t{found.text}" if scored else f"{result.image}\t{found.text}")
     if args.attention_maps:
-        write_attention_maps(captioner, [(r.image, r.hypotheses[0]) for r in results if r.hypotheses], Path(args.attention_maps))
+        write_attention_maps(
+            captioner, [(r.image, r.hypotheses[0]) for r in results if r.hypotheses], Path(args.attention_maps)
+        )
     print(
         f"captioned {len(results) - len(failed)} image(s) in {seconds:.2f} s ({describe_decoding(decode)})",
         file=sys.stderr,
@@ -149,7 +153,9 @@ def evaluate(args: argparse.Namespace) -> None:
         raise ValueError(f"the {args.split} split of {data.annotations} has no images")
     images = CaptionImages(references, captioner.transform, data.max_pixels)
     started = time.perf_counter()
-    results = caption_images(captioner.model, images, captioner.codec, decode, args.batch_size, attention=bool(args.attention_maps))
+    results = caption_images(
+        captioner.model, images, captioner.codec, decode, args.batch_size, attention=bool(args.attention_maps)
+    )
     seconds = time.perf_counter() - started
     print(f"checkpoint: {captioner.checkpoint}")
     print(f"split: {args.split}, {len(references):,} images ({data.annotations})")
@@ -176,7 +182,7 @@ def baseline_scores(
         query_vectors = pixel_vectors(references, max_pixels)
     else:
         transform = build_transform(captioner.config.data.transform, train=False)
-        encoder = captioner.model.encoder
+        encoder = cast(CNNEncoder, captioner.model.encoder)  # a captioning model's
         train_vectors = feature_vectors(encoder, CaptionImages(sets["train"], transform), batch)
         query_vectors = feature_vectors(encoder, CaptionImages(references, transform), batch)
     captions = nearest_neighbour_captions(train_vectors, sets["train"], query_vectors)

@@ -94,7 +94,9 @@ def add_average_verb(verbs: argparse._SubParsersAction, task: str) -> None:
     sources = parser.add_mutually_exclusive_group(required=True)
     sources.add_argument("--checkpoints", nargs="+", metavar="DIR", help="step checkpoint directories to average")
     sources.add_argument("--run-dir", help="average the latest --last checkpoints of this run directory")
-    parser.add_argument("--last", type=positive_int, default=5, help="with --run-dir: how many checkpoints (default: 5)")
+    parser.add_argument(
+        "--last", type=positive_int, default=5, help="with --run-dir: how many checkpoints (default: 5)"
+    )
     parser.add_argument("--output", required=True, help="the new checkpoint directory")
     parser.set_defaults(func=average)
 

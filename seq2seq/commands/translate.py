@@ -72,7 +72,9 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     search = parser.add_mutually_exclusive_group()
     search.add_argument("--beam", type=positive_int, help="beam size (default: the config's decoding.beam_size)")
     search.add_argument("--greedy", action="store_true", help="greedy search (a beam of 1)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="sentences translated together (default: 64)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=64, help="sentences translated together (default: 64)"
+    )
     parser.add_argument(
         "--max-length-ratio",
         type=float,
@@ -160,8 +162,10 @@ def evaluate(args: argparse.Namespace) -> None:
     print(f"split: {args.split}, {source_file} -> {target_file}, {len(data):,} sentences")
     print(f"decoding: {describe_decoding(decode)}, batches of {args.batch_size} sentences")
     print(f"translation time: {seconds:.1f} s, {len(data) / max(seconds, 1e-9):.1f} sentences/s")
-    print(corpus_bleu(hypotheses, data.target_lines))
-    print(corpus_chrf(hypotheses, data.target_lines))
+    references = data.target_lines
+    assert references is not None  # load_split reads both sides
+    print(corpus_bleu(hypotheses, references))
+    print(corpus_chrf(hypotheses, references))
     if args.attention_plot:
         plot_sentence_attention(translator, data.source_lines, decode, args.sentence, Path(args.attention_plot))
         print(f"attention plot of sentence {args.sentence}: {args.attention_plot}")
@@ -172,7 +176,9 @@ def plot_sentence_attention(
 ) -> None:
     """Translate line ``number`` (1-based) of ``lines`` and plot its attention to ``path``."""
     if translator.model.decoder.attention is None:
-        raise ValueError("this model has no attention (its decoder.attention is none), so there is no alignment to plot")
+        raise ValueError(
+            "this model has no attention (its decoder.attention is none), so there is no alignment to plot"
+        )
     if not 1 <= number <= len(lines):
         raise ValueError(f"--sentence must be a line number from 1 to {len(lines)}, got {number}")
     line = lines[number - 1]

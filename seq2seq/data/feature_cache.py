@@ -100,9 +100,7 @@ class FeatureCache:
         except BaseException:  # also on KeyboardInterrupt: no half-built cache stays behind
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        log.info(
-            "feature cache %s: %d images stored, %d skipped", directory, len(index["keys"]), len(index["skipped"])
-        )
+        log.info("feature cache %s: %d images stored, %d skipped", directory, len(index["keys"]), len(index["skipped"]))
         return cls(directory, index)
 
     @classmethod
@@ -151,7 +149,10 @@ class FeatureCache:
                 return cache
             log.info(
                 "feature cache %s lacks %d of the %d keys (e.g. %r); it will be rebuilt",
-                directory, len(missing), len(keys), missing[0],
+                directory,
+                len(missing),
+                len(keys),
+                missing[0],
             )
         return cls.build(directory, keys, compute, fingerprint, batch_size, shard_size, progress)
 

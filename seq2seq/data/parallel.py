@@ -68,10 +68,18 @@ class ParallelDataConfig:
     target_sentencepiece_model: str | None = None  # a .model for the target (separate models only); None trains one
     lowercase: bool = False  # lowercase the text first (word and char tokenizers only)
     min_freq: int = bounded(1, at_least=1)  # training tokens seen fewer times than this become <unk>
-    max_length: int = bounded(100, at_least=0)  # training pairs with more tokens than this on either side are dropped; 0 keeps all
-    batch_tokens: int = bounded(4096, at_least=1)  # token budget per batch, all processes together: longest side x sentences
-    batch_sentences: int = bounded(0, at_least=0)  # > 0: fixed batches of this many sentences instead of the token budget
-    pool_size: int = bounded(10_000, at_least=1)  # training pairs shuffled together, then sorted by length and cut into batches
+    max_length: int = bounded(
+        100, at_least=0
+    )  # training pairs with more tokens than this on either side are dropped; 0 keeps all
+    batch_tokens: int = bounded(
+        4096, at_least=1
+    )  # token budget per batch, all processes together: longest side x sentences
+    batch_sentences: int = bounded(
+        0, at_least=0
+    )  # > 0: fixed batches of this many sentences instead of the token budget
+    pool_size: int = bounded(
+        10_000, at_least=1
+    )  # training pairs shuffled together, then sorted by length and cut into batches
 
 
 # ---- reading files ----------------------------------------------------------------------------
@@ -427,9 +435,7 @@ def collate(data: ParallelData, indices: Sequence[int], index: int = 0) -> Batch
         target_in = pad_sequence([torch.cat([bos, ids]) for ids in targets], batch_first=True)  # (B, T)
         target_out = pad_sequence([torch.cat([ids, eos]) for ids in targets], batch_first=True)  # (B, T)
         target_tokens = sum(len(ids) + 1 for ids in targets)
-    return Batch(
-        source, source_lengths, target_in, target_out, torch.tensor(list(indices)), target_tokens, index
-    )
+    return Batch(source, source_lengths, target_in, target_out, torch.tensor(list(indices)), target_tokens, index)
 
 
 class TokenBudgetBatcher:

@@ -42,7 +42,7 @@ def decode_utf8(raw: bytes, where: str) -> str:
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
         raise DataError(
-            f"{where}, line {line}: not valid UTF-8 (byte {error.start}: {raw[error.start:error.start + 4]!r}). "
+            f"{where}, line {line}: not valid UTF-8 (byte {error.start}: {raw[error.start : error.start + 4]!r}). "
             "Convert it first, e.g. with `iconv -f latin1 -t utf-8`."
         ) from None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -100,9 +101,7 @@ def prime_decoder(
     if prefix.shape[1] > 1:
         _, state = model.decoder(prefix[:, :-1], encoder_output, state, project=False)
     repeat = torch.arange(batch_size, device=prefix.device).repeat_interleave(copies)  # (B * copies,)
-    return PrimedBatch(
-        encoder_output.index_select(repeat), state.index_select(repeat), prefix.index_select(0, repeat)
-    )
+    return PrimedBatch(encoder_output.index_select(repeat), state.index_select(repeat), prefix.index_select(0, repeat))
 
 
 def check_prefix(prefix: Tensor, batch_size: int) -> None:
@@ -113,9 +112,7 @@ def check_prefix(prefix: Tensor, batch_size: int) -> None:
             "start it with bos"
         )
     if prefix.shape[0] != batch_size:
-        raise ValueError(
-            f"prefix has {prefix.shape[0]} rows but the input has {batch_size}; give one prefix per input"
-        )
+        raise ValueError(f"prefix has {prefix.shape[0]} rows but the input has {batch_size}; give one prefix per input")
     if prefix.dtype != torch.long:
         raise ValueError(f"prefix must hold token ids as torch.long, got {prefix.dtype}")
 
@@ -148,6 +145,12 @@ class LiveRows:
         """(total, ...) -> (A, ...) the live rows."""
         return full if self.complete else full.index_select(0, self.rows)
 
+    @overload
+    def expand(self, live: Tensor, fill: float) -> Tensor: ...
+
+    @overload
+    def expand(self, live: None, fill: float) -> None: ...
+
     def expand(self, live: Tensor | None, fill: float) -> Tensor | None:
         """(A, X) -> (total, X): the live rows in their places, ``fill`` elsewhere."""
         if live is None or self.complete:
@@ -172,9 +175,7 @@ class LiveRows:
         return LiveRows(self.rows.index_select(0, kept), self.total), kept
 
 
-def length_limits(
-    config: DecodeConfig, encoder_output: EncoderOutput, device: torch.device
-) -> tuple[Tensor, Tensor]:
+def length_limits(config: DecodeConfig, encoder_output: EncoderOutput, device: torch.device) -> tuple[Tensor, Tensor]:
     """(rows,) the fewest tokens before eos and the most new tokens (eos included) of each row.
 
     A ratio applies to the row's source length: the minimum is rounded down, the maximum up.
@@ -209,7 +210,9 @@ def onednn_disabled() -> Iterator[None]:
     """Turns off oneDNN (mkldnn) while stepping: its CPU RNN kernels cost several times more
     than the native ones when called one token at a time."""
     enabled = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+    # torch.backends.mkldnn swaps itself for a module object whose ``enabled`` is a settable
+    # property; its stub types the name as the ContextProp descriptor.
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
     try:
         yield
     finally:

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from seq2seq.config import ConfigError, DecodeConfig, DecodeMethod, check_config
 
+
 def check_decode_config(config: DecodeConfig) -> None:
     """Rejects decoding options that cannot work, with a ValueError (a ConfigError) naming the
     key as ``decoding.<key>``: each key's type, choices and range as the config loader checks
@@ -19,7 +20,9 @@ def check_decode_config(config: DecodeConfig) -> None:
     if empty_stops:
         raise ConfigError(f"decoding.stop must hold non-empty strings, got {config.stop!r}")
     if config.method == "beam" and config.n_best > config.beam_size:
-        raise ConfigError(f"decoding.n_best must be at most decoding.beam_size ({config.beam_size}), got {config.n_best}")
+        raise ConfigError(
+            f"decoding.n_best must be at most decoding.beam_size ({config.beam_size}), got {config.n_best}"
+        )
     if config.method == "beam" and config.repetition_penalty != 1:
         raise ConfigError(
             f"decoding.repetition_penalty must be 1 in beam search (use decoding.no_repeat_ngram), "

@@ -64,9 +64,7 @@ class MinLength:
 
     def __call__(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
         if len(self.min_lengths) != len(logits):
-            raise ValueError(
-                f"MinLength was built for {len(self.min_lengths)} rows but the logits have {len(logits)}"
-            )
+            raise ValueError(f"MinLength was built for {len(self.min_lengths)} rows but the logits have {len(logits)}")
         generated = prefix_ids.shape[1] - self.prompt_length
         too_short = self.min_lengths.to(logits.device) > generated  # (B,)
         is_eos = torch.arange(logits.shape[-1], device=logits.device) == self.eos_id  # (V,)

@@ -180,7 +180,5 @@ def _checked_stop(done: Tensor, rows: int) -> Tensor:
     """Validates what a should_stop callback returned: a (B * N,) bool tensor."""
     if not isinstance(done, Tensor) or done.dtype != torch.bool or done.shape != (rows,):
         got = f"{done.dtype} tensor of shape {tuple(done.shape)}" if isinstance(done, Tensor) else repr(done)
-        raise ValueError(
-            f"should_stop must return a bool tensor of shape ({rows},), one flag per sequence; got {got}"
-        )
+        raise ValueError(f"should_stop must return a bool tensor of shape ({rows},), one flag per sequence; got {got}")
     return done

@@ -1,8 +1,8 @@
 """Captioning with a trained model: image files or PIL images in, captions (and attention) out.
 
-    captioner = Captioner.from_checkpoint("runs/emoji_scratch")
-    results = captioner.caption(["photo.jpg", PIL.Image.open("other.png")], beam=3)
-    results[0].text, results[0].hypotheses[0].attention   # (T, k*k)
+captioner = Captioner.from_checkpoint("runs/emoji_scratch")
+results = captioner.caption(["photo.jpg", PIL.Image.open("other.png")], beam=3)
+results[0].text, results[0].hypotheses[0].attention   # (T, k*k)
 """
 
 from __future__ import annotations
@@ -105,9 +105,21 @@ class Captioner:
             if beam is not None or greedy or n_best is not None:
                 raise ValueError("sample=True samples captions: it cannot be combined with beam, greedy or n_best")
             return sampling_options(
-                self.config.decoding, num_samples, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, **limits
+                self.config.decoding,
+                num_samples,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                seed=seed,
+                **limits,
             )
-        sampling_only = {"num_samples": num_samples, "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+        sampling_only = {
+            "num_samples": num_samples,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "seed": seed,
+        }
         given = [key for key, value in sampling_only.items() if value is not None]
         if given:
             raise ValueError(f"{', '.join(given)} only apply with sample=True (sampling)")
@@ -158,7 +170,9 @@ class Captioner:
             results += self._caption_chunk(images[start : start + batch_size], decode, attention)
         return results
 
-    def _caption_chunk(self, images: Sequence[ImageInput], decode: DecodeConfig, attention: bool) -> list[CaptionResult]:
+    def _caption_chunk(
+        self, images: Sequence[ImageInput], decode: DecodeConfig, attention: bool
+    ) -> list[CaptionResult]:
         names = [image_name(image, index) for index, image in enumerate(images)]
         pixels: list[torch.Tensor] = []
         errors: dict[int, str] = {}

@@ -53,7 +53,9 @@ def hypotheses_of_rows(
         span = None if source_lengths is None else source_lengths[row]
         rows.append(
             [
-                _hypothesis(codec, ids[:length], score, None if attention is None else attention[row, n, :length, :span])
+                _hypothesis(
+                    codec, ids[:length], score, None if attention is None else attention[row, n, :length, :span]
+                )
                 for n, (ids, length, score) in enumerate(zip(row_ids, row_lengths, row_scores))
             ]
         )

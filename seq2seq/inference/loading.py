@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -41,7 +41,9 @@ def read_trained_run(checkpoint: str | Path, task: str) -> TrainedRun:
         )
     missing = [key for key in ("config",) if key not in metadata]
     if missing:
-        raise CheckpointError(f"{directory / 'model.json'} has no {', '.join(missing)} entry: the checkpoint is incomplete")
+        raise CheckpointError(
+            f"{directory / 'model.json'} has no {', '.join(missing)} entry: the checkpoint is incomplete"
+        )
     return TrainedRun(directory, metadata, from_dict(TASK_CONFIGS[task], upgrade_config(task, metadata["config"])))
 
 
@@ -52,7 +54,10 @@ def metadata_entry(run: TrainedRun, key: str) -> Any:
     return run.metadata[key]
 
 
-def ready_for_decoding(model: nn.Module, run: TrainedRun, device: torch.device) -> nn.Module:
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+def ready_for_decoding(model: ModelT, run: TrainedRun, device: torch.device) -> ModelT:
     """``model`` with the checkpoint's weights, on ``device``, in eval mode."""
     load_weights(run.directory, model, device)
     return model.to(device).eval()

@@ -14,7 +14,12 @@ from seq2seq.decoding import check_decode_config, search_config
 
 #: Options a caller may set directly; the search itself (beam, greedy, sampling, n-best,
 #: samples) is chosen by ``search_options``.
-PLAIN_OPTIONS = frozenset(field.name for field in fields(DecodeConfig)) - {"method", "beam_size", "n_best", "num_samples"}
+PLAIN_OPTIONS = frozenset(field.name for field in fields(DecodeConfig)) - {
+    "method",
+    "beam_size",
+    "n_best",
+    "num_samples",
+}
 
 
 def search_options(

@@ -1,9 +1,9 @@
 """Text generation with a trained language model: sampled, greedy, streamed.
 
-    generator = TextGenerator.from_checkpoint("runs/shakespeare_char")
-    print(generator.generate("ROMEO:", length=500, temperature=0.8, top_k=40, seed=1)[0].text)
-    for piece in generator.stream("ROMEO:", length=200):
-        print(piece, end="", flush=True)
+generator = TextGenerator.from_checkpoint("runs/shakespeare_char")
+print(generator.generate("ROMEO:", length=500, temperature=0.8, top_k=40, seed=1)[0].text)
+for piece in generator.stream("ROMEO:", length=200):
+    print(piece, end="", flush=True)
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ class TextGenerator:
     def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device = "auto") -> TextGenerator:
         """Load a run directory (its best checkpoint) or one step checkpoint directory."""
         run = read_trained_run(checkpoint, TASK)
-        codec = TextCodec(tokenizer_from_dict(metadata_entry(run, "tokenizer")), Vocab.from_dict(metadata_entry(run, "vocab")))
+        codec = TextCodec(
+            tokenizer_from_dict(metadata_entry(run, "tokenizer")), Vocab.from_dict(metadata_entry(run, "vocab"))
+        )
         config: TextGenConfig = run.config
         model = build_language_model(config.decoder, len(codec.vocab), Vocab.pad_id)
         device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -209,7 +211,11 @@ class _Run:
     """One call of ``generate``: the ids generated so far per sample, the stop strings, cancelling."""
 
     def __init__(
-        self, generator: TextGenerator, decode: DecodeConfig, prefix: torch.Tensor, processors: Sequence[LogitsProcessor]
+        self,
+        generator: TextGenerator,
+        decode: DecodeConfig,
+        prefix: torch.Tensor,
+        processors: Sequence[LogitsProcessor],
     ) -> None:
         self.generator = generator
         self.decode_config = decode

@@ -1,8 +1,8 @@
 """Translation with a trained model: batching sentences, beam or greedy search, forced decoding.
 
-    translator = Translator.from_checkpoint("runs/multi30k_de_en")
-    results = translator.translate(["Ein Mann fährt Fahrrad."], beam=5, n_best=2)
-    results[0].text, results[0].hypotheses[1].score
+translator = Translator.from_checkpoint("runs/multi30k_de_en")
+results = translator.translate(["Ein Mann fährt Fahrrad."], beam=5, n_best=2)
+results[0].text, results[0].hypotheses[1].score
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ class Translator:
         source = TextCodec.from_dict(metadata_entry(run, "source"))
         target = TextCodec.from_dict(metadata_entry(run, "target"))
         config: TranslationConfig = run.config
-        model = build_translation_model(config.encoder, config.decoder, len(source.vocab), len(target.vocab), Vocab.pad_id)
+        model = build_translation_model(
+            config.encoder, config.decoder, len(source.vocab), len(target.vocab), Vocab.pad_id
+        )
         device = device if isinstance(device, torch.device) else resolve_device(device)
         return cls(ready_for_decoding(model, run, device), source, target, config, run.directory)
 
@@ -175,7 +177,9 @@ class Translator:
         """Forced decoding: the log-probability the model gives each target as the translation
         of its source (teacher forcing, eos included; no search)."""
         if len(sources) != len(targets):
-            raise ValueError(f"score needs one target per source, got {len(sources)} sources and {len(targets)} targets")
+            raise ValueError(
+                f"score needs one target per source, got {len(sources)} sources and {len(targets)} targets"
+            )
         data = self.encode(sources)
         targets_ids = [self.target.encode(line) for line in targets]
         results: list[ForcedScore] = []

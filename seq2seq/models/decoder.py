@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from seq2seq.config import AttentionQuery, Bridge, ConfigError, DecoderConfig, check_config
-from seq2seq.models.attention import build_attention
+from seq2seq.models.attention import Attention, build_attention
 from seq2seq.models.encoders import RNN_CELLS, EncoderOutput
 
 ATTENTION_QUERIES = typing.get_args(AttentionQuery)
@@ -89,19 +89,16 @@ class DecoderState:
 CellStep = Callable[[Tensor, Tensor, Tensor | None, Tensor, Tensor], tuple[Tensor, Tensor | None]]
 
 
-def _lstm_step(
-    gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor
-) -> tuple[Tensor, Tensor]:
+def _lstm_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:
     """gates: (B, 4H) input gates (i, f, g, o); hidden, cell: (B, H)."""
+    assert cell is not None  # an LSTM state always has a cell
     gates = gates + F.linear(hidden, w_hh, b_hh)  # (B, 4H)
     input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
     cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
     return torch.sigmoid(output_gate) * torch.tanh(cell), cell
 
 
-def _gru_step(
-    gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor
-) -> tuple[Tensor, None]:
+def _gru_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, None]:
     """gates: (B, 3H) input gates (r, z, n); hidden: (B, H)."""
     size = hidden.shape[1]
     input_gates, input_candidate = gates.split([2 * size, size], dim=1)
@@ -111,9 +108,7 @@ def _gru_step(
     return candidate + update * (hidden - candidate), None
 
 
-def _tanh_step(
-    gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor
-) -> tuple[Tensor, None]:
+def _tanh_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, None]:
     """gates: (B, H) input part of an Elman RNN; hidden: (B, H)."""
     return torch.tanh(gates + F.linear(hidden, w_hh, b_hh)), None
 
@@ -159,11 +154,16 @@ class RNNDecoder(nn.Module):
             batch_first=True,
         )
         self.bridge_kind = config.bridge if summary_size is not None else "none"
-        self.bridge = nn.Linear(summary_size, config.hidden_size) if self.bridge_kind == "linear" else None
-        self.attention = None
-        self.combine = None  # W of the attentional vector tanh(W [h; c])
-        self.gate = None  # the context gate sigmoid(w . query + b)
+        self.bridge = (
+            nn.Linear(summary_size, config.hidden_size)
+            if summary_size is not None and self.bridge_kind == "linear"
+            else None
+        )
+        self.attention: Attention | None = None
+        self.combine: nn.Linear | None = None  # W of the attentional vector tanh(W [h; c])
+        self.gate: nn.Linear | None = None  # the context gate sigmoid(w . query + b)
         if config.attention != "none":
+            assert memory_size is not None  # _check_config refused attention without a memory
             self.attention = build_attention(config.attention, config.hidden_size, memory_size)
             self.combine = nn.Linear(config.hidden_size + memory_size, config.hidden_size)
             if config.attention_gate:
@@ -232,6 +232,7 @@ class RNNDecoder(nn.Module):
         if state is None:
             state = self.init_state(encoder_output)
         embedded = self.embedding_dropout(self.embedding(target_in))  # (B, T, E)
+        weights: Tensor | None
         if self.input_feeding:
             features, state, weights = self._stepped(embedded, state, encoder_output)
         else:
@@ -249,10 +250,11 @@ class RNNDecoder(nn.Module):
         """
         encoder_output = self.prepare(encoder_output)
         embedded = self.embedding_dropout(self.embedding(previous))  # (B, E)
+        weights: Tensor | None
         if self.input_feeding:
             self._check_input_feed(state)
             embedding_weight, feed_weight = self._first_layer_weights()
-            gates = F.linear(embedded, embedding_weight, self.rnn.bias_ih_l0)  # (B, G)
+            gates = F.linear(embedded, embedding_weight, self._first_layer_bias())  # (B, G)
             features, state, weights = self._feed_step(gates, feed_weight, state, encoder_output)
         else:
             features, state, weights = self._fused(embedded.unsqueeze(1), state, encoder_output)
@@ -287,7 +289,7 @@ class RNNDecoder(nn.Module):
         """
         self._check_input_feed(state)
         embedding_weight, feed_weight = self._first_layer_weights()
-        gates = F.linear(embedded, embedding_weight, self.rnn.bias_ih_l0)  # (B, T, G)
+        gates = F.linear(embedded, embedding_weight, self._first_layer_bias())  # (B, T, G)
         features, weights = [], []
         for position_gates in gates.unbind(1):  # unbind, not indexing: one gradient copy, not T
             attentional, state, position_weights = self._feed_step(position_gates, feed_weight, state, encoder_output)
@@ -304,6 +306,7 @@ class RNNDecoder(nn.Module):
         included; feed_weight: (G, H) the columns that read the input feed. Returns the
         attentional vector (B, H), the new state and weights (B, S).
         """
+        assert state.input_feed is not None  # the callers ran _check_input_feed
         if not self.query_is_current:
             context, weights = self._attend(state.hidden[-1], encoder_output)
         gates = torch.addmm(embedding_gates, state.input_feed, feed_weight.t())  # (B, G)
@@ -318,7 +321,8 @@ class RNNDecoder(nn.Module):
 
         first_gates: (B, G) input gates of the first layer. Returns hidden and cell (L, B, H).
         """
-        hiddens, cells = [], []
+        hiddens: list[Tensor] = []
+        cells: list[Tensor] = []
         gates = first_gates
         previous_cells = [None] * self.num_layers if state.cell is None else state.cell.unbind(0)
         layers = zip(self.rnn.all_weights, state.hidden.unbind(0), previous_cells)
@@ -328,16 +332,24 @@ class RNNDecoder(nn.Module):
                 gates = F.linear(below, w_ih, b_ih)  # (B, G)
             hidden, cell = self.cell_step(gates, hidden, cell, w_hh, b_hh)
             hiddens.append(hidden)
-            cells.append(cell)
+            if cell is not None:  # every layer's, exactly when the state has cells (an LSTM)
+                cells.append(cell)
         return torch.stack(hiddens), None if state.cell is None else torch.stack(cells)
 
     def _first_layer_weights(self) -> tuple[Tensor, Tensor]:
         """The first layer's input weights split into the columns that read the embedding
         (G, E) and those that read the input feed (G, H)."""
-        return self.rnn.weight_ih_l0.split([self.embedding_size, self.hidden_size], dim=1)
+        weight = typing.cast(Tensor, self.rnn.weight_ih_l0)  # nn.RNNBase sets its weights by name
+        embedding_weight, feed_weight = weight.split([self.embedding_size, self.hidden_size], dim=1)
+        return embedding_weight, feed_weight
+
+    def _first_layer_bias(self) -> Tensor:
+        """The first layer's input bias (G,)."""
+        return typing.cast(Tensor, self.rnn.bias_ih_l0)  # nn.RNNBase sets its weights by name
 
     def _attend(self, query: Tensor, encoder_output: EncoderOutput) -> tuple[Tensor, Tensor]:
         """query: (B, [T,] H) -> context (B, [T,] Hm), weights (B, [T,] S)"""
+        assert self.attention is not None  # called only by a decoder with attention
         context, weights = self.attention(query, encoder_output.memory, encoder_output.mask, encoder_output.keys)
         if self.gate is not None:
             context = torch.sigmoid(self.gate(query)) * context  # (B, [T,] 1) scales each context
@@ -345,6 +357,7 @@ class RNNDecoder(nn.Module):
 
     def _attentional(self, rnn_out: Tensor, context: Tensor) -> Tensor:
         """tanh(W [h; c]): (B, [T,] H) and (B, [T,] Hm) -> (B, [T,] H)"""
+        assert self.combine is not None  # called only by a decoder with attention
         return torch.tanh(self.combine(torch.cat([rnn_out, context], dim=-1)))
 
     def _check_input_feed(self, state: DecoderState) -> None:

@@ -37,7 +37,8 @@ MOBILENETS = tuple(name for name in BACKBONES if name.startswith("mobilenet"))
 class ImageEncoderConfig:
     """The CNN that reads the image."""
 
-    backbone: Backbone = "small"  # small (from scratch) | resnet18 | resnet34 | resnet50 | resnet101 | mobilenet_v3_small | mobilenet_v3_large
+    # small (from scratch) | resnet18 | resnet34 | resnet50 | resnet101 | mobilenet_v3_small | mobilenet_v3_large
+    backbone: Backbone = "small"
     pretrained: bool = False  # start from torchvision's ImageNet weights (not for small)
     # Backbone blocks, counted from the top, whose weights train: 0 freezes the whole backbone
     # (its features can then be cached), -1 trains all of it. ``small`` always trains all.
@@ -133,7 +134,9 @@ def _check_config(config: ImageEncoderConfig) -> None:
             "the small CNN always trains from scratch"
         )
     if config.backbone == "small" and config.finetune_blocks == 0:
-        raise ConfigError("the small CNN trains from scratch, so it cannot be frozen: set image_encoder.finetune_blocks=-1")
+        raise ConfigError(
+            "the small CNN trains from scratch, so it cannot be frozen: set image_encoder.finetune_blocks=-1"
+        )
 
 
 def _backbone_blocks(config: ImageEncoderConfig) -> tuple[list[nn.Module], int]:
@@ -141,7 +144,7 @@ def _backbone_blocks(config: ImageEncoderConfig) -> tuple[list[nn.Module], int]:
     if config.backbone == "small":
         small = SmallCNN(config.small_channels)
         return list(small.blocks), small.out_channels
-    network = _torchvision_model(config.backbone, config.pretrained)
+    network: typing.Any = _torchvision_model(config.backbone, config.pretrained)  # its layers' names vary by family
     if config.backbone in RESNETS:
         stem = nn.Sequential(network.conv1, network.bn1, network.relu, network.maxpool)
         blocks = [stem, network.layer1, network.layer2, network.layer3, network.layer4]
@@ -155,6 +158,7 @@ def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
     # Imported here, not with this module: importing torchvision costs about 160 MB of memory,
     # which the tasks without images (translation, text generation) should not pay.
     import torchvision
+
     if not pretrained:
         return torchvision.models.get_model(name, weights=None)
     weights = torchvision.models.get_model_weights(name).DEFAULT

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 
 from seq2seq.config import DecoderConfig, TextEncoderConfig
@@ -53,7 +55,7 @@ def build_translation_model(
     ``output_size``.
     """
     text_encoder = build_text_encoder(encoder, source_vocab_size, pad_id)
-    size = text_encoder.output_size
+    size = cast(int, text_encoder.output_size)  # build_text_encoder checked that it is an int
     text_decoder = RNNDecoder(target_vocab_size, decoder, pad_id, memory_size=size, summary_size=size)
     return Seq2Seq(text_encoder, text_decoder)
 

@@ -311,8 +311,7 @@ def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer from its ``to_dict()`` output, dispatching on ``d["kind"]``."""
     if "kind" not in d:
         raise ValueError(
-            f"a tokenizer description needs a 'kind' key (one of {sorted(_TOKENIZER_CLASSES)}); "
-            f"got keys {sorted(d)}"
+            f"a tokenizer description needs a 'kind' key (one of {sorted(_TOKENIZER_CLASSES)}); got keys {sorted(d)}"
         )
     return _TOKENIZER_CLASSES[_check_kind(d["kind"])].from_dict(d)
 

@@ -24,7 +24,9 @@ class UnknownTokensError(ValueError):
     """Tokens that are not in the vocabulary, met by ``Vocab.encode(..., unknown="error")``."""
 
     def __init__(
-        self, tokens: list[str], advice: str = "Remove or replace them, or encode with unknown='unk' to map them to <unk>."
+        self,
+        tokens: list[str],
+        advice: str = "Remove or replace them, or encode with unknown='unk' to map them to <unk>.",
     ) -> None:
         self.tokens = tokens
         noun = "token" if len(tokens) == 1 else "tokens"
@@ -45,8 +47,7 @@ class Vocab:
         misplaced = [token for token in tokens if token in SPECIALS]
         if misplaced:
             raise ValueError(
-                f"special tokens {misplaced} must not be among the ordinary tokens; "
-                "Vocab adds them itself at ids 0-3"
+                f"special tokens {misplaced} must not be among the ordinary tokens; Vocab adds them itself at ids 0-3"
             )
         duplicates = sorted(token for token, count in Counter(tokens).items() if count > 1)
         if duplicates:

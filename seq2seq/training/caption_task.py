@@ -16,10 +16,10 @@ captions of the validation images against all their references.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +43,7 @@ from seq2seq.inference.captioner import caption_images
 from seq2seq.inference.hypothesis import Hypothesis
 from seq2seq.inference.options import search_options
 from seq2seq.metrics import perplexity
-from seq2seq.models import Seq2Seq, build_captioning_model
+from seq2seq.models import CNNEncoder, Seq2Seq, build_captioning_model
 from seq2seq.run_configs import MODEL_SECTIONS, CaptionConfig, CaptionValidationConfig
 from seq2seq.text import Vocab
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
@@ -51,12 +51,14 @@ from seq2seq.training.run import PreparedRun, TaskTraining, seeded_model
 from seq2seq.training.runtime import Runtime, gather_objects
 from seq2seq.training.trainer import BatchLoss
 
+
 def caption_loss(
     model: nn.Module, batch: CaptionBatch, label_smoothing: float = 0.0, attention_regularization: float = 0.0
 ) -> tuple[Tensor, Tensor]:
     """The summed cross-entropy over the batch's real caption tokens, and the doubly stochastic
     attention penalty summed over images (each the mean over its grid), times its weight (zero
     when the weight is 0)."""
+    assert batch.target_out is not None  # training and validation batches carry their captions
     features, _, weights = model(batch.images, batch.target_in, return_attention=True, project=False)
     # features: (B, T, H), weights: (B, T, S)
     cross_entropy = output_cross_entropy(
@@ -152,7 +154,10 @@ class CaptionTask:
         return metrics
 
     def _decoded_metrics(self, model: nn.Module) -> dict[str, float]:
-        captions = caption_images(model, self.valid_images, self.codec, self.decode, self.validation.batch_images, attention=False)
+        seq2seq_model = cast(Seq2Seq, model)  # the trainer validates the model this task built
+        captions = caption_images(
+            seq2seq_model, self.valid_images, self.codec, self.decode, self.validation.batch_images, attention=False
+        )
         scores = score_captions(captions, self.valid_sets)
         return {"val_bleu4": scores.bleu[3], "val_cider_d": scores.cider_d, "val_exact": scores.exact}
 
@@ -174,13 +179,17 @@ def check_caption_config(config: CaptionConfig) -> None:
     check_decode_config(config.validation.decode_config(config.decoding))
 
 
-def prepare_captioning(config: CaptionConfig, run_dir: Path, runtime: Runtime, saved: dict[str, Any] | None) -> PreparedRun:
+def prepare_captioning(
+    config: CaptionConfig, run_dir: Path, runtime: Runtime, saved: dict[str, Any] | None
+) -> PreparedRun:
     """The image-caption sets, the caption codec (a fresh run's made now, or a resumed run's own),
     the model, the feature cache of a frozen backbone and this process's training task."""
     sets = load_caption_sets(config.data)
     if saved is None:
         made = make_caption_codec(config.data, sets["train"], run_dir).to_dict() if runtime.is_main else None
-        codec = TextCodec.from_dict(gather_objects(made, runtime)[0])
+        main = gather_objects(made, runtime)[0]
+        assert main is not None  # the main process made it
+        codec = TextCodec.from_dict(main)
     else:
         codec = TextCodec.from_dict(saved["codec"])
     model = seeded_model(
@@ -203,7 +212,8 @@ def cached_features(
 ) -> FeatureCache | None:
     """With a frozen backbone and ``feature_cache`` on: every training and validation image's
     grid, computed once (by the main process) into ``run_dir/features``; else None."""
-    if not (config.feature_cache and model.encoder.frozen):
+    encoder = cast(CNNEncoder, model.encoder)  # a captioning model's
+    if not (config.feature_cache and encoder.frozen):
         return None
     images = sets["train"] + sets["valid"]
     fingerprint = feature_fingerprint(config, images)
@@ -212,7 +222,7 @@ def cached_features(
         by_key = {image.image_id: image for image in images}
 
         @torch.inference_mode()
-        def compute(keys: list[str]) -> tuple[torch.Tensor, list[str]]:
+        def compute(keys: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
             loaded, skipped = [], []
             for key in keys:
                 try:
@@ -221,9 +231,9 @@ def cached_features(
                     skipped.append(key)
             if not loaded:
                 return torch.empty(0, 0, 0), skipped
-            return model.encoder.grid(torch.stack(loaded).to(runtime.device)).float().cpu(), skipped
+            return encoder.grid(torch.stack(loaded).to(runtime.device)).float().cpu(), skipped
 
-        model.encoder.eval()
+        encoder.eval()
         FeatureCache.open_or_build(run_dir / "features", list(by_key), compute, fingerprint)
     gather_objects(None, runtime)  # the other processes wait for the cache
     return FeatureCache.open(run_dir / "features", fingerprint)

@@ -54,5 +54,7 @@ def keep_triton_out_without_cuda() -> bool:
     is not imported yet; True when it was marked."""
     if torch.cuda.is_available() or "triton" in sys.modules:
         return False
-    sys.modules["triton"] = None  # `import triton` now raises ImportError, as without the package
+    # `import triton` now raises ImportError, as without the package. None in sys.modules is how
+    # Python marks a module absent; typeshed types the values as ModuleType only.
+    sys.modules["triton"] = None  # type: ignore[assignment]
     return True

@@ -46,9 +46,7 @@ class LMScore:
         return math.exp(min(self.nats, 50.0))
 
 
-def language_model_loss(
-    model: nn.Module, window: Window, state: DecoderState | None
-) -> tuple[Tensor, DecoderState]:
+def language_model_loss(model: nn.Module, window: Window, state: DecoderState | None) -> tuple[Tensor, DecoderState]:
     """Mean cross-entropy of one window and the state after it. inputs, targets: (B, T)"""
     source = empty_source(window.inputs.shape[0], window.inputs.device)
     features, state = model(source, window.inputs, state, project=False)  # (B, T, H)
@@ -139,7 +137,8 @@ def prepare_language_model(
     )
     task = LanguageModelTask(train_stream, validation_stream(corpus.validation_ids, config.data), runtime.device)
     description = (
-        f"{len(corpus.train_ids)} train / {len(corpus.validation_ids)} validation tokens, vocabulary {len(corpus.vocab)}"
+        f"{len(corpus.train_ids)} train / {len(corpus.validation_ids)} validation tokens, "
+        f"vocabulary {len(corpus.vocab)}"
     )
     metadata = {"vocab": corpus.vocab.to_dict(), "tokenizer": corpus.tokenizer.to_dict()}
     return PreparedRun(model, task, metadata, description)

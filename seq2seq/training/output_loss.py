@@ -13,6 +13,8 @@ label_smoothing=..., reduction="sum")`` and so do its gradients (tested).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,7 +25,8 @@ CHUNK_ELEMENTS = 1 << 21  # logits per chunk: 8 MiB in fp32
 
 def output_layer(model: nn.Module) -> nn.Linear:
     """The decoder's output layer of a Seq2Seq model, DistributedDataParallel-wrapped or not."""
-    return getattr(model, "module", model).decoder.output
+    inner: Any = getattr(model, "module", model)
+    return inner.decoder.output
 
 
 def output_cross_entropy(

@@ -95,7 +95,10 @@ def run_training(name: str, training: TaskTraining, config: Any, run_dir: Path, 
         progress = trainer.fit()
         best = trainer.checkpoints.best()
         if runtime.is_main:
-            print(f"done: step {progress.step}, best {config.train.best_metric} {progress.best_metric:.4f}; best checkpoint {best}")
+            print(
+                f"done: step {progress.step}, best {config.train.best_metric} {progress.best_metric:.4f}; "
+                f"best checkpoint {best}"
+            )
         return TrainingResult(run_dir, progress, best)
     finally:
         stop_runtime(runtime)

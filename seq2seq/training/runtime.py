@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from seq2seq.devices import resolve_device
 from seq2seq.training.host_memory import fix_mmap_threshold
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,10 @@ def any_process(flag: bool, runtime: Runtime) -> bool:
     return bool(value.item())
 
 
-def gather_objects(obj: object, runtime: Runtime) -> list[object]:
+def gather_objects(obj: T, runtime: Runtime) -> list[T]:
     """Every process's ``obj``, in rank order (a list of one without torchrun)."""
     if not runtime.distributed:
         return [obj]
-    gathered: list[object] = [None] * runtime.world_size
+    gathered: list[Any] = [None] * runtime.world_size
     dist.all_gather_object(gathered, obj)
     return gathered

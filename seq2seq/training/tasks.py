@@ -14,7 +14,11 @@ from seq2seq.training.run import TaskTraining, TrainingResult, run_training
 from seq2seq.training.translation_task import TRANSLATION
 
 #: How each task (by its command-line name) trains.
-TASK_TRAINING: dict[str, TaskTraining] = {"textgen": LANGUAGE_MODELLING, "translate": TRANSLATION, "caption": CAPTIONING}
+TASK_TRAINING: dict[str, TaskTraining] = {
+    "textgen": LANGUAGE_MODELLING,
+    "translate": TRANSLATION,
+    "caption": CAPTIONING,
+}
 #: The shipped config each task trains with when none is given.
 DEFAULT_CONFIGS = {"textgen": "shakespeare_char", "translate": "multi30k_de_en", "caption": "emoji_scratch"}
 
@@ -37,6 +41,7 @@ def train(
     if task not in TASK_TRAINING:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASK_TRAINING)}")
     config_class = TASK_CONFIGS[task]
+    loaded: Any  # an instance of config_class
     if isinstance(config, config_class):
         if overrides:
             raise ValueError("overrides apply to a config file or name; change the config object itself instead")

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from seq2seq.config import TrainConfig, check_config
 from seq2seq.checkpoint import CheckpointManager, load_training_state, load_weights
+from seq2seq.config import TrainConfig, check_config
 from seq2seq.training.host_memory import keep_triton_out_without_cuda
 from seq2seq.training.metrics_log import MetricsLog, plot_training_curve
 from seq2seq.training.runtime import Runtime, any_process, gather_objects
@@ -294,7 +294,9 @@ class Trainer:
         """Update the best metric, the patience count and (plateau schedule) the lr scale."""
         config, progress = self.config, self.progress
         if config.best_metric not in metrics:
-            raise ValueError(f"train.best_metric {config.best_metric!r} is not among the validation metrics {sorted(metrics)}")
+            raise ValueError(
+                f"train.best_metric {config.best_metric!r} is not among the validation metrics {sorted(metrics)}"
+            )
         value = metrics[config.best_metric]
         better = value < progress.best_metric if config.best_mode == "min" else value > progress.best_metric
         if better or math.isnan(progress.best_metric):
@@ -304,7 +306,11 @@ class Trainer:
         progress.validations_without_improvement += 1
         if config.schedule == "plateau" and progress.validations_without_improvement % config.plateau_patience == 0:
             progress.lr_scale *= config.plateau_factor
-            log.info("no improvement in %d validations: learning rate scaled to %.3g", config.plateau_patience, progress.lr_scale)
+            log.info(
+                "no improvement in %d validations: learning rate scaled to %.3g",
+                config.plateau_patience,
+                progress.lr_scale,
+            )
 
     def _training_state(self) -> dict[str, Any]:
         """Optimizer and progress (shared), and each process's RNG and task state."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +33,7 @@ from seq2seq.decoding import check_decode_config
 from seq2seq.inference.options import search_options
 from seq2seq.inference.translator import translate_data
 from seq2seq.metrics import corpus_bleu, corpus_chrf, perplexity
-from seq2seq.models import build_translation_model
+from seq2seq.models import Seq2Seq, build_translation_model
 from seq2seq.run_configs import MODEL_SECTIONS, TranslationConfig, TranslationValidationConfig
 from seq2seq.text import Tokenizer, Vocab, tokenizer_from_dict
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
@@ -41,8 +41,10 @@ from seq2seq.training.run import PreparedRun, TaskTraining, seeded_model
 from seq2seq.training.runtime import Runtime, gather_objects
 from seq2seq.training.trainer import BatchLoss
 
+
 def translation_loss(model: nn.Module, batch: Batch, label_smoothing: float = 0.0) -> Tensor:
     """Summed cross-entropy over the batch's real target tokens (padding ignored)."""
+    assert batch.target_out is not None  # training and validation batches carry their targets
     features, _ = model(batch.source, batch.target_in, project=False)  # (B, T, H)
     return output_cross_entropy(
         features, output_layer(model), batch.target_out, ignore_index=batch.pad_id, label_smoothing=label_smoothing
@@ -114,10 +116,13 @@ class TranslationTask:
     def _decoded_metrics(self, model: nn.Module) -> dict[str, float]:
         """BLEU and chrF of the (first N) validation sentences' translations."""
         data = first_sentences(self.valid, self.validation.max_sentences)
-        translations = translate_data(model, data, self.target, self.decode, self.validation.batch_sentences)
+        seq2seq_model = cast(Seq2Seq, model)  # the trainer validates the model this task built
+        translations = translate_data(seq2seq_model, data, self.target, self.decode, self.validation.batch_sentences)
         hypotheses = [best.text for best, *_ in translations]
-        bleu = corpus_bleu(hypotheses, data.target_lines)
-        chrf = corpus_chrf(hypotheses, data.target_lines)
+        references = data.target_lines
+        assert references is not None  # the validation split keeps its references
+        bleu = corpus_bleu(hypotheses, references)
+        chrf = corpus_chrf(hypotheses, references)
         return {"val_bleu": bleu.score, "val_chrf": chrf.score}
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -149,7 +154,9 @@ def prepare_translation(
         corpus = resumed_corpus(config.data, saved)
     source_size, target_size = len(corpus.source.vocab), len(corpus.target.vocab)
     model = seeded_model(
-        lambda: build_translation_model(config.encoder, config.decoder, source_size, target_size, Vocab.pad_id), runtime, config.train.seed
+        lambda: build_translation_model(config.encoder, config.decoder, source_size, target_size, Vocab.pad_id),
+        runtime,
+        config.train.seed,
     )
     data = config.data
     description = (
@@ -190,7 +197,9 @@ def shared_tokenizers(data: ParallelDataConfig, run_dir: Path, runtime: Runtime)
     the run directory when the config asks for it) and the other processes receive them."""
     made = make_tokenizers(data, run_dir) if runtime.is_main else None
     described = None if made is None else [tokenizer.to_dict() for tokenizer in made]
-    source, target = gather_objects(described, runtime)[0]
+    main = gather_objects(described, runtime)[0]
+    assert main is not None  # the main process made them
+    source, target = main
     return tokenizer_from_dict(source), tokenizer_from_dict(target)
 
 
