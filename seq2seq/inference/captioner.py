@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image, ImageOps
+from typing_extensions import Unpack
 
 from seq2seq.config import DecodeConfig
 from seq2seq.data.captions import CaptionImages, caption_batches
@@ -22,7 +24,7 @@ from seq2seq.decoding import generate
 from seq2seq.devices import resolve_device
 from seq2seq.inference.hypothesis import SPECIAL_IDS, Hypothesis, hypotheses_of_rows
 from seq2seq.inference.loading import metadata_entry, read_trained_run, ready_for_decoding
-from seq2seq.inference.options import sampling_options, search_options
+from seq2seq.inference.options import SAMPLING_ONLY, SEARCH_ONLY, CaptionOptions, sampling_options, search_options
 from seq2seq.models import Seq2Seq, build_captioning_model
 from seq2seq.plots import plot_caption_attention
 from seq2seq.run_configs import CaptionConfig
@@ -80,85 +82,42 @@ class Captioner:
         return next(self.model.parameters()).device
 
     def decode_config(
-        self,
-        beam: int | None = None,
-        greedy: bool = False,
-        n_best: int | None = None,
-        sample: bool = False,
-        num_samples: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        max_length: int | None = None,
-        min_length: int | None = None,
-        length_penalty: str | None = None,
-        alpha: float | None = None,
-        no_repeat_ngram: int | None = None,
-        ban_unk: bool | None = None,
+        self, sample: bool = False, num_samples: int | None = None, **options: Unpack[CaptionOptions]
     ) -> DecodeConfig:
-        """The checkpoint's ``decoding`` settings with these choices on top (None keeps each one):
-        beam search (``beam``, ``n_best``), greedy search, or with ``sample`` sampling
-        ``num_samples`` captions per image at ``temperature`` / ``top_k`` / ``top_p``."""
-        limits = dict(max_length=max_length, min_length=min_length, no_repeat_ngram=no_repeat_ngram, ban_unk=ban_unk)
+        """The checkpoint's ``decoding`` settings with ``options`` on top (None keeps each one):
+        a beam search (``beam``, ``n_best``, ...) or greedy search, or with ``sample``
+        ``num_samples`` sampled captions per image (``temperature``, ``top_k``, ``top_p``, ``seed``)."""
+        chosen: dict[str, Any] = {key: value for key, value in options.items() if value is not None}
         if sample:
-            if beam is not None or greedy or n_best is not None:
-                raise ValueError("sample=True samples captions: it cannot be combined with beam, greedy or n_best")
-            return sampling_options(
-                self.config.decoding,
-                num_samples,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                seed=seed,
-                **limits,
-            )
-        sampling_only = {
-            "num_samples": num_samples,
-            "temperature": temperature,
-            "top_k": top_k,
-            "top_p": top_p,
-            "seed": seed,
-        }
-        given = [key for key, value in sampling_only.items() if value is not None]
-        if given:
-            raise ValueError(f"{', '.join(given)} only apply with sample=True (sampling)")
-        return search_options(
-            self.config.decoding, beam, greedy, n_best, length_penalty=length_penalty, alpha=alpha, **limits
-        )
+            misplaced = sorted(key for key, value in chosen.items() if key in SEARCH_ONLY and value is not False)
+            if misplaced:
+                raise ValueError(f"sample=True samples captions: {', '.join(misplaced)} only apply to a search")
+            sampling = {key: value for key, value in chosen.items() if key not in SEARCH_ONLY}
+            return sampling_options(self.config.decoding, num_samples, **sampling)
+        misplaced = sorted(key for key in chosen if key in SAMPLING_ONLY)
+        misplaced += ["num_samples"] if num_samples is not None else []
+        if misplaced:
+            raise ValueError(f"{', '.join(misplaced)} only apply with sample=True (sampling)")
+        return search_options(self.config.decoding, **chosen)
 
     def caption(
         self,
         images: ImageInput | Sequence[ImageInput],
-        beam: int | None = None,
-        greedy: bool = False,
-        n_best: int | None = None,
-        sample: bool = False,
-        num_samples: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        max_length: int | None = None,
-        min_length: int | None = None,
-        length_penalty: str | None = None,
-        alpha: float | None = None,
-        no_repeat_ngram: int | None = None,
-        ban_unk: bool | None = None,
         batch_size: int = 32,
         attention: bool = False,
+        sample: bool = False,
+        num_samples: int | None = None,
+        **options: Unpack[CaptionOptions],
     ) -> list[CaptionResult]:
         """Captions of image files (paths) or PIL images, one ``CaptionResult`` each, in input order.
 
         Images are decoded, converted to RGB and batched ``batch_size`` at a time; an image that
         cannot be read gets a result with ``error`` set, and the others are still captioned.
+        ``options`` choose the search or sampling (``decode_config``), e.g. ``beam=3``;
         attention: keep each caption's (T, k*k) attention over the image grid.
         """
         images = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
-        decode = self.decode_config(
-            beam, greedy, n_best, sample, num_samples, temperature, top_k, top_p, seed,
-            max_length, min_length, length_penalty, alpha, no_repeat_ngram, ban_unk,
-        )  # fmt: skip
+        decode = self.decode_config(sample, num_samples, **options)
         return self.caption_with(images, decode, batch_size, attention)
 
     def caption_with(

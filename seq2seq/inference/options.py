@@ -7,10 +7,53 @@ the command line name the same options as keywords and flags, and ``None`` keeps
 from __future__ import annotations
 
 from dataclasses import fields, replace
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from seq2seq.config import DecodeConfig
 from seq2seq.decoding import check_decode_config, search_config
+
+
+class LimitOptions(TypedDict, total=False):
+    """Length limits and bans of every search; a key left out (or None) keeps the checkpoint's
+    value. See ``DecodeConfig`` for each one's meaning."""
+
+    max_length: int | None
+    min_length: int | None
+    no_repeat_ngram: int | None
+    ban_unk: bool | None
+
+
+class SearchOptions(LimitOptions, total=False):
+    """A beam search (or greedy search, a beam of one): translation and captioning."""
+
+    beam: int | None  # beams per input (default: the checkpoint's decoding.beam_size)
+    greedy: bool  # greedy search, a beam of one
+    n_best: int | None  # hypotheses returned per input, best first; at most beam
+    max_length_ratio: float | None
+    min_length_ratio: float | None
+    length_penalty: Literal["none", "gnmt", "average"] | None
+    alpha: float | None
+
+
+class SamplingOptions(LimitOptions, total=False):
+    """Sampling: each step's distribution shaped by temperature, then top-k, then top-p."""
+
+    temperature: float | None  # 0 is greedy
+    top_k: int | None
+    top_p: float | None
+    repetition_penalty: float | None
+    seed: int | None  # the same seed gives the same samples
+    stop: list[str] | None  # a sample ends once its text contains one of these
+
+
+class CaptionOptions(SearchOptions, SamplingOptions, total=False):
+    """Captioning searches (``SearchOptions``) or samples (``SamplingOptions``, with ``sample=True``)."""
+
+
+#: The keys that only a search, or only sampling, takes.
+SEARCH_ONLY = frozenset(SearchOptions.__annotations__) - frozenset(LimitOptions.__annotations__)
+SAMPLING_ONLY = frozenset(SamplingOptions.__annotations__) - frozenset(LimitOptions.__annotations__)
+
 
 #: Options a caller may set directly; the search itself (beam, greedy, sampling, n-best,
 #: samples) is chosen by ``search_options``.

@@ -15,13 +15,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from typing_extensions import Unpack
 
 from seq2seq.config import DecodeConfig
 from seq2seq.data.parallel import TextCodec
 from seq2seq.decoding import LogitsProcessor, SpecialIds, check_decode_config, generate
 from seq2seq.devices import resolve_device
 from seq2seq.inference.loading import metadata_entry, read_trained_run, ready_for_decoding
-from seq2seq.inference.options import sampling_options
+from seq2seq.inference.options import SamplingOptions, sampling_options
 from seq2seq.models import Seq2Seq, build_language_model
 from seq2seq.models.encoders import empty_source
 from seq2seq.run_configs import TextGenConfig
@@ -79,30 +80,17 @@ class TextGenerator:
     def decode_config(
         self,
         length: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        repetition_penalty: float | None = None,
         num_samples: int | None = None,
-        seed: int | None = None,
-        stop: Sequence[str] | None = None,
         greedy: bool = False,
-        no_repeat_ngram: int | None = None,
+        **options: Unpack[SamplingOptions],
     ) -> DecodeConfig:
-        """The checkpoint's ``decoding`` settings with these choices on top (None keeps each one).
-        length: new tokens at most; greedy: always the most likely token."""
-        decode = sampling_options(
-            self.config.decoding,
-            num_samples,
-            max_length=length,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            seed=seed,
-            stop=None if stop is None else list(stop),
-            no_repeat_ngram=no_repeat_ngram,
-        )
+        """The checkpoint's ``decoding`` settings with these choices on top (None keeps each one):
+        length: new tokens at most; greedy: always the most likely token; ``options``
+        (``SamplingOptions``): temperature, top_k, top_p, repetition_penalty, seed, stop,
+        no_repeat_ngram, ..."""
+        if length is not None:
+            options["max_length"] = length
+        decode = sampling_options(self.config.decoding, num_samples, **options)
         if greedy:
             decode = replace(decode, method="greedy")
             check_decode_config(decode)
@@ -128,29 +116,22 @@ class TextGenerator:
         self,
         prime: str = "\n",
         length: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        repetition_penalty: float | None = None,
         num_samples: int | None = None,
-        seed: int | None = None,
-        stop: Sequence[str] | None = None,
         greedy: bool = False,
-        no_repeat_ngram: int | None = None,
         unknown: str = "error",
         processors: Sequence[LogitsProcessor] = (),
+        **options: Unpack[SamplingOptions],
     ) -> list[GeneratedText]:
         """``num_samples`` continuations of ``prime``, generated together as one batch.
 
-        temperature (0 is greedy), top_k, top_p and repetition_penalty shape each step's
-        distribution in that order; seed makes the samples reproducible; a sample ends after
-        ``length`` new tokens or once it contains one of the ``stop`` strings. processors: your
-        own logits processors ``(prefix_ids (B, t), logits (B, V)) -> logits``, applied after
-        the built-in ones. Special tokens (padding, start, unknown) are never generated.
+        length: new tokens at most. ``options``: temperature (0 is greedy), top_k, top_p and
+        repetition_penalty shape each step's distribution in that order; seed makes the samples
+        reproducible; a sample ends once it contains one of the ``stop`` strings. unknown:
+        "error" refuses prime characters the model never saw, "unk" maps them to <unk>.
+        processors: your own logits processors ``(prefix_ids (B, t), logits (B, V)) -> logits``,
+        applied after the built-in ones. Special tokens (padding, start, unknown) are never generated.
         """
-        decode = self.decode_config(
-            length, temperature, top_k, top_p, repetition_penalty, num_samples, seed, stop, greedy, no_repeat_ngram
-        )
+        decode = self.decode_config(length, num_samples, greedy, **options)
         run = _Run(self, decode, self.prime_ids(prime, unknown), processors)
         run.decode(on_tokens=None)
         return [GeneratedText(prime, text, tuple(ids)) for text, ids in zip(run.texts(), run.generated)]
@@ -159,23 +140,15 @@ class TextGenerator:
         self,
         prime: str = "\n",
         length: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        repetition_penalty: float | None = None,
-        seed: int | None = None,
-        stop: Sequence[str] | None = None,
         greedy: bool = False,
-        no_repeat_ngram: int | None = None,
         unknown: str = "error",
         processors: Sequence[LogitsProcessor] = (),
+        **options: Unpack[SamplingOptions],
     ) -> Iterator[str]:
         """One continuation of ``prime``, yielded piece by piece as it is generated (the options
         are those of ``generate``). The pieces joined are the text ``generate`` would give with
         the same seed. Leaving the loop early stops the generation."""
-        decode = self.decode_config(
-            length, temperature, top_k, top_p, repetition_penalty, 1, seed, stop, greedy, no_repeat_ngram
-        )
+        decode = self.decode_config(length, 1, greedy, **options)
         run = _Run(self, decode, self.prime_ids(prime, unknown), processors)
         pieces: queue.Queue[str | BaseException | None] = queue.Queue()
         printed = 0

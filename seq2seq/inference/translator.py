@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
+from typing_extensions import Unpack
 
 from seq2seq.config import DecodeConfig
 from seq2seq.data.parallel import ParallelData, TextCodec, TokenBudgetBatcher, encode_sources
@@ -20,7 +21,7 @@ from seq2seq.decoding import generate
 from seq2seq.devices import resolve_device
 from seq2seq.inference.hypothesis import EMPTY, SPECIAL_IDS, Hypothesis, hypotheses_of_rows
 from seq2seq.inference.loading import metadata_entry, read_trained_run, ready_for_decoding
-from seq2seq.inference.options import search_options
+from seq2seq.inference.options import SearchOptions, search_options
 from seq2seq.models import Seq2Seq, build_translation_model
 from seq2seq.run_configs import TranslationConfig
 from seq2seq.text import Vocab
@@ -97,66 +98,27 @@ class Translator:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def decode_config(
-        self,
-        beam: int | None = None,
-        greedy: bool = False,
-        n_best: int | None = None,
-        max_length: int | None = None,
-        max_length_ratio: float | None = None,
-        min_length: int | None = None,
-        min_length_ratio: float | None = None,
-        length_penalty: str | None = None,
-        alpha: float | None = None,
-        no_repeat_ngram: int | None = None,
-        ban_unk: bool | None = None,
-    ) -> DecodeConfig:
-        """The checkpoint's ``decoding`` settings with these choices on top (None keeps each one)."""
-        return search_options(
-            self.config.decoding,
-            beam,
-            greedy,
-            n_best,
-            max_length=max_length,
-            max_length_ratio=max_length_ratio,
-            min_length=min_length,
-            min_length_ratio=min_length_ratio,
-            length_penalty=length_penalty,
-            alpha=alpha,
-            no_repeat_ngram=no_repeat_ngram,
-            ban_unk=ban_unk,
-        )
+    def decode_config(self, **options: Unpack[SearchOptions]) -> DecodeConfig:
+        """The checkpoint's ``decoding`` settings with ``options`` on top (``SearchOptions``:
+        beam, greedy, n_best, max_length, max_length_ratio, min_length, min_length_ratio,
+        length_penalty, alpha, no_repeat_ngram, ban_unk; None keeps the checkpoint's value)."""
+        return search_options(self.config.decoding, **options)
 
     def translate(
         self,
         lines: str | Sequence[str],
-        beam: int | None = None,
-        greedy: bool = False,
-        n_best: int | None = None,
-        max_length: int | None = None,
-        max_length_ratio: float | None = None,
-        min_length: int | None = None,
-        min_length_ratio: float | None = None,
-        length_penalty: str | None = None,
-        alpha: float | None = None,
-        no_repeat_ngram: int | None = None,
-        ban_unk: bool | None = None,
         batch_size: int = 64,
         attention: bool = False,
+        **options: Unpack[SearchOptions],
     ) -> list[Translation]:
         """The translations of raw text lines, one ``Translation`` per line, in input order.
 
         Lines are batched ``batch_size`` at a time in order of length; an empty line gets the
-        empty translation. beam, greedy, n_best and the limits default to the checkpoint's
-        ``decoding`` settings (see ``decode_config``). attention: keep each hypothesis's
-        (T, S) attention over the source tokens (``Hypothesis.attention``).
+        empty translation. ``options`` choose the search (``decode_config``), e.g. ``beam=5,
+        n_best=2``; attention: keep each hypothesis's (T, S) attention over the source tokens.
         """
         lines = [lines] if isinstance(lines, str) else list(lines)
-        decode = self.decode_config(
-            beam, greedy, n_best, max_length, max_length_ratio, min_length, min_length_ratio,
-            length_penalty, alpha, no_repeat_ngram, ban_unk,
-        )  # fmt: skip
-        found = self.translate_data(self.encode(lines), decode, batch_size, attention)
+        found = self.translate_data(self.encode(lines), self.decode_config(**options), batch_size, attention)
         return [Translation(line, hypotheses) for line, hypotheses in zip(lines, found)]
 
     def encode(self, lines: Sequence[str]) -> ParallelData:
