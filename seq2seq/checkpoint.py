@@ -12,18 +12,23 @@ A run directory holds step checkpoints and an index that ranks them::
 Every file is written to a temporary name in its own directory and renamed into place, and a
 step checkpoint is assembled in a temporary directory before it gets its final name, so a
 process killed at any moment leaves the previous index and the checkpoints it lists intact.
+
+Resuming takes the newest listed checkpoint that verifies (``find_resume_point``): one that is
+truncated or incomplete is skipped, with the reason, and a listed checkpoint that is gone is
+left out of the index rather than refused.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +42,8 @@ from torch import Tensor, nn
 
 import seq2seq
 
+log = logging.getLogger(__name__)
+
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "model.json"
 TRAINING_STATE_FILE = "training_state.pt"
@@ -46,6 +53,7 @@ STEP_PREFIX = "step_"
 STEP_NAME = re.compile(rf"{STEP_PREFIX}\d+")
 TEMP_SUFFIX = ".tmp"  # a step directory still being written
 REPLACED_SUFFIX = ".old"  # a step directory being replaced by a new save of the same step
+SET_ASIDE_SUFFIX = ".corrupt"  # a step directory that a resume skipped, kept for inspection
 MODES = ("min", "max")
 PREFERENCES = ("best", "latest")
 
@@ -150,25 +158,42 @@ def load_weights(directory: Path, model: nn.Module, device: torch.device | str =
     A checkpoint whose names or shapes differ from the model's raises CheckpointError
     listing every difference.
     """
-    path = Path(directory) / WEIGHTS_FILE
+    expected = model.state_dict()
+    with _open_weights(Path(directory), device) as file:
+        sources = _match_stored_names(_stored_shapes(file), expected)
+        state = {name: file.get_tensor(source) for name, source in sources.items()}
+    model.load_state_dict(state, strict=True)
+
+
+def check_weights(directory: Path) -> None:
+    """Refuse a model.safetensors that is missing, truncated or not a safetensors file."""
+    with _open_weights(Path(directory), "cpu") as file:
+        _stored_shapes(file)
+
+
+@contextmanager
+def _open_weights(directory: Path, device: torch.device | str) -> Iterator[Any]:
+    """`directory`/model.safetensors opened for reading; CheckpointError when it cannot be read."""
+    path = directory / WEIGHTS_FILE
     if not path.is_file():
         raise CheckpointError(
             f"no weights at {path}; pass a step directory that holds {WEIGHTS_FILE} "
             "(or a run directory to resolve_checkpoint)."
         )
-    expected = model.state_dict()
     try:
         with safe_open(path, framework="pt", device=str(torch.device(device))) as file:
-            # safe_open has keys() but is not iterable itself.
-            stored_shapes = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
-            sources = _match_stored_names(stored_shapes, expected)
-            state = {name: file.get_tensor(source) for name, source in sources.items()}
+            yield file
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(
             f"cannot read weights from {path} ({_describe(error)}); the file is corrupt or "
             "truncated: delete this checkpoint or pass another one."
         ) from error
-    model.load_state_dict(state, strict=True)
+
+
+def _stored_shapes(file: Any) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in an open safetensors file."""
+    # safe_open has keys() but is not iterable itself.
+    return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
 
 
 def load_training_state(directory: Path) -> dict:
@@ -180,10 +205,11 @@ def load_training_state(directory: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for corrupt or unsafe files
+        # torch's own message is not shown: it may suggest weights_only=False, which runs any code in the file.
         raise CheckpointError(
-            f"cannot load training state from {path} ({_describe(error)}); the file is corrupt "
-            f"or holds objects other than tensors, numbers, strings and plain containers: {advice}."
-        ) from error
+            f"cannot load training state from {path} ({type(error).__name__}): it is truncated or corrupt, "
+            f"or it is not a training state this toolkit wrote; {advice}."
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds {type(state).__name__}, not a dict; {advice}.")
     return state
@@ -313,6 +339,40 @@ class _Index:
             raise CheckpointError(f"{path} is not a valid checkpoint index; {advice}.")
         return index
 
+    def listed(self) -> list[str]:
+        """Every checkpoint the index names, once, newest step first."""
+        names = {*self.latest, *(name for _, name in self.best)}
+        return sorted(names, key=lambda name: int(name.removeprefix(STEP_PREFIX)), reverse=True)
+
+    def drop(self, names: Collection[str]) -> None:
+        """Forget these checkpoints."""
+        self.latest = [name for name in self.latest if name not in names]
+        self.best = [(value, name) for value, name in self.best if name not in names]
+
+
+def _read_present(path: Path, warn: bool = True) -> _Index:
+    """The index at `path` without the checkpoints it lists that are gone (deleted by hand, say)."""
+    index = _Index.read(path)
+    gone = [name for name in index.listed() if not (path.parent / CHECKPOINTS_DIR / name).is_dir()]
+    if gone and warn:
+        log.warning("%s lists %s, which no longer exist(s); left out", path, ", ".join(gone))
+    index.drop(gone)
+    return index
+
+
+def _read_run_index(run_dir: Path, metric: str, mode: str, warn: bool = True) -> _Index:
+    """The run's index (an empty one before the first save), checked against the requested ranking."""
+    path = run_dir / INDEX_FILE
+    if not path.exists():
+        return _Index(metric=metric, mode=mode)
+    index = _read_present(path, warn)
+    if (index.metric, index.mode) != (metric, mode):
+        raise CheckpointError(
+            f"{path} ranks checkpoints by {index.metric} ({index.mode}), but this run asks for "
+            f"{metric} ({mode}); use the same metric and mode, or another run directory."
+        )
+    return index
+
 
 def _is_step_name(name: object) -> bool:
     """True for names of step directories, like step_000500."""
@@ -343,7 +403,7 @@ class CheckpointManager:
         self.checkpoints_dir = self.run_dir / CHECKPOINTS_DIR
         self.keep_latest = keep_latest
         self.keep_best = keep_best
-        self.index = self._load_index(metric, mode)
+        self.index = _read_run_index(self.run_dir, metric, mode, warn=False)  # resuming warned already
         self._finish_interrupted_saves()
 
     def save(
@@ -383,18 +443,18 @@ class CheckpointManager:
         """The checkpoint directory with the best metric, or None when none was ranked."""
         return self.checkpoints_dir / self.index.best[0][1] if self.index.best else None
 
-    def _load_index(self, metric: str, mode: str) -> _Index:
-        """The run's existing index (when resuming), checked against the requested ranking."""
-        path = self.run_dir / INDEX_FILE
-        if not path.exists():
-            return _Index(metric=metric, mode=mode)
-        index = _Index.read(path)
-        if (index.metric, index.mode) != (metric, mode):
-            raise CheckpointError(
-                f"{path} ranks checkpoints by {index.metric} ({index.mode}), but this run asks for "
-                f"{metric} ({mode}); use the same metric and mode, or another run directory."
-            )
-        return index
+    def set_aside(self, directory: Path) -> Path:
+        """Take a checkpoint that cannot be resumed out of the index, and keep its files under a
+        name that is not a step's (``step_N.corrupt``); returns that new path."""
+        target = directory.with_name(directory.name + SET_ASIDE_SUFFIX)
+        number = 1
+        while target.exists():
+            number += 1
+            target = directory.with_name(f"{directory.name}{SET_ASIDE_SUFFIX}{number}")
+        os.rename(directory, target)  # before the index: a killed process leaves no unlisted step to prune
+        self.index.drop({directory.name})
+        atomic_write_text(self.run_dir / INDEX_FILE, self.index.to_json())
+        return target
 
     def _record(self, name: str, metric_value: float | None) -> None:
         """Put `name` first among the latest and, when it has a finite metric, among the best."""
@@ -461,7 +521,7 @@ def resolve_checkpoint(path: Path, prefer: str = "best") -> Path:
             "first, or pass a run directory or a step directory such as "
             f"runs/NAME/{CHECKPOINTS_DIR}/step_000500."
         )
-    index = _Index.read(path / INDEX_FILE)
+    index = _read_present(path / INDEX_FILE)
     names = index.latest if prefer == "latest" or not index.best else [index.best[0][1]]
     if not names:
         raise CheckpointError(f"{path / INDEX_FILE} lists no checkpoint yet; train first.")
@@ -472,3 +532,58 @@ def resolve_checkpoint(path: Path, prefer: str = "best") -> Path:
             f"pass another step directory from {path / CHECKPOINTS_DIR}."
         )
     return chosen
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a run resumes
+
+
+def verify_checkpoint(directory: Path, entries: Sequence[str] = ()) -> dict:
+    """The metadata of a checkpoint that training can resume from: its model.json holds
+    ``entries``, its weights are whole and its training state loads; else CheckpointError."""
+    metadata = load_metadata(directory)
+    missing = [key for key in entries if key not in metadata]
+    if missing:
+        names = ", ".join(map(repr, missing))
+        raise CheckpointError(f"{Path(directory) / METADATA_FILE} has no {names} entry: the checkpoint is incomplete")
+    check_weights(directory)
+    load_training_state(directory)
+    return metadata
+
+
+@dataclass
+class ResumePoint:
+    """The checkpoint a run resumes from: the newest listed one that verifies.
+
+    skipped: the newer listed checkpoints that did not verify, each with the reason
+    """
+
+    directory: Path
+    metadata: dict
+    skipped: list[tuple[Path, str]]
+
+
+def find_resume_point(
+    run_dir: Path, metric: str = "val_loss", mode: str = "min", entries: Sequence[str] = ()
+) -> ResumePoint | None:
+    """Where training in ``run_dir`` resumes: None before the first checkpoint. A checkpoint that
+    does not verify (``verify_checkpoint``) is skipped with a warning saying why; when none
+    verifies, CheckpointError lists the reasons."""
+    run_dir = Path(run_dir)
+    skipped: list[tuple[Path, str]] = []
+    for name in _read_run_index(run_dir, metric, mode).listed():
+        directory = run_dir / CHECKPOINTS_DIR / name
+        try:
+            metadata = verify_checkpoint(directory, entries)
+        except CheckpointError as error:
+            log.warning("skipping checkpoint %s: %s", directory, error)
+            skipped.append((directory, str(error)))
+        else:
+            return ResumePoint(directory, metadata, skipped)
+    if skipped:
+        reasons = " ".join(f"{directory.name}: {reason}" for directory, reason in skipped)
+        raise CheckpointError(
+            f"none of the checkpoints in {run_dir} can be resumed. {reasons} "
+            "Start a fresh run (the command line's --fresh) or choose another run directory."
+        )
+    return None

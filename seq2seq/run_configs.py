@@ -131,6 +131,14 @@ MODEL_SECTIONS: dict[str, tuple[str, ...]] = {
     "caption": ("image_encoder", "decoder", "data"),
 }
 
+#: What each task's checkpoints carry in model.json besides its task and config: what decoding
+#: (and resuming) needs to rebuild the model's tokenizers and vocabularies.
+METADATA_ENTRIES: dict[str, tuple[str, ...]] = {
+    "textgen": ("tokenizer", "vocab"),
+    "translate": ("source", "target"),
+    "caption": ("codec",),
+}
+
 # ---- configs stored in the older layout ------------------------------------------------------
 
 #: The old ``model`` keys of the translation encoder and their names in the ``encoder`` section.

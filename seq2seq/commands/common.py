@@ -15,10 +15,21 @@ from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError
 from seq2seq.data.text_files import DataError
 from seq2seq.text import UnknownTokensError
+from seq2seq.training.run_lock import RunDirectoryBusy
 from seq2seq.training.tasks import DEFAULT_CONFIGS, train
+from seq2seq.training.trainer import TrainingDiverged
 
 #: Errors that are the user's to fix: printed as one clear line, no traceback.
-USER_ERRORS = (ConfigError, DataError, CheckpointError, UnknownTokensError, FileNotFoundError, ValueError)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    CheckpointError,
+    UnknownTokensError,
+    OSError,  # files that cannot be read or written: a missing file, a folder given for a file, a full disk
+    ValueError,
+    RunDirectoryBusy,
+    TrainingDiverged,
+)
 
 Command = Callable[[argparse.Namespace], Any]
 
@@ -46,6 +57,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
+    return value
+
+
 def add_train_verb(verbs: argparse._SubParsersAction, task: str, what: str) -> None:
     """``train``: a config (a shipped name or a YAML file), overrides, the run directory."""
     default = DEFAULT_CONFIGS[task]
@@ -70,7 +89,10 @@ def add_train_verb(verbs: argparse._SubParsersAction, task: str, what: str) -> N
     )
     parser.add_argument("--run-dir", help="where checkpoints and logs go (default: runs/<config name>)")
     parser.add_argument(
-        "--fresh", action="store_true", help="delete the run directory's checkpoints and start over instead of resuming"
+        "--fresh",
+        action="store_true",
+        help="start over instead of resuming: once the new run's data is ready, delete the files the previous "
+        "run wrote (checkpoints, logs, plot, SentencePiece models, feature cache); other files stay",
     )
     parser.set_defaults(func=lambda args: train(task, args.config, args.overrides, args.run_dir, args.fresh))
 

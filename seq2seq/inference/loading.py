@@ -11,7 +11,7 @@ from torch import nn
 
 from seq2seq.checkpoint import CheckpointError, load_metadata, load_weights, resolve_checkpoint
 from seq2seq.config import from_dict
-from seq2seq.run_configs import TASK_CONFIGS, upgrade_config
+from seq2seq.run_configs import METADATA_ENTRIES, TASK_CONFIGS, upgrade_config
 
 
 @dataclass
@@ -33,17 +33,18 @@ def read_trained_run(checkpoint: str | Path, task: str) -> TrainedRun:
     given), its metadata and config; a checkpoint of another task is refused."""
     directory = resolve_checkpoint(Path(checkpoint), prefer="best")
     metadata = load_metadata(directory)
-    found = metadata.get("task")
+    if "task" not in metadata:
+        raise CheckpointError(f"{directory / 'model.json'} has no 'task' entry: the checkpoint is incomplete")
+    found = metadata["task"]
     if found != task:
         raise CheckpointError(
             f"{directory} holds a {found!r} model, not a {task!r} model: use it with `seq2seq {found}` "
             f"(or the {found} class of the Python API), or pick a {task} checkpoint"
         )
-    missing = [key for key in ("config",) if key not in metadata]
+    missing = [key for key in ("config", *METADATA_ENTRIES[task]) if key not in metadata]
     if missing:
-        raise CheckpointError(
-            f"{directory / 'model.json'} has no {', '.join(missing)} entry: the checkpoint is incomplete"
-        )
+        names = ", ".join(map(repr, missing))
+        raise CheckpointError(f"{directory / 'model.json'} has no {names} entry: the checkpoint is incomplete")
     return TrainedRun(directory, metadata, from_dict(TASK_CONFIGS[task], upgrade_config(task, metadata["config"])))
 
 

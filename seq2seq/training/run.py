@@ -1,27 +1,30 @@
 """One training run of any task: the skeleton the three tasks share.
 
 ``train(task, config, run_dir)`` checks the config, starts the runtime (devices, torchrun),
-empties the run directory when asked to start fresh (or checks that a resumed run's model and
-data settings did not change), lets the task build its data, model and training task, then
-resumes from the latest checkpoint, fits, and reports. The per-task pieces are ``TaskTraining``
-entries: what each task checks, which config sections a resumed run must keep, how it prepares.
+locks the run directory (one training at a time), moves the previous run's files aside when
+asked to start fresh (or finds the newest checkpoint that verifies and checks that the resumed
+run's model and data settings did not change), lets the task build its data, model and
+training task (a fresh run that fails here puts the previous run back), then resumes, fits,
+and reports. The per-task pieces are ``TaskTraining`` entries: what each task checks, which
+config sections a resumed run must keep, how it prepares.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seq2seq.checkpoint import CheckpointError, CheckpointManager, load_metadata
+from seq2seq.checkpoint import CheckpointError, ResumePoint, find_resume_point
 from seq2seq.config import ConfigError, config_differences, to_dict
 from seq2seq.models import Seq2Seq
 from seq2seq.models.decoder import count_parameters
-from seq2seq.run_configs import upgrade_config
+from seq2seq.run_configs import METADATA_ENTRIES, upgrade_config
+from seq2seq.training.run_files import Previous, move_run_files_aside
+from seq2seq.training.run_lock import hold_run_lock
 from seq2seq.training.runtime import Runtime, seed_everything, start_runtime, stop_runtime
 from seq2seq.training.trainer import Progress, Trainer, TrainingTask
 
@@ -76,32 +79,71 @@ def run_training(name: str, training: TaskTraining, config: Any, run_dir: Path, 
     training.check(config)
     runtime = start_runtime(config.train.device, config.train.threads)
     try:
-        saved = prepare_run_dir(run_dir, fresh, runtime.is_main, config.train.best_metric, config.train.best_mode)
-        setup_logging(run_dir, runtime.is_main)
-        if saved is not None:
-            check_resumable(name, run_dir, saved, to_dict(config), training.frozen_sections)
-        prepared = training.prepare(config, run_dir, runtime, saved)
-        log.info(
-            "%s: %s, %.2fM trainable parameters, device %s, %d process(es)",
-            config.name,
-            prepared.description,
-            count_parameters(prepared.model) / 1e6,
-            runtime.device,
-            runtime.world_size,
-        )
-        metadata = {"task": name, "config": to_dict(config), **prepared.metadata}
-        trainer = Trainer(prepared.model, prepared.task, config.train, run_dir, metadata, runtime)
-        trainer.resume_if_possible()
-        progress = trainer.fit()
-        best = trainer.checkpoints.best()
-        if runtime.is_main:
-            print(
-                f"done: step {progress.step}, best {config.train.best_metric} {progress.best_metric:.4f}; "
-                f"best checkpoint {best}"
-            )
-        return TrainingResult(run_dir, progress, best)
+        with hold_run_lock(run_dir, runtime):
+            return train_locked(name, training, config, run_dir, runtime, fresh)
     finally:
         stop_runtime(runtime)
+
+
+def train_locked(
+    name: str, training: TaskTraining, config: Any, run_dir: Path, runtime: Runtime, fresh: bool
+) -> TrainingResult:
+    """``run_training`` once the run directory is this run's."""
+    previous = move_run_files_aside(run_dir) if fresh and runtime.is_main else None
+    setup_logging(run_dir, runtime.is_main)
+    point = None if fresh else resume_point(name, training, run_dir, config)
+    prepared = prepare_or_restore(training, config, run_dir, runtime, point, previous)
+    log.info(
+        "%s: %s, %.2fM trainable parameters, device %s, %d process(es)",
+        config.name,
+        prepared.description,
+        count_parameters(prepared.model) / 1e6,
+        runtime.device,
+        runtime.world_size,
+    )
+    metadata = {"task": name, "config": to_dict(config), **prepared.metadata}
+    trainer = Trainer(prepared.model, prepared.task, config.train, run_dir, metadata, runtime)
+    if point is not None:
+        trainer.resume(point)
+    progress = trainer.fit()
+    best = trainer.checkpoints.best()
+    if runtime.is_main:
+        print(
+            f"done: step {progress.step}, best {config.train.best_metric} {progress.best_metric:.4f}; "
+            f"best checkpoint {best}"
+        )
+    return TrainingResult(run_dir, progress, best)
+
+
+def resume_point(name: str, training: TaskTraining, run_dir: Path, config: Any) -> ResumePoint | None:
+    """The newest checkpoint of ``run_dir`` that verifies, once its run is known to be resumable
+    with ``config``; None when there is no checkpoint yet."""
+    entries = ("task", "config", *METADATA_ENTRIES[name])
+    point = find_resume_point(run_dir, config.train.best_metric, config.train.best_mode, entries)
+    if point is not None:
+        check_resumable(name, run_dir, point.metadata, to_dict(config), training.frozen_sections)
+    return point
+
+
+def prepare_or_restore(
+    training: TaskTraining,
+    config: Any,
+    run_dir: Path,
+    runtime: Runtime,
+    point: ResumePoint | None,
+    previous: Previous | None,
+) -> PreparedRun:
+    """The task's data, model and training task; a fresh run whose preparation fails (unusable
+    data, say) puts the previous run's files back, else they are deleted now."""
+    try:
+        prepared = training.prepare(config, run_dir, runtime, None if point is None else point.metadata)
+    except BaseException:
+        if previous is not None:
+            previous.restore()
+        raise
+    if previous is not None:
+        previous.discard()
+    return prepared
 
 
 def seeded_model(build: Callable[[], Seq2Seq], runtime: Runtime, seed: int) -> Seq2Seq:
@@ -126,20 +168,6 @@ def setup_logging(run_dir: Path | None = None, is_main: bool = True) -> None:
         handlers=handlers,
         force=True,
     )
-
-
-def prepare_run_dir(
-    run_dir: Path, fresh: bool, is_main: bool, best_metric: str = "val_loss", best_mode: str = "min"
-) -> dict[str, Any] | None:
-    """Empty the run directory when ``fresh``; else return the metadata of its latest checkpoint.
-
-    best_metric, best_mode: how the run ranks its checkpoints (train.best_metric and
-    train.best_mode); a run directory ranked another way is refused.
-    """
-    if fresh and is_main and run_dir.exists():
-        shutil.rmtree(run_dir)
-    latest = CheckpointManager(run_dir, metric=best_metric, mode=best_mode).latest() if run_dir.exists() else None
-    return None if latest is None else load_metadata(latest)
 
 
 def check_resumable(

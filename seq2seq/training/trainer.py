@@ -21,8 +21,9 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from seq2seq.checkpoint import CheckpointManager, load_training_state, load_weights
+from seq2seq.checkpoint import CheckpointManager, ResumePoint, find_resume_point, load_training_state, load_weights
 from seq2seq.config import TrainConfig, check_config
+from seq2seq.data.text_files import DataError
 from seq2seq.training.host_memory import keep_triton_out_without_cuda
 from seq2seq.training.metrics_log import MetricsLog, plot_training_curve
 from seq2seq.training.runtime import Runtime, any_process, gather_objects
@@ -162,10 +163,16 @@ class Trainer:
     # ---- resume -------------------------------------------------------------------------
 
     def resume_if_possible(self) -> bool:
-        """Continue from the run directory's latest checkpoint, if there is one."""
-        latest = self.checkpoints.latest()
-        if latest is None:
-            return False
+        """Continue from the run directory's newest checkpoint that verifies, if there is one."""
+        point = find_resume_point(self.run_dir, self.config.best_metric, self.config.best_mode)
+        if point is not None:
+            self.resume(point)
+        return point is not None
+
+    def resume(self, point: ResumePoint) -> None:
+        """Continue from ``point``; the main process takes the newer checkpoints it skipped out
+        of the index, keeping their files under another name."""
+        latest = point.directory
         load_weights(latest, self.model, self.runtime.device)
         state = load_training_state(latest)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -185,8 +192,10 @@ class Trainer:
         restore_rng(own["rng"])
         if self.runtime.is_main:
             self.metrics.truncate_after(self.progress.step)
+            for skipped, _ in point.skipped:
+                kept = self.checkpoints.set_aside(skipped)
+                log.warning("%s could not be resumed; its files are kept as %s", skipped.name, kept)
         log.info("resumed from %s at step %d", latest, self.progress.step)
-        return True
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -230,6 +239,8 @@ class Trainer:
                 if done:
                     break
             else:
+                if progress.position == 0:  # a whole epoch, from its start, without a batch
+                    raise DataError(f"epoch {progress.epoch} of the training data gave no batch: nothing to train on")
                 progress.epoch += 1
                 progress.position = 0
         bar.close()
@@ -250,17 +261,25 @@ class Trainer:
             group["lr"] = lr
         if config.clip_grad_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
-        self.optimizer.step()
+        try:
+            self.optimizer.step()
+        except RuntimeError as error:  # an update too large for the weights' dtype
+            if "overflow" not in str(error):
+                raise
+            raise self._diverged(
+                f"the update at step {progress.step + 1} overflowed (learning rate {lr:.3g})"
+            ) from None
         self.optimizer.zero_grad(set_to_none=True)
         return lr
 
     def _check_finite(self, loss: Tensor) -> None:
-        if torch.isfinite(loss):
-            return
+        if not torch.isfinite(loss):
+            raise self._diverged(f"the training loss became {loss.item()} at step {self.progress.step + 1}")
+
+    def _diverged(self, what: str) -> TrainingDiverged:
         latest = self.checkpoints.latest()
-        raise TrainingDiverged(
-            f"the training loss became {loss.item()} at step {self.progress.step + 1}. "
-            "Lower train.lr, keep train.clip_grad_norm above 0, or train in fp32. "
+        return TrainingDiverged(
+            f"training diverged: {what}. Lower train.lr, keep train.clip_grad_norm above 0, or train in fp32. "
             + (f"The last good checkpoint is {latest}." if latest else "No checkpoint was written yet.")
         )
 
