@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from seq2seq.checkpoint import (
     CheckpointManager,
     atomic_write_bytes,
     atomic_write_text,
+    find_resume_point,
     load_metadata,
     load_training_state,
     load_weights,
@@ -196,8 +198,10 @@ def test_garbage_json_and_pt_raise_checkpoint_error(tmp_path: Path) -> None:
 
 def test_training_state_with_arbitrary_objects_is_refused_on_load(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, tiny_model(), {}, {"model": nn.Linear(2, 2)})
-    with pytest.raises(CheckpointError, match="training_state.pt"):
+    with pytest.raises(CheckpointError, match="training_state.pt") as refused:
         load_training_state(tmp_path)
+    assert "not a training state this toolkit wrote" in str(refused.value)
+    assert "weights_only" not in str(refused.value)  # never advise loading an untrusted pickle
 
 
 def test_missing_weights_raise_checkpoint_error(tmp_path: Path) -> None:
@@ -313,3 +317,52 @@ def test_resolve_reports_missing_empty_and_corrupt(tmp_path: Path) -> None:
     (tmp_path / "checkpoints.json").write_text('{"latest": "oops"}')
     with pytest.raises(CheckpointError, match="not a valid checkpoint index"):
         resolve_checkpoint(tmp_path)
+
+
+# --- where a run resumes --------------------------------------------------------------------
+
+
+def test_resume_point_is_the_newest_checkpoint_that_verifies(tmp_path: Path) -> None:
+    save_steps(CheckpointManager(tmp_path, keep_latest=3), {100: 0.5, 200: 0.9, 300: 0.8})
+    checkpoints = tmp_path / "checkpoints"
+    weights = checkpoints / "step_000300" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])
+    (checkpoints / "step_000200" / "model.json").write_text(json.dumps({"step": 200}))
+    point = find_resume_point(tmp_path, entries=("note",))
+    assert point is not None and point.directory == checkpoints / "step_000100"
+    assert point.metadata["step"] == 100
+    reasons = dict(point.skipped)
+    assert list(reasons) == [checkpoints / "step_000300", checkpoints / "step_000200"]
+    assert "model.safetensors" in reasons[checkpoints / "step_000300"]
+    assert "no 'note' entry" in reasons[checkpoints / "step_000200"]
+
+
+def test_no_resume_point_before_the_first_checkpoint_and_an_error_when_none_verifies(tmp_path: Path) -> None:
+    assert find_resume_point(tmp_path) is None
+    save_steps(CheckpointManager(tmp_path), {100: 0.5})
+    (tmp_path / "checkpoints" / "step_000100" / "training_state.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="none of the checkpoints .* step_000100: .*training_state.pt"):
+        find_resume_point(tmp_path)
+
+
+def test_a_checkpoint_set_aside_leaves_the_index_and_keeps_its_files(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep_latest=2)
+    save_steps(manager, {100: 0.5, 200: 0.4})
+    kept = manager.set_aside(tmp_path / "checkpoints" / "step_000200")
+    assert kept == tmp_path / "checkpoints" / "step_000200.corrupt" and (kept / "model.safetensors").is_file()
+    assert manager.latest() == tmp_path / "checkpoints" / "step_000100" and manager.best() is None
+    assert json.loads((tmp_path / "checkpoints.json").read_text())["latest"] == ["step_000100"]
+    save_steps(manager, {300: 0.6})  # pruning leaves it alone
+    assert step_dirs(tmp_path) == {"step_000100", "step_000200.corrupt", "step_000300"}
+
+
+def test_a_listed_checkpoint_that_is_gone_is_left_out(tmp_path: Path) -> None:
+    save_steps(CheckpointManager(tmp_path, keep_latest=2), {100: 0.5, 200: 0.4})
+    shutil.rmtree(tmp_path / "checkpoints" / "step_000200")  # the best and the latest
+    assert resolve_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step_000100"
+    point = find_resume_point(tmp_path)
+    assert point is not None and point.directory == tmp_path / "checkpoints" / "step_000100" and not point.skipped
+    resumed = CheckpointManager(tmp_path, keep_latest=2)
+    assert resumed.latest() == tmp_path / "checkpoints" / "step_000100"
+    save_steps(resumed, {300: 0.6})
+    assert json.loads((tmp_path / "checkpoints.json").read_text())["latest"] == ["step_000300", "step_000100"]

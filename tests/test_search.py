@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from seq2seq.config import DecodeConfig, DecoderConfig
-from seq2seq.decoding import Hypotheses, SpecialIds, generate
+from seq2seq.decoding import Hypotheses, SpecialIds, common, generate
 from seq2seq.models import DecoderState, RNNDecoder, Seq2Seq, build_language_model
 from seq2seq.models.encoders import EncoderOutput, empty_source
 
@@ -152,6 +152,25 @@ def test_priming_equals_feeding_the_prefix_step_by_step() -> None:
             expected.append(previous)
     assert torch.equal(hyps.tokens[:, 0], torch.stack(expected, dim=1))
     assert torch.allclose(hyps.scores[:, 0], scores, atol=1e-5)
+
+
+def test_a_prefix_longer_than_the_priming_window_primes_in_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_model().eval()
+    prefix = word_prefix(batch_size=2, length=23)
+    config = DecodeConfig(method="greedy", max_length=6)
+    whole = generate(model, empty_source(2), config, SPECIAL, prefix=prefix)
+    monkeypatch.setattr(common, "PRIME_WINDOW", 4)
+    widths, forward = [], model.decoder.forward
+
+    def counted_forward(inputs: Tensor, *args: object, **kwargs: object) -> object:
+        widths.append(inputs.shape[1])
+        return forward(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(model.decoder, "forward", counted_forward)
+    windowed = generate(model, empty_source(2), config, SPECIAL, prefix=prefix)
+    assert widths == [4, 4, 4, 4, 4, 2]  # the 22 tokens before the last, the state carried
+    assert torch.equal(windowed.tokens, whole.tokens)
+    assert torch.allclose(windowed.scores, whole.scores, atol=1e-5)
 
 
 def test_should_stop_ends_the_sequences_it_flags() -> None:

@@ -57,6 +57,26 @@ def test_invalid_utf8_names_the_file_the_byte_and_a_fix(tmp_path: Path) -> None:
     assert "iconv" in message
 
 
+@pytest.mark.parametrize(("codec", "name"), [("utf-16", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-32", "UTF-32")])
+def test_a_file_in_another_unicode_encoding_is_named_by_it_with_the_command_that_converts_it(
+    tmp_path: Path, codec: str, name: str
+) -> None:
+    path = tmp_path / "wide.txt"
+    path.write_bytes("\ufeffcafé au lait\n".encode(codec))
+    with pytest.raises(DataError) as error:
+        read_text(path)
+    message = str(error.value)
+    assert f"is {name}" in message and f"`iconv -f {name} -t UTF-8 {path} > wide.txt.utf8`" in message
+    assert "latin1" not in message
+
+
+def test_an_empty_file_says_why_that_matters(tmp_path: Path) -> None:
+    path = tmp_path / "blank.txt"
+    path.write_text("\n", encoding="utf-8")
+    with pytest.raises(DataError, match="is empty: there is nothing to score"):
+        read_text(path, empty="there is nothing to score")
+
+
 @pytest.mark.parametrize("content", [b"plain text, not gzip\n", gzip.compress(b"cut short" * 50)[:20]])
 def test_broken_gzip_file_names_the_file(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "broken.txt.gz"

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
+from pathlib import Path
 
-from seq2seq.commands.common import add_average_verb, add_checkpoint_arguments, add_train_verb
-from seq2seq.data.lm_corpus import encode_tokens, load_lm_corpus
-from seq2seq.data.text_files import read_text
+from seq2seq.commands.common import add_average_verb, add_checkpoint_arguments, add_train_verb, positive_int
+from seq2seq.data.lm_corpus import encode_tokens, load_lm_corpus, unknown_tokens
+from seq2seq.data.text_files import DataError, decode_utf8, read_bytes, read_text
 from seq2seq.inference.text_generator import TextGenerator
 from seq2seq.training.lm_task import score_stream, validation_stream
 
@@ -36,7 +37,7 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
     gen.add_argument("--top-k", type=int, help="sample only from the k most likely tokens (0: all)")
     gen.add_argument("--top-p", type=float, help="sample from the smallest set holding this probability (1: all)")
     gen.add_argument("--repetition-penalty", type=float, help="> 1 makes tokens already generated less likely")
-    gen.add_argument("--num-samples", type=int, help="independent samples, generated together as one batch")
+    gen.add_argument("--num-samples", type=positive_int, help="independent samples, generated together as one batch")
     gen.add_argument("--seed", type=int, help="random seed: the same seed gives the same samples")
     gen.add_argument("--stop", action="append", help="stop a sample once it contains this text (repeatable)")
     gen.add_argument("--greedy", action="store_true", help="always take the most likely token")
@@ -53,7 +54,7 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
     ev = verbs.add_parser("evaluate", help="loss, bits per character/token and perplexity on held-out text")
     add_checkpoint_arguments(ev)
     ev.add_argument("--text", help="score this whole text file instead of the training text's validation part")
-    ev.add_argument("--window", type=int, help="tokens per window (default: the training window)")
+    ev.add_argument("--window", type=positive_int, help="tokens per window (default: the training window)")
     ev.add_argument(
         "--fresh-windows",
         action="store_true",
@@ -69,7 +70,7 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 
 def generate(args: argparse.Namespace) -> None:
     generator = TextGenerator.from_checkpoint(args.checkpoint, args.device)
-    prime = read_text(args.prime_file, "prime file") if args.prime_file else args.prime
+    prime = read_prime(Path(args.prime_file)) if args.prime_file else args.prime
     options = dict(
         length=args.length,
         temperature=args.temperature,
@@ -96,14 +97,24 @@ def generate(args: argparse.Namespace) -> None:
         print(prime + found.text)
 
 
+def read_prime(path: Path) -> str:
+    """A prime file's text: any UTF-8 text of at least one character (a newline will do)."""
+    prime = decode_utf8(read_bytes(path, "prime file"), f"prime file {path}", path)
+    if not prime:
+        raise DataError(f"prime file {path} is empty: write the text to continue into it (a newline will do)")
+    return prime
+
+
 # ---- evaluate -----------------------------------------------------------------------------------
 
 
 def evaluate(args: argparse.Namespace) -> None:
     generator = TextGenerator.from_checkpoint(args.checkpoint, args.device)
     data = generator.config.data
+    unknown = None
     if args.text:
-        ids = encode_tokens(generator.tokenizer.tokenize(read_text(args.text)), generator.vocab)
+        tokens = generator.tokenizer.tokenize(read_text(args.text, empty="there is nothing to score"))
+        ids, unknown = encode_tokens(tokens, generator.vocab), unknown_tokens(tokens, generator.vocab)
     else:
         ids = load_lm_corpus(data, generator.tokenizer, generator.vocab).validation_ids
     stream = validation_stream(ids, replace(data, window=args.window or data.window))
@@ -112,5 +123,7 @@ def evaluate(args: argparse.Namespace) -> None:
     what = args.text or f"{data.path} (last {data.validation_fraction:.0%}, validation)"
     print(f"checkpoint: {generator.checkpoint}")
     print(f"text: {what}, {score.tokens:,} {unit}s")
+    if unknown is not None:
+        print(f"unknown {unit}s: {unknown}")
     print(f"hidden state: {'fresh each window' if args.fresh_windows else 'carried across windows'} of {stream.window}")
     print(f"loss: {score.nats:.4f} nats/{unit}  {score.bits:.4f} bits/{unit}  perplexity {score.perplexity:.3f}")

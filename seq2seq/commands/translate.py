@@ -23,7 +23,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from seq2seq.commands.common import add_average_verb, add_checkpoint_arguments, add_train_verb, positive_int
+from seq2seq.commands.common import (
+    add_average_verb,
+    add_checkpoint_arguments,
+    add_train_verb,
+    non_negative_int,
+    positive_int,
+)
 from seq2seq.config import DecodeConfig
 from seq2seq.data.parallel import load_split, split_files
 from seq2seq.data.text_files import DataError, decode_utf8, split_lines
@@ -47,6 +53,12 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
     tr.add_argument("--input", help="UTF-8 text file to translate, one sentence per line (default: standard input)")
     tr.add_argument("--output", help="write the translations here (default: standard output)")
     tr.add_argument("--n-best", type=positive_int, help="print the N best translations of each line with their scores")
+    tr.add_argument(
+        "--max-source-tokens",
+        type=non_negative_int,
+        help="refuse input lines with more source tokens than this (default: 4 x the training data.max_length; "
+        "0: no limit)",
+    )
     add_decoding_arguments(tr)
     tr.set_defaults(func=translate)
 
@@ -95,8 +107,9 @@ def translate(args: argparse.Namespace) -> None:
     translator = Translator.from_checkpoint(args.checkpoint, args.device)
     decode = decode_from_args(translator, args)
     scored = args.n_best is not None
+    limit = translator.source_limit(args.max_source_tokens)
     if args.input is None and sys.stdin.isatty():
-        translate_interactively(translator, decode, scored)
+        translate_interactively(translator, decode, scored, limit)
         return
     if args.input is None:
         lines = input_lines(sys.stdin.buffer.read(), "standard input")
@@ -104,9 +117,9 @@ def translate(args: argparse.Namespace) -> None:
         path = Path(args.input)
         if not path.is_file():
             raise DataError(f"input file not found: {path}")
-        lines = input_lines(path.read_bytes(), f"input file {path}")
+        lines = input_lines(path.read_bytes(), f"input file {path}", path)
     started = time.perf_counter()
-    found = translator.translate_data(translator.encode(lines), decode, args.batch_size)
+    found = translator.translate_data(translator.encode(lines, limit), decode, args.batch_size)
     text = format_translations([Translation(line, hypotheses) for line, hypotheses in zip(lines, found)], scored)
     seconds = time.perf_counter() - started
     if args.output is None:
@@ -120,9 +133,9 @@ def translate(args: argparse.Namespace) -> None:
     )
 
 
-def input_lines(raw: bytes, where: str) -> list[str]:
+def input_lines(raw: bytes, where: str, path: Path | None = None) -> list[str]:
     """The lines of UTF-8 input, without line endings (``\\n`` or ``\\r\\n``) or a byte-order mark."""
-    return split_lines(decode_utf8(raw, where))
+    return split_lines(decode_utf8(raw, where, path))
 
 
 def format_translations(results: list[Translation], scored: bool) -> str:
@@ -132,17 +145,36 @@ def format_translations(results: list[Translation], scored: bool) -> str:
     return "".join(f"{h.score:.4f}\t{h.text}\n" for result in results for h in result.hypotheses)
 
 
-def translate_interactively(translator: Translator, decode: DecodeConfig, scored: bool) -> None:
-    """A prompt: each line typed is translated at once; Ctrl-D (end of input) quits."""
+def translate_interactively(translator: Translator, decode: DecodeConfig, scored: bool, limit: int) -> None:
+    """A prompt: each line typed is translated at once; Ctrl-D (end of input) quits. A line that
+    cannot be translated (bytes that are not UTF-8, too many tokens) gets an error, and the
+    prompt goes on."""
     print("Type a sentence and press Enter to translate it; Ctrl-D quits.", file=sys.stderr)
     while True:
-        try:
-            line = input("> ")
-        except EOFError:
+        sys.stdout.write("> ")
+        sys.stdout.flush()
+        raw = sys.stdin.buffer.readline()
+        if not raw:
             print(file=sys.stderr)
             return
-        found = translator.translate_data(translator.encode([line]), decode, 1)
+        try:
+            line = typed_line(raw)
+            found = translator.translate_data(translator.encode([line], limit), decode, 1)
+        except DataError as error:
+            print(f"error: {error}", file=sys.stderr)
+            continue
         print(format_translations([Translation(line, found[0])], scored), end="", flush=True)
+
+
+def typed_line(raw: bytes) -> str:
+    """A line typed at the prompt, without its line ending; DataError when it is not UTF-8."""
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"that line is not valid UTF-8 (byte {error.start}: {raw[error.start : error.start + 4]!r}); set the "
+            "terminal to UTF-8 and type it again"
+        ) from None
 
 
 # ---- evaluate -----------------------------------------------------------------------------------

@@ -191,6 +191,7 @@ class SkipCounter:
     def __init__(self, log_first: int = 5) -> None:
         self.log_first = log_first
         self.counts: Counter[str] = Counter()
+        self.first: str | None = None  # the first skipped image and why
 
     @property
     def total(self) -> int:
@@ -199,6 +200,7 @@ class SkipCounter:
     def add(self, error: BadImageError) -> None:
         """Count one skipped image; its path is logged while fewer than ``log_first`` have been."""
         self.counts[error.kind] += 1
+        self.first = self.first or str(error)
         if self.total <= self.log_first:
             more = " (further skipped images are only counted)" if self.total == self.log_first else ""
             log.warning("skipping image %s%s", error, more)
@@ -206,6 +208,7 @@ class SkipCounter:
     def merge(self, other: SkipCounter) -> None:
         """Add the counts of another counter (for example one per data-loading worker)."""
         self.counts.update(other.counts)
+        self.first = self.first or other.first
 
     def summary(self) -> str:
         """E.g. "3 images skipped: 2 truncated, 1 unreadable" (most frequent reason first)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +64,16 @@ def load_lm_corpus(config: LMDataConfig, tokenizer: Tokenizer, vocab: Vocab | No
 def encode_tokens(tokens: list[str], vocab: Vocab) -> Tensor:
     """(N,) ids; tokens outside the vocabulary become <unk>."""
     return torch.tensor(vocab.encode(tokens, unknown="unk"), dtype=torch.long)
+
+
+def unknown_tokens(tokens: Sequence[str], vocab: Vocab, shown: int = 10) -> str | None:
+    """How many of ``tokens`` the vocabulary lacks (they count as <unk>), and the ``shown`` most
+    frequent of them; None when every token is known."""
+    unknown = Counter(token for token in tokens if token not in vocab)
+    if not unknown:
+        return None
+    listed = ", ".join(f"{token!r} ({count:,})" for token, count in unknown.most_common(shown))
+    more = f" and {len(unknown) - shown:,} more" if len(unknown) > shown else ""
+    return (
+        f"{unknown.total():,} of {len(tokens):,} are not in the model's vocabulary and count as <unk>: {listed}{more}"
+    )

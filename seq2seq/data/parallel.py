@@ -117,7 +117,7 @@ def read_lines(path: str | Path, what: str = "text file") -> list[str]:
             line), or holds no text.
     """
     path = Path(path)
-    lines = split_lines(decode_utf8(read_bytes(path, what), f"{what} {path}"))
+    lines = split_lines(decode_utf8(read_bytes(path, what), f"{what} {path}", path))
     if not any(line.strip() for line in lines):
         raise DataError(f"{what} {path} holds no text: every line is empty.")
     return lines

@@ -11,12 +11,13 @@ class DataError(ValueError):
     """Input data that cannot be used as it is; the message says what to do."""
 
 
-def read_text(path: str | Path, what: str = "text file") -> str:
-    """The whole file as text. ``.gz`` files are decompressed. Empty files are refused."""
+def read_text(path: str | Path, what: str = "text file", empty: str = "there is nothing to train on") -> str:
+    """The whole file as text. ``.gz`` files are decompressed. Empty files are refused, with
+    ``empty`` saying why that matters."""
     path = Path(path)
-    text = decode_utf8(read_bytes(path, what), f"{what} {path}")
+    text = decode_utf8(read_bytes(path, what), f"{what} {path}", path)
     if not text.strip():
-        raise DataError(f"{what} {path} is empty: there is nothing to train on.")
+        raise DataError(f"{what} {path} is empty: {empty}.")
     return text
 
 
@@ -35,15 +36,32 @@ def read_bytes(path: Path, what: str) -> bytes:
         ) from None
 
 
-def decode_utf8(raw: bytes, where: str) -> str:
-    """UTF-8 bytes as text without a byte-order mark; invalid bytes are reported with their line."""
+#: Byte-order marks of the encodings a text editor may save in instead of UTF-8, longest first.
+BYTE_ORDER_MARKS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
+
+def decode_utf8(raw: bytes, where: str, path: Path | None = None) -> str:
+    """UTF-8 bytes as text without a byte-order mark; invalid bytes are reported with their line,
+    and a UTF-16 or UTF-32 file by its encoding, with the command that converts ``path``."""
     try:
         return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as error:
+        encoding = next((name for mark, name in BYTE_ORDER_MARKS if raw.startswith(mark)), None)
+        files = f"{path} > {path.name}.utf8" if path is not None else "< input > output"
+        if encoding is not None:
+            raise DataError(
+                f"{where} is {encoding} (it starts with a {encoding} byte-order mark), not UTF-8. "
+                f"Convert it first: `iconv -f {encoding} -t UTF-8 {files}`."
+            ) from None
         line = raw.count(b"\n", 0, error.start) + 1
         raise DataError(
             f"{where}, line {line}: not valid UTF-8 (byte {error.start}: {raw[error.start : error.start + 4]!r}). "
-            "Convert it first, e.g. with `iconv -f latin1 -t utf-8`."
+            f"Convert it first, e.g. from Latin-1 with `iconv -f latin1 -t UTF-8 {files}`."
         ) from None
 
 

@@ -23,6 +23,9 @@ from seq2seq.models.seq2seq import Seq2Seq
 
 # Steps between the checks whether every sequence has finished (each one waits for the device).
 FINISHED_CHECK_INTERVAL = 4
+# Prefix tokens run through the decoder in one call: a prompt of any length primes in windows of
+# this size, the state carried from one to the next (one call over millions of tokens fails).
+PRIME_WINDOW = 1024
 
 
 @dataclass
@@ -88,8 +91,9 @@ def prime_decoder(
     """Encodes the input, runs the prefix but its last token through the decoder, and repeats.
 
     source: the task's input, (B, ...). prefix: (B, P) ids starting with bos; default bos alone.
-    The prefix runs once per input under teacher forcing; only then are the encoder output
-    and the state repeated ``copies`` times, so the prompt costs the same for any N.
+    The prefix runs once per input under teacher forcing, ``PRIME_WINDOW`` tokens at a time with
+    the state carried; only then are the encoder output and the state repeated ``copies`` times,
+    so the prompt costs the same for any N.
     """
     encoder_output = model.encode(source)
     batch_size = encoder_output.batch_size
@@ -98,8 +102,10 @@ def prime_decoder(
     check_prefix(prefix, batch_size)
     prefix = prefix.to(source.device)
     state = model.decoder.init_state(encoder_output)
-    if prefix.shape[1] > 1:
-        _, state = model.decoder(prefix[:, :-1], encoder_output, state, project=False)
+    primed = prefix.shape[1] - 1
+    for start in range(0, primed, PRIME_WINDOW):
+        window = prefix[:, start : min(start + PRIME_WINDOW, primed)]  # (B, W)
+        _, state = model.decoder(window, encoder_output, state, project=False)
     repeat = torch.arange(batch_size, device=prefix.device).repeat_interleave(copies)  # (B * copies,)
     return PrimedBatch(encoder_output.index_select(repeat), state.index_select(repeat), prefix.index_select(0, repeat))
 

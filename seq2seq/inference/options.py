@@ -85,10 +85,10 @@ def search_options(
     defaults = _with(defaults, options)
     if greedy or (beam is None and defaults.method == "greedy"):
         beam = 1
-    beam_size = beam or defaults.beam_size
+    beam_size = defaults.beam_size if beam is None else beam
     if n_best is not None and n_best > beam_size:
         raise ValueError(f"n_best={n_best} needs a beam of at least {n_best}: ask for beam={n_best} or more")
-    decode = search_config(defaults, beam_size, n_best or min(defaults.n_best, beam_size))
+    decode = search_config(defaults, beam_size, min(defaults.n_best, beam_size) if n_best is None else n_best)
     check_decode_config(decode)
     return decode
 
@@ -96,7 +96,8 @@ def search_options(
 def sampling_options(defaults: DecodeConfig, num_samples: int | None = None, **options: Any) -> DecodeConfig:
     """Sampling: ``num_samples`` outputs per input (default: the checkpoint's), with any other
     key of ``DecodeConfig`` as in ``search_options`` (temperature, top_k, top_p, seed, ...)."""
-    decode = replace(_with(defaults, options), method="sample", num_samples=num_samples or defaults.num_samples)
+    samples = defaults.num_samples if num_samples is None else num_samples
+    decode = replace(_with(defaults, options), method="sample", num_samples=samples)
     check_decode_config(decode)
     return decode
 

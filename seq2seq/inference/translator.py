@@ -17,6 +17,7 @@ from typing_extensions import Unpack
 
 from seq2seq.config import DecodeConfig
 from seq2seq.data.parallel import ParallelData, TextCodec, TokenBudgetBatcher, encode_sources
+from seq2seq.data.text_files import DataError
 from seq2seq.decoding import generate
 from seq2seq.devices import resolve_device
 from seq2seq.inference.hypothesis import EMPTY, SPECIAL_IDS, Hypothesis, hypotheses_of_rows
@@ -27,6 +28,10 @@ from seq2seq.run_configs import TranslationConfig
 from seq2seq.text import Vocab
 
 TASK = "translate"
+#: The default limit on a source line's tokens: this many times the training data.max_length,
+#: or UNBOUNDED_TRAINING_LIMIT when training kept pairs of every length.
+SOURCE_LIMIT_FACTOR = 4
+UNBOUNDED_TRAINING_LIMIT = 1024
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ class Translator:
         lines: str | Sequence[str],
         batch_size: int = 64,
         attention: bool = False,
+        max_source_tokens: int | None = None,
         **options: Unpack[SearchOptions],
     ) -> list[Translation]:
         """The translations of raw text lines, one ``Translation`` per line, in input order.
@@ -116,14 +122,41 @@ class Translator:
         Lines are batched ``batch_size`` at a time in order of length; an empty line gets the
         empty translation. ``options`` choose the search (``decode_config``), e.g. ``beam=5,
         n_best=2``; attention: keep each hypothesis's (T, S) attention over the source tokens.
+        A line of more than ``max_source_tokens`` tokens is refused with a DataError naming it
+        (default: ``source_limit``; 0: no limit).
         """
         lines = [lines] if isinstance(lines, str) else list(lines)
-        found = self.translate_data(self.encode(lines), self.decode_config(**options), batch_size, attention)
+        data = self.encode(lines, self.source_limit(max_source_tokens))
+        found = self.translate_data(data, self.decode_config(**options), batch_size, attention)
         return [Translation(line, hypotheses) for line, hypotheses in zip(lines, found)]
 
-    def encode(self, lines: Sequence[str]) -> ParallelData:
-        """Source lines as ids; a blank line becomes an empty source."""
-        return encode_sources([line if line.strip() else "" for line in lines], self.source)
+    def source_limit(self, max_source_tokens: int | None = None) -> int:
+        """The most tokens a source line may have: ``max_source_tokens`` (0: no limit), by default
+        SOURCE_LIMIT_FACTOR times the longest pairs training kept (data.max_length)."""
+        if max_source_tokens is None:
+            trained = self.config.data.max_length
+            return SOURCE_LIMIT_FACTOR * trained if trained else UNBOUNDED_TRAINING_LIMIT
+        if max_source_tokens < 0:
+            raise ValueError(f"max_source_tokens must be >= 0 (0: no limit), got {max_source_tokens}")
+        return max_source_tokens
+
+    def encode(self, lines: Sequence[str], limit: int = 0) -> ParallelData:
+        """Source lines as ids; a blank line becomes an empty source. A line of more than
+        ``limit`` tokens (0: no limit) is refused with a DataError naming it."""
+        data = encode_sources([line if line.strip() else "" for line in lines], self.source)
+        too_long = [
+            (number, len(ids)) for number, ids in enumerate(data.sources, start=1) if limit and len(ids) > limit
+        ]
+        if too_long:
+            shown = ", ".join(f"line {number}: {count:,}" for number, count in too_long[:3])
+            trained = self.config.data.max_length
+            raise DataError(
+                f"{len(too_long)} input line(s) have more than {limit:,} source tokens ({shown}); this model was "
+                f"trained on pairs of {f'up to {trained}' if trained else 'any number of'} tokens. Split long "
+                "lines into sentences, or raise the limit: --max-source-tokens N on the command line, "
+                "max_source_tokens=N in Python (0: no limit)."
+            )
+        return data
 
     def translate_data(
         self, data: ParallelData, decode: DecodeConfig, batch_size: int, attention: bool = False

@@ -201,9 +201,16 @@ class Trainer:
 
     def fit(self) -> Progress:
         """Train until max_steps, the time budget or early stopping; returns the final progress."""
-        config, progress = self.config, self.progress
         self.model.train()
-        bar = TrainingBar(config, progress, enabled=self.runtime.is_main)
+        bar = TrainingBar(self.config, self.progress, enabled=self.runtime.is_main)
+        try:
+            self._train(bar)
+        finally:
+            bar.close()  # before an error is reported, so that the error is the last line printed
+        return self.progress
+
+    def _train(self, bar: TrainingBar) -> None:
+        config, progress = self.config, self.progress
         started = time.perf_counter() - progress.elapsed
         window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
         micro_batch = 0
@@ -243,8 +250,6 @@ class Trainer:
                     raise DataError(f"epoch {progress.epoch} of the training data gave no batch: nothing to train on")
                 progress.epoch += 1
                 progress.position = 0
-        bar.close()
-        return progress
 
     def _optimizer_step(self) -> float:
         config, progress = self.config, self.progress
