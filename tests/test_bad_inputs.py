@@ -357,16 +357,20 @@ def test_resume_with_no_checkpoint_that_verifies_is_refused_and_keeps_them(
 # ---- training data that gives nothing to train on; divergence ----------------------------------------
 
 
-def test_caption_training_without_one_readable_image_stops_with_the_reason(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("split", "fact"), [("train", "epoch 0: not one training image"), ("val", "validation")])
+def test_caption_training_without_one_readable_image_stops_with_the_reason(
+    tmp_path: Path, split: str, fact: str
+) -> None:
     shapes = tmp_path / "shapes"
     images = write_dataset(shapes)
     entries = json.loads((shapes / "dataset_shapes.json").read_text())["images"]
     for entry in entries:
-        if entry["split"] == "train":
+        if entry["split"] == split:
             (shapes / "images" / entry["filename"]).write_bytes(b"not an image")
     args = ["train", "--run-dir", str(tmp_path / "run"), *overrides(*TINY_CAPTION, *images, "data.preload=false")]
     result = run_recipe("caption.py", *args, timeout=300, check=False)  # a real process: it must not hang
-    assert_user_error(Outcome(result.returncode, result.stdout, result.stderr), "not one image", "unreadable")
+    outcome = Outcome(result.returncode, result.stdout, result.stderr)
+    assert_user_error(outcome, fact, "could be read", "unreadable", "the first: ")
 
 
 @pytest.mark.parametrize(

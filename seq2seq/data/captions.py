@@ -663,28 +663,21 @@ def caption_batches(
 
     Only the batches from ``start`` on are loaded. Process ``rank`` of ``world_size`` takes
     rows rank, rank + world_size, ... of each planned batch. Bad images shrink their batch; a
-    batch whose images are all bad is skipped, and an epoch (from its first batch) whose images
-    are all bad is a DataError that names the reasons. With ``num_workers`` > 0 the images are decoded
+    batch whose images are all bad is skipped. With ``num_workers`` > 0 the images are decoded
     in worker processes, whose skip counts are added to ``dataset.skips`` as batches arrive.
     """
     plan = plan_batches(len(dataset), batch_size, epoch, seed, world_size, shuffle)
     parts = [rows[rank::world_size] for rows in plan[start:]]
     collate = _WorkerCollate(dataset.collate)
     loader = DataLoader(dataset, batch_sampler=parts, collate_fn=collate, num_workers=num_workers)
-    empty = made = 0
+    empty = 0
     for batch, worker_skips in loader:
         if worker_skips is not None:
             dataset.skips.merge(worker_skips)
         if batch is None:
             empty += 1
         else:
-            made += 1
             yield batch
-    if start == 0 and empty and not made:
-        raise DataError(
-            f"epoch {epoch}: not one image of its {empty} batch(es) could be read ({dataset.skips.summary()}; "
-            f"the first: {dataset.skips.first}). Check the image files and data.images."
-        )
     if dataset.skips.total:
         log.info(
             "epoch %d: %d batch(es) skipped (every image bad); unreadable images so far: %s",

@@ -38,6 +38,7 @@ from seq2seq.data.captions import (
 from seq2seq.data.feature_cache import FeatureCache
 from seq2seq.data.images import BadImageError, build_transform, load_rgb
 from seq2seq.data.parallel import TextCodec
+from seq2seq.data.text_files import DataError
 from seq2seq.decoding import check_decode_config
 from seq2seq.inference.captioner import caption_images
 from seq2seq.inference.hypothesis import Hypothesis
@@ -128,11 +129,17 @@ class CaptionTask:
         self.attention_regularization = attention_regularization
 
     def batches(self, epoch: int, start: int) -> Iterator[CaptionBatch]:
+        """The training batches; an epoch in which not one image can be read is a DataError
+        naming the reasons (the images are only read as they are needed, without data.preload)."""
         b = self.batching
+        made = 0
         for batch in caption_batches(
             self.train, b.batch_size, epoch, start, b.seed, b.rank, b.world_size, b.num_workers
         ):
+            made += 1
             yield batch.to(self.device)
+        if start == 0 and not made:
+            raise unreadable_images(f"epoch {epoch}: not one training image", self.train)
 
     def batch_loss(self, model: nn.Module, batch: CaptionBatch) -> BatchLoss:
         cross_entropy, penalty = caption_loss(model, batch, self.label_smoothing, self.attention_regularization)
@@ -147,7 +154,9 @@ class CaptionTask:
             cross_entropy, _ = caption_loss(model, batch.to(self.device))
             total += cross_entropy.item()
             tokens += batch.target_tokens
-        loss = total / max(tokens, 1)
+        if not tokens:
+            raise unreadable_images("not one validation image", self.valid_pairs)
+        loss = total / tokens
         metrics = {"val_loss": loss, "val_ppl": perplexity(loss)}
         if self.validation.metrics:
             metrics.update(self._decoded_metrics(model))
@@ -167,6 +176,14 @@ class CaptionTask:
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         """Nothing to restore (see ``state_dict``)."""
+
+
+def unreadable_images(what: str, pairs: CaptionPairs) -> DataError:
+    """The error for a split none of whose images could be read: how many were skipped and why."""
+    skips = pairs.skips
+    return DataError(
+        f"{what} could be read ({skips.summary()}; the first: {skips.first}). Check the image files and data.images."
+    )
 
 
 # ---- preparing a run ------------------------------------------------------------------------
