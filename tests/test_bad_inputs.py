@@ -27,6 +27,7 @@ import pytest
 import torch
 from PIL import Image
 
+from seq2seq.commands import TASKS as COMMAND_TASKS
 from seq2seq.commands import build_parser, main
 from seq2seq.data.text_files import DataError
 from seq2seq.inference import Translator
@@ -36,7 +37,7 @@ from tests.conftest import REPO_ROOT, TINY_TEXTGEN, make_text, overrides, run_re
 from tests.test_caption_recipe import TINY_CAPTION, write_dataset
 from tests.test_translate_recipe import LOSS_ONLY, TINY_TRANSLATE, write_corpus
 
-TASKS = ("textgen", "translate", "caption")
+TASKS = tuple(COMMAND_TASKS)  # a new task fails below until its tiny settings and data are given
 CONFIGS = {"textgen": "shakespeare_char", "translate": "multi30k_de_en", "caption": "emoji_scratch"}
 TINY = {"textgen": TINY_TEXTGEN, "translate": [*TINY_TRANSLATE, *LOSS_ONLY], "caption": TINY_CAPTION}
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")

@@ -36,7 +36,9 @@ def train(
     of the task's class (``seq2seq.run_configs``); default: the task's default config.
     overrides: "section.key=value" strings applied on top of a named or file config.
     run_dir: where checkpoints and logs go (default: runs/<config name>); a run directory that
-    holds a checkpoint resumes, unless ``fresh``, which deletes it first.
+    holds a checkpoint resumes from its newest checkpoint that verifies, unless ``fresh``, which
+    deletes the files a previous run wrote there once the new run's data is ready (other files
+    stay). One training at a time may use a run directory (RunDirectoryBusy otherwise).
     """
     if task not in TASK_TRAINING:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASK_TRAINING)}")
