@@ -209,7 +209,7 @@ def test_the_batcher_groups_by_key_bounds_batches_and_reports_errors() -> None:
         return [item * 10 for item in items]
 
     async def run() -> tuple[list[object], int]:
-        batcher = DynamicBatcher(decode, max_items=4, max_wait_s=0.05)
+        batcher = DynamicBatcher(decode, max_items=4, quiet_s=0.05, max_wait_s=0.2)
         jobs = [batcher.submit("a", [1, 2]), batcher.submit("b", [3]), batcher.submit("a", [4]),
                 batcher.submit("a", [5, 6]), batcher.submit("bad", [7])]  # fmt: skip
         results = await asyncio.gather(*jobs, return_exceptions=True)
@@ -224,7 +224,7 @@ def test_the_batcher_groups_by_key_bounds_batches_and_reports_errors() -> None:
 
 
 def test_without_batching_every_request_is_decoded_alone(run_dirs: dict[str, Path]) -> None:
-    alone = ServeLimits(max_batch=1, batch_wait_ms=0)
+    alone = ServeLimits(max_batch=1, batch_quiet_ms=0, batch_wait_ms=0)
     models = served({"translate": run_dirs["translate"]}, alone)
 
     async def run() -> None:

@@ -11,6 +11,7 @@ pip install 'seq2seq[serve]'.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         ("max_length", positive_int, "new tokens a request may ask for"),
         ("max_beam", positive_int, "beams, n-best or samples a request may ask for"),
         ("timeout_s", float, "seconds before a request is answered with 503"),
-        ("batch_wait_ms", float, "how long a request waits for others to share its batch"),
+        ("batch_quiet_ms", float, "a batch closes once no request has joined it for this long"),
+        ("batch_wait_ms", float, "... or once its first request has waited this long"),
         ("max_batch", positive_int, "lines or images decoded together"),
     ):
         limits.add_argument(
@@ -77,7 +79,7 @@ def serve(args: argparse.Namespace) -> None:
         **{name: getattr(args, name) for name in ServeLimits.__dataclass_fields__},
     )
     if args.no_batching:
-        limits = ServeLimits(**{**limits.__dict__, "max_batch": 1, "batch_wait_ms": 0.0})
+        limits = dataclasses.replace(limits, max_batch=1, batch_quiet_ms=0.0, batch_wait_ms=0.0)
     models = []
     for task in TASK_FLAGS:
         for spec in getattr(args, task):

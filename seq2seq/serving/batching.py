@@ -2,9 +2,12 @@
 
 Each model has one ``DynamicBatcher``. A request submits its items (lines, images) under a key
 (its decoding settings: only requests that decode the same way can share a batch). The first
-request waits up to ``max_wait_s`` for others; then every waiting request with the same key is
-decoded together, up to ``max_items`` items, on the model's own worker thread, so that the
-event loop stays free and one model never runs two batches at once.
+request of a batch waits while others keep arriving: until none has come for ``quiet_s``, at
+most ``max_wait_s`` in all, or until ``max_items`` items. Then every waiting request with the
+same key is decoded together on the model's own worker thread, so that the event loop stays
+free and one model never runs two batches at once. Waiting for a quiet moment, rather than a
+fixed time, keeps batches whole when many clients send their next request at once (as they do
+when one batch answers them all) without delaying a lone request by more than ``quiet_s``.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ class _Job:
 
 
 class DynamicBatcher:
-    """Collects requests for ``max_wait_s`` (or until ``max_items`` items) and decodes them together."""
+    """Collects requests until a quiet moment (or ``max_items`` items) and decodes them together."""
 
-    def __init__(self, decode: DecodeBatch, max_items: int, max_wait_s: float, name: str = "model") -> None:
+    def __init__(
+        self, decode: DecodeBatch, max_items: int, quiet_s: float, max_wait_s: float, name: str = "model"
+    ) -> None:
         self.decode = decode
         self.max_items = max_items
+        self.quiet_s = quiet_s
         self.max_wait_s = max_wait_s
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{name}")
         self.batches = 0  # decoded so far, for the logs and tests
@@ -65,7 +71,7 @@ class DynamicBatcher:
                     await self._decode(key, chunk)
 
     async def _gather(self, first: _Job) -> list[_Job]:
-        """``first`` and the jobs that arrive within the wait, up to ``max_items`` items."""
+        """``first`` and the jobs that arrive before a quiet moment, up to ``max_items`` items."""
         assert self._queue is not None
         jobs, loop = [first], asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait_s
@@ -73,7 +79,7 @@ class DynamicBatcher:
             if not self._queue.empty():
                 jobs.append(self._queue.get_nowait())
                 continue
-            remaining = deadline - loop.time()
+            remaining = min(self.quiet_s, deadline - loop.time())
             if remaining <= 0:
                 break
             try:

@@ -18,8 +18,9 @@ class ServeLimits:
     max_length: new tokens one request may ask for (translation, captions, generated text)
     max_beam: beams (and n-best, and samples) one request may ask for
     timeout_s: seconds a request may wait and decode before it is answered with 503
-    batch_wait_ms: how long the first request of a batch waits for others to join it
-    max_batch: lines (or images) decoded together at most; 1 with batch_wait_ms 0 turns batching off
+    batch_quiet_ms: a batch is closed once no request has joined it for this long ...
+    batch_wait_ms: ... or once its first request has waited this long
+    max_batch: lines (or images) decoded together at most; 1 with no waits turns batching off
     """
 
     max_body_bytes: int = 8 * 1024 * 1024
@@ -31,7 +32,8 @@ class ServeLimits:
     max_length: int = 1_000
     max_beam: int = 16
     timeout_s: float = 60.0
-    batch_wait_ms: float = 5.0
+    batch_quiet_ms: float = 5.0
+    batch_wait_ms: float = 50.0
     max_batch: int = 64
 
     def __post_init__(self) -> None:
@@ -39,5 +41,5 @@ class ServeLimits:
                      "max_image_pixels", "max_length", "max_beam", "max_batch"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.timeout_s <= 0 or self.batch_wait_ms < 0:
-            raise ValueError("timeout_s must be > 0 and batch_wait_ms >= 0")
+        if self.timeout_s <= 0 or self.batch_quiet_ms < 0 or self.batch_wait_ms < 0:
+            raise ValueError("timeout_s must be > 0, batch_quiet_ms and batch_wait_ms >= 0")

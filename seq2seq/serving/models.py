@@ -66,8 +66,8 @@ class ServedModel:
         self.task = task
         self.model = model
         self.limits = limits
-        wait = limits.batch_wait_ms / 1000
-        self.batcher = DynamicBatcher(self._decode_batch, limits.max_batch, wait, name)
+        quiet, wait = limits.batch_quiet_ms / 1000, limits.batch_wait_ms / 1000
+        self.batcher = DynamicBatcher(self._decode_batch, limits.max_batch, quiet, wait, name)
 
     @classmethod
     def load(cls, name: str, task: Task, checkpoint: str, device: str, limits: ServeLimits) -> ServedModel:
