@@ -25,7 +25,13 @@ from typing import cast
 
 from seq2seq.baselines import feature_vectors, nearest_neighbour_captions, pixel_vectors
 from seq2seq.caption_metrics import caption_scores
-from seq2seq.commands.common import add_average_verb, add_checkpoint_arguments, add_train_verb, positive_int
+from seq2seq.commands.common import (
+    add_average_verb,
+    add_checkpoint_arguments,
+    add_search_arguments,
+    add_train_verb,
+    positive_int,
+)
 from seq2seq.config import DecodeConfig
 from seq2seq.data.captions import CaptionImages, ImageCaptions, load_caption_sets
 from seq2seq.data.images import build_transform
@@ -80,9 +86,7 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
-    search = parser.add_mutually_exclusive_group()
-    search.add_argument("--beam", type=positive_int, help="beam size (default: the config's decoding.beam_size)")
-    search.add_argument("--greedy", action="store_true", help="greedy search (a beam of 1)")
+    search = add_search_arguments(parser)
     search.add_argument("--sample", action="store_true", help="sample captions instead of searching")
     parser.add_argument("--temperature", type=float, help="sampling: < 1 is more conservative, > 1 more random")
     parser.add_argument("--top-k", type=int, help="sampling: only from the k most likely words (0: all)")

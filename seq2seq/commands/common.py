@@ -49,6 +49,14 @@ def run_command(command: Command, args: argparse.Namespace) -> int:
     return 0
 
 
+def add_search_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
+    """--beam and --greedy, in a group that a task may add other ways of decoding to."""
+    search = parser.add_mutually_exclusive_group()
+    search.add_argument("--beam", type=positive_int, help="beam size (default: the config's decoding.beam_size)")
+    search.add_argument("--greedy", action="store_true", help="greedy search (a beam of 1)")
+    return search
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1."""
     value = int(text)

@@ -26,6 +26,7 @@ from pathlib import Path
 from seq2seq.commands.common import (
     add_average_verb,
     add_checkpoint_arguments,
+    add_search_arguments,
     add_train_verb,
     non_negative_int,
     positive_int,
@@ -81,9 +82,7 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
-    search = parser.add_mutually_exclusive_group()
-    search.add_argument("--beam", type=positive_int, help="beam size (default: the config's decoding.beam_size)")
-    search.add_argument("--greedy", action="store_true", help="greedy search (a beam of 1)")
+    add_search_arguments(parser)
     parser.add_argument(
         "--batch-size", type=positive_int, default=64, help="sentences translated together (default: 64)"
     )
