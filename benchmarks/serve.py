@@ -248,7 +248,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
                 cells[f"caption_{clients}_{mode}"] = cell
                 describe(f"caption, {clients} clients, {mode}", cell)
             if batching:
-                mixed = with_bad_requests(translation_requests(lines[:576], 5))
+                mixed = with_bad_requests(translation_requests(lines[:384], 5))  # the clean cell's good requests
                 cell = asyncio.run(load(server.url, mixed, 64, args.seconds))
                 cells["translate_beam5_64_batched_with_bad"] = cell
                 describe("translate beam 5, 64 clients, 10% bad", cell)
