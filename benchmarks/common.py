@@ -17,18 +17,14 @@ THREADS = 2
 os.environ["OMP_NUM_THREADS"] = str(THREADS)
 os.environ["MKL_NUM_THREADS"] = str(THREADS)
 
-import argparse  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 
 from seq2seq.checkpoint import CheckpointError, resolve_checkpoint  # noqa: E402
-from seq2seq.commands.common import USER_ERRORS  # noqa: E402
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight matrices per recurrent layer
 
@@ -57,20 +53,6 @@ def seq2seq_command(task: str, verb: str, arguments: list[str]) -> list[str]:
     """The command line of a child process that runs ``seq2seq TASK VERB ARGUMENTS...`` with
     this interpreter (``python -m seq2seq``, the installed package)."""
     return [sys.executable, "-m", "seq2seq", task, verb, *arguments]
-
-
-def run_main(benchmark: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
-    """Run a benchmark; a user error (missing data, a bad config or checkpoint) ends it with its
-    message and exit status 2, an interrupt with status 130."""
-    try:
-        benchmark(args)
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
 
 
 def has_checkpoint(run_dir: Path) -> bool:

@@ -37,7 +37,8 @@ from typing import Any
 import aiohttp
 import httpx
 
-from benchmarks.common import Figures, result_line, run_main, say
+from benchmarks.common import Figures, result_line, say
+from seq2seq.commands.common import exit_status
 
 HOST = "127.0.0.1"
 
@@ -295,7 +296,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_main(run_benchmark, args)
+    return exit_status(run_benchmark, args)
 
 
 if __name__ == "__main__":

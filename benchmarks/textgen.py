@@ -42,7 +42,6 @@ from benchmarks.common import (
     has_checkpoint,
     matmul_peak,
     result_line,
-    run_main,
     say,
 )
 
@@ -53,6 +52,7 @@ from torch.nn import functional as F
 
 from seq2seq import TextGenerator, train
 from seq2seq.checkpoint import load_metadata
+from seq2seq.commands.common import exit_status
 from seq2seq.config import DecodeConfig, DecoderConfig, load_config, to_dict
 from seq2seq.data.lm_corpus import LMCorpus, load_lm_corpus, make_tokenizer
 from seq2seq.data.lm_stream import LMStream, Window
@@ -476,7 +476,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(run_benchmark, parse_args(argv))
+    return exit_status(run_benchmark, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ from benchmarks.common import (
     has_checkpoint,
     matmul_peak,
     result_line,
-    run_main,
     say,
     seq2seq_command,
 )
@@ -58,6 +57,7 @@ import torch
 
 from seq2seq import Hypothesis, Translator
 from seq2seq.checkpoint import load_metadata
+from seq2seq.commands.common import exit_status
 from seq2seq.config import DecodeConfig, DecoderConfig, TextEncoderConfig, load_config
 from seq2seq.data.parallel import (
     ParallelCorpus,
@@ -744,7 +744,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(run_benchmark, parse_args(argv))
+    return exit_status(run_benchmark, parse_args(argv))
 
 
 if __name__ == "__main__":

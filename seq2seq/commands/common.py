@@ -38,13 +38,19 @@ def run_command(command: Command, args: argparse.Namespace) -> int:
     """Run a subcommand; a user error ends it with its message and exit status 2."""
     if args.verb != "train":
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    return exit_status(command, args, "interrupted; the last checkpoint is kept, and the same command resumes from it")
+
+
+def exit_status(command: Command, args: argparse.Namespace, interrupted: str = "interrupted") -> int:
+    """Run ``command``: 0, or 2 with a user error's message as one line, or 130 with
+    ``interrupted`` on Ctrl-C (what the command line and the benchmarks share)."""
     try:
         command(args)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the last checkpoint is kept, and the same command resumes from it", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
     return 0
 
