@@ -67,6 +67,7 @@ from seq2seq.data.parallel import (
     read_lines,
 )
 from seq2seq.data.text_files import DataError
+from seq2seq.inference.translator import DecodeBatching
 from seq2seq.metrics import Score, corpus_bleu, corpus_chrf
 from seq2seq.models import build_translation_model
 from seq2seq.models.decoder import count_parameters
@@ -526,10 +527,10 @@ def search_configs(translator: Translator) -> dict[str, DecodeConfig]:
 
 
 def translate_lines(
-    translator: Translator, lines: list[str], decode: DecodeConfig, batch_size: int
+    translator: Translator, lines: list[str], decode: DecodeConfig, batching: DecodeBatching
 ) -> list[list[Hypothesis]]:
     """Raw lines to their translations: tokenising, batching by length, the search, detokenising."""
-    return translator.translate_data(translator.encode(lines), decode, batch_size)
+    return translator.translate_data(translator.encode(lines), decode, batching)
 
 
 def time_search(
@@ -537,7 +538,7 @@ def time_search(
 ) -> SearchRun:
     """Translate ``lines`` raw text to raw text, timing the whole call."""
     started = time.perf_counter()
-    results = translate_lines(translator, lines, decode, batch_size)
+    results = translate_lines(translator, lines, decode, DecodeBatching(batch_size))
     seconds = time.perf_counter() - started
     mean_length = sum(len(best.token_ids) for best, *_ in results) / len(results)
     return SearchRun(search, batch_size, seconds, len(lines), mean_length, [best.text for best, *_ in results])
@@ -545,7 +546,7 @@ def time_search(
 
 def warm_up(translator: Translator, lines: list[str]) -> None:
     """One small untimed translation, so that one-off costs fall outside the timings."""
-    translate_lines(translator, lines[:SPEED_BATCH], translator.decode_config(beam=BEAM), SPEED_BATCH)
+    translate_lines(translator, lines[:SPEED_BATCH], translator.decode_config(beam=BEAM), DecodeBatching(SPEED_BATCH))
 
 
 def measure_speed(translator: Translator, test: TestSet, batch_sizes: tuple[int, ...]) -> list[SearchRun]:

@@ -43,7 +43,7 @@ def run_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def served(run_dirs: dict[str, Path], limits: ServeLimits = LIMITS) -> list[ServedModel]:
-    return [ServedModel.load(f"tiny_{task}", task, str(path), "cpu", limits) for task, path in run_dirs.items()]  # type: ignore[arg-type]
+    return [ServedModel.load(f"tiny_{task}", task, str(path), limits, device="cpu") for task, path in run_dirs.items()]  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from seq2seq.config import ConfigError, DecodeConfig, DecoderConfig, TextEncoderConfig, TrainConfig
 from seq2seq.data.parallel import ParallelData, TextCodec, TokenBudgetBatcher, collate, encode_sources
 from seq2seq.data.ragged import RaggedIds
+from seq2seq.inference.translator import DecodeBatching
 from seq2seq.models import build_translation_model
 from seq2seq.run_configs import TranslationValidationConfig
 from seq2seq.text import Vocab, WordTokenizer
@@ -151,11 +152,11 @@ def test_translate_data_keeps_data_order_and_empty_sources() -> None:
     lines = [*data.source_lines[:4], "", *data.source_lines[4:]]
     inputs = encode_sources(lines, source)
     beam = DecodeConfig(method="beam", beam_size=3, n_best=2, max_length=12)
-    together = translate_data(model, inputs, target, beam, batch_sentences=3)
+    together = translate_data(model, inputs, target, beam, DecodeBatching(batch_sentences=3))
     assert len(together) == len(lines) and all(len(hypotheses) == 2 for hypotheses in together)
     assert [hypothesis.text for hypothesis in together[4]] == ["", ""]
     for index in (0, 5, 9):  # each sentence alone translates as it did in sorted batches
-        alone = translate_data(model, encode_sources([lines[index]], source), target, beam, batch_sentences=1)
+        alone = translate_data(model, encode_sources([lines[index]], source), target, beam, DecodeBatching(1))
         assert [h.token_ids for h in alone[0]] == [h.token_ids for h in together[index]]
     assert all(h.token_ids[-1] == Vocab.eos_id or len(h.token_ids) == beam.max_length for h in together[0])
 
@@ -163,7 +164,7 @@ def test_translate_data_keeps_data_order_and_empty_sources() -> None:
 def test_translate_data_searches_and_does_not_sample() -> None:
     data, source, target = toy_data(2, seed=4)
     with pytest.raises(ValueError, match="beam or greedy search"):
-        translate_data(tiny_model(source, target), data, target, DecodeConfig(method="sample"), 2)
+        translate_data(tiny_model(source, target), data, target, DecodeConfig(method="sample"), DecodeBatching(2))
 
 
 def test_first_sentences() -> None:

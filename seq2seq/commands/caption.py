@@ -3,6 +3,8 @@
   seq2seq caption train --config emoji_scratch
   seq2seq caption caption --checkpoint runs/emoji_scratch photo1.jpg photo2.png --beam 3 --attention-maps out/
   seq2seq caption evaluate --checkpoint runs/emoji_scratch --split test --beam 3 --baseline pixels
+  seq2seq caption evaluate --checkpoint runs/emoji_scratch --int8     # int8 against fp32: scores and speed
+  seq2seq caption caption --checkpoint runs/a runs/b -- photo1.jpg    # an ensemble of two ("--" ends the list)
 
 The tokenizer, vocabulary and image settings travel in every checkpoint, so captioning needs
 nothing but the checkpoint. With a frozen pretrained backbone (``image_encoder.finetune_blocks:
@@ -20,16 +22,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 from seq2seq.baselines import feature_vectors, nearest_neighbour_captions, pixel_vectors
-from seq2seq.caption_metrics import caption_scores
+from seq2seq.caption_metrics import CaptionScores, caption_scores
 from seq2seq.commands.common import (
     add_average_verb,
     add_checkpoint_arguments,
     add_search_arguments,
     add_train_verb,
+    describe_checkpoints,
+    loading_options,
     positive_int,
 )
 from seq2seq.config import DecodeConfig
@@ -40,6 +45,7 @@ from seq2seq.decoding import describe_decoding
 from seq2seq.inference.captioner import Captioner, caption_images
 from seq2seq.inference.hypothesis import Hypothesis
 from seq2seq.models import CNNEncoder
+from seq2seq.models.ensemble import first_model
 from seq2seq.training.caption_task import score_captions
 
 BASELINES = ("none", "pixels", "features")
@@ -55,7 +61,11 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
         "'path<TAB>score<TAB>caption' with --n-best N or --num-samples N.",
     )
     add_checkpoint_arguments(cap)
-    cap.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    cap.add_argument(
+        "images",
+        nargs="*",
+        help="image files (JPEG, PNG, ...); they may follow --checkpoint directly, since checkpoints are folders",
+    )
     cap.add_argument("--n-best", type=positive_int, help="print the N best captions of each image with their scores")
     cap.add_argument("--attention-maps", metavar="DIR", help="write one PNG per image: each word with its attention")
     add_decoding_arguments(cap)
@@ -66,7 +76,8 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
         help="BLEU-1..4, CIDEr-D and exact matches on the test or validation split",
         description="Caption a split of the training config's data and score the captions against all "
         "references (BLEU-1..4 by sacreBLEU, CIDEr-D by the COCO caption evaluation, exact matches), printing "
-        "the decoding settings; --baseline also scores the nearest-neighbour captioner.",
+        "the decoding settings; --baseline also scores the nearest-neighbour captioner. With --int8 the fp32 model "
+        "is scored too, and the change in scores and speed is printed.",
     )
     add_checkpoint_arguments(ev)
     ev.add_argument("--split", choices=["test", "valid"], default="test", help="which split to score (default: test)")
@@ -110,7 +121,8 @@ def decode_from_args(captioner: Captioner, args: argparse.Namespace) -> DecodeCo
 
 
 def caption(args: argparse.Namespace) -> None:
-    captioner = Captioner.from_checkpoint(args.checkpoint, args.device)
+    args.checkpoint, args.images = checkpoints_and_images(args.checkpoint, args.images)
+    captioner = Captioner.from_checkpoint(args.checkpoint, **loading_options(args))
     decode = decode_from_args(captioner, args)
     started = time.perf_counter()
     results = captioner.caption_with(args.images, decode, args.batch_size, attention=bool(args.attention_maps))
@@ -135,6 +147,16 @@ def caption(args: argparse.Namespace) -> None:
         raise DataError(f"{len(failed)} of {len(results)} image(s) could not be read")
 
 
+def checkpoints_and_images(given: list[str], images: list[str]) -> tuple[list[str], list[str]]:
+    """Splits what followed --checkpoint: checkpoints are folders, so the files among them (and
+    after them) are images, as in ``--checkpoint RUN photo.jpg``."""
+    checkpoints = [path for path in given if not Path(path).is_file()]
+    images = [path for path in given if Path(path).is_file()] + images
+    if not images:
+        raise ValueError("no images to caption: give image files after the checkpoint(s)")
+    return checkpoints, images
+
+
 def write_attention_maps(captioner: Captioner, captioned: list[tuple[str, Hypothesis]], directory: Path) -> list[Path]:
     """One PNG per image, each word of its caption with its attention over the image; files are
     numbered in input order, so that images of the same name in different folders never collide."""
@@ -148,7 +170,7 @@ def write_attention_maps(captioner: Captioner, captioned: list[tuple[str, Hypoth
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    captioner = Captioner.from_checkpoint(args.checkpoint, args.device)
+    captioner = Captioner.from_checkpoint(args.checkpoint, **loading_options(args))
     decode = decode_from_args(captioner, args)
     data = captioner.config.data
     sets = load_caption_sets(data)
@@ -156,24 +178,50 @@ def evaluate(args: argparse.Namespace) -> None:
     if not references:
         raise ValueError(f"the {args.split} split of {data.annotations} has no images")
     images = CaptionImages(references, captioner.transform, data.max_pixels)
-    started = time.perf_counter()
-    results = caption_images(
-        captioner.model, images, captioner.codec, decode, args.batch_size, attention=bool(args.attention_maps)
-    )
-    seconds = time.perf_counter() - started
-    print(f"checkpoint: {captioner.checkpoint}")
+    scored = score_split(captioner, images, decode, args.batch_size, attention=bool(args.attention_maps))
+    print(describe_checkpoints(captioner.checkpoints))
     print(f"split: {args.split}, {len(references):,} images ({data.annotations})")
-    print(f"decoding: {describe_decoding(decode)}, batches of {args.batch_size} images")
-    print(f"captioning time: {seconds:.1f} s, {len(references) / max(seconds, 1e-9):.1f} images/s")
+    print(f"decoding: {describe_decoding(decode)}, batches of {args.batch_size} images{', int8' if args.int8 else ''}")
+    print(f"captioning time: {scored.seconds:.1f} s, {scored.speed:.1f} images/s")
     if images.skips.total:
         print(f"unreadable images (scored with empty captions): {images.skips.summary()}")
-    print(f"model:    {score_captions(results, references)}")
+    print(f"model:    {scored.scores}")
+    if args.int8:
+        fp32 = score_split(Captioner.from_checkpoint(args.checkpoint, args.device), images, decode, args.batch_size)
+        print(f"fp32:     {fp32.scores}")
+        print(f"int8 against fp32: {scored.speed:.1f} vs {fp32.speed:.1f} images/s ({scored.speed / fp32.speed:.2f}x)")
     if args.baseline != "none":
         print(f"baseline: {baseline_scores(captioner, sets, references, args.baseline, args.batch_size)}")
     if args.attention_maps:
-        captioned = [(str(image.path), found[0]) for image, found in zip(references, results) if found is not None]
+        captioned = [
+            (str(image.path), found[0]) for image, found in zip(references, scored.results) if found is not None
+        ]
         write_attention_maps(captioner, captioned[: args.max_maps], Path(args.attention_maps))
         print(f"attention maps of the first {args.max_maps} images: {args.attention_maps}")
+
+
+@dataclass(frozen=True)
+class SplitScore:
+    """A split captioned and scored, and the captioning time."""
+
+    results: list[list[Hypothesis] | None]
+    scores: CaptionScores
+    seconds: float
+
+    @property
+    def speed(self) -> float:
+        """Images per second."""
+        return len(self.results) / max(self.seconds, 1e-9)
+
+
+def score_split(
+    captioner: Captioner, images: CaptionImages, decode: DecodeConfig, batch_size: int, attention: bool = False
+) -> SplitScore:
+    """Caption every image of ``images`` and score the captions against its references."""
+    started = time.perf_counter()
+    results = caption_images(captioner.model, images, captioner.codec, decode, batch_size, attention=attention)
+    seconds = time.perf_counter() - started
+    return SplitScore(results, score_captions(results, images.images), seconds)
 
 
 def baseline_scores(
@@ -186,7 +234,7 @@ def baseline_scores(
         query_vectors = pixel_vectors(references, max_pixels)
     else:
         transform = build_transform(captioner.config.data.transform, train=False)
-        encoder = cast(CNNEncoder, captioner.model.encoder)  # a captioning model's
+        encoder = cast(CNNEncoder, first_model(captioner.model).encoder)  # a captioning model's
         train_vectors = feature_vectors(encoder, CaptionImages(sets["train"], transform), batch)
         query_vectors = feature_vectors(encoder, CaptionImages(references, transform), batch)
     captions = nearest_neighbour_captions(train_vectors, sets["train"], query_vectors)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from seq2seq.averaging import average_checkpoints, latest_checkpoints
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError
 from seq2seq.data.text_files import DataError
+from seq2seq.quantization import QuantizationUnavailable
 from seq2seq.text import UnknownTokensError
 from seq2seq.training.run_lock import RunDirectoryBusy
 from seq2seq.training.tasks import DEFAULT_CONFIGS, train
@@ -29,6 +30,7 @@ USER_ERRORS = (
     ValueError,
     RunDirectoryBusy,
     TrainingDiverged,
+    QuantizationUnavailable,
 )
 
 Command = Callable[[argparse.Namespace], Any]
@@ -111,12 +113,60 @@ def add_train_verb(verbs: argparse._SubParsersAction, task: str, what: str) -> N
     parser.set_defaults(func=lambda args: train(task, args.config, args.overrides, args.run_dir, args.fresh))
 
 
-def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
-    """--checkpoint (a run directory or one step directory) and --device."""
-    parser.add_argument(
-        "--checkpoint", required=True, help="a run directory (its best checkpoint is used) or one checkpoint directory"
-    )
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, decoding: bool = True) -> None:
+    """--checkpoint (a run directory or one step directory) and --device; for ``decoding``,
+    several checkpoints (an ensemble) and the number format (--int8, --bf16)."""
+    if not decoding:
+        parser.add_argument(
+            "--checkpoint",
+            required=True,
+            help="a run directory (its best checkpoint is used) or one checkpoint directory",
+        )
+    else:
+        parser.add_argument(
+            "--checkpoint",
+            required=True,
+            nargs="+",
+            action="extend",
+            metavar="DIR",
+            help="a run directory (its best checkpoint is used) or one checkpoint directory; several (runs or "
+            "checkpoints that share the vocabulary) decode as an ensemble that averages their log-probabilities",
+        )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    if decoding:
+        add_number_format_arguments(parser)
+
+
+def add_number_format_arguments(parser: argparse.ArgumentParser) -> None:
+    """--int8 and --bf16, the number formats a model can decode in (fp32 without either)."""
+    formats = parser.add_mutually_exclusive_group()
+    formats.add_argument(
+        "--int8",
+        action="store_true",
+        help="int8 weights for the linear and recurrent layers (dynamic quantization; CPU only): faster decoding "
+        "for a small change in quality",
+    )
+    formats.add_argument(
+        "--bf16",
+        action="store_true",
+        help="decode in bfloat16: faster on CPUs with AMX or AVX512-BF16 and on GPUs, slower on other CPUs",
+    )
+
+
+def loading_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of ``from_checkpoint`` that --device, --int8 and --bf16 choose."""
+    return {
+        "device": args.device,
+        "dtype": "bfloat16" if args.bf16 else "float32",
+        "quantize": "int8" if args.int8 else None,
+    }
+
+
+def describe_checkpoints(checkpoints: Sequence[Path]) -> str:
+    """``checkpoint: DIR``, or for an ensemble ``ensemble of N checkpoints: DIR, DIR, ...``."""
+    if len(checkpoints) == 1:
+        return f"checkpoint: {checkpoints[0]}"
+    return f"ensemble of {len(checkpoints)} checkpoints: {', '.join(map(str, checkpoints))}"
 
 
 def add_average_verb(verbs: argparse._SubParsersAction, task: str) -> None:

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from seq2seq.commands.common import positive_int
+from seq2seq.commands.common import add_number_format_arguments, loading_options, positive_int
 
 TASK_FLAGS = {"translate": "translation", "caption": "captioning", "textgen": "text generation"}
 
@@ -38,6 +38,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    add_number_format_arguments(parser)
     limits = parser.add_argument_group("limits (each request beyond one is refused with a 4xx)")
     from seq2seq.serving.limits import ServeLimits  # dataclass only: no web framework needed for --help
 
@@ -84,7 +85,8 @@ def serve(args: argparse.Namespace) -> None:
     for task in TASK_FLAGS:
         for spec in getattr(args, task):
             name, checkpoint = model_spec(spec)
-            models.append(ServedModel.load(name, task, checkpoint, args.device, limits))  # type: ignore[arg-type]
+            loaded = ServedModel.load(name, task, checkpoint, limits, **loading_options(args))  # type: ignore[arg-type]
+            models.append(loaded)
     if not models:
         raise ValueError("nothing to serve: give at least one --translate, --caption or --textgen NAME=RUN_DIR")
     names = [model.name for model in models]

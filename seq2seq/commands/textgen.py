@@ -13,7 +13,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from seq2seq.commands.common import add_average_verb, add_checkpoint_arguments, add_train_verb, positive_int
+from seq2seq.commands.common import (
+    add_average_verb,
+    add_checkpoint_arguments,
+    add_train_verb,
+    loading_options,
+    positive_int,
+)
 from seq2seq.data.lm_corpus import encode_tokens, load_lm_corpus, unknown_tokens
 from seq2seq.data.text_files import DataError, decode_utf8, read_bytes, read_text
 from seq2seq.inference.text_generator import TextGenerator
@@ -52,7 +58,7 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
     gen.set_defaults(func=generate)
 
     ev = verbs.add_parser("evaluate", help="loss, bits per character/token and perplexity on held-out text")
-    add_checkpoint_arguments(ev)
+    add_checkpoint_arguments(ev, decoding=False)
     ev.add_argument("--text", help="score this whole text file instead of the training text's validation part")
     ev.add_argument("--window", type=positive_int, help="tokens per window (default: the training window)")
     ev.add_argument(
@@ -69,7 +75,7 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 
 
 def generate(args: argparse.Namespace) -> None:
-    generator = TextGenerator.from_checkpoint(args.checkpoint, args.device)
+    generator = TextGenerator.from_checkpoint(args.checkpoint, **loading_options(args))
     prime = read_prime(Path(args.prime_file)) if args.prime_file else args.prime
     options = dict(
         length=args.length,

@@ -4,6 +4,8 @@
   echo "Ein Mann fährt Fahrrad." | seq2seq translate translate --checkpoint runs/multi30k_de_en --beam 5
   seq2seq translate translate --checkpoint runs/multi30k_de_en --input test.de --output test.hyp --n-best 3
   seq2seq translate evaluate --checkpoint runs/multi30k_de_en --split test
+  seq2seq translate evaluate --checkpoint runs/multi30k_de_en --int8     # int8 against fp32: BLEU and speed
+  seq2seq translate translate --checkpoint runs/a runs/b runs/c --input test.de   # an ensemble of three
   seq2seq translate average --run-dir runs/multi30k_de_en --last 5 --output runs/multi30k_de_en/averaged
 
 The tokenizers and vocabularies travel in every checkpoint, so translating needs nothing but
@@ -20,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from seq2seq.commands.common import (
@@ -28,15 +30,17 @@ from seq2seq.commands.common import (
     add_checkpoint_arguments,
     add_search_arguments,
     add_train_verb,
+    describe_checkpoints,
+    loading_options,
     non_negative_int,
     positive_int,
 )
 from seq2seq.config import DecodeConfig
-from seq2seq.data.parallel import load_split, split_files
+from seq2seq.data.parallel import ParallelData, load_split, split_files
 from seq2seq.data.text_files import DataError, decode_utf8, split_lines
 from seq2seq.decoding import describe_decoding
-from seq2seq.inference.translator import Translation, Translator
-from seq2seq.metrics import corpus_bleu, corpus_chrf
+from seq2seq.inference.translator import DEFAULT_BATCH_TOKENS, DecodeBatching, Translation, Translator
+from seq2seq.metrics import Score, corpus_bleu, corpus_chrf
 from seq2seq.plots import plot_attention
 
 
@@ -67,7 +71,8 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
         "evaluate",
         help="sacreBLEU BLEU and chrF on the test or validation split",
         description="Translate a split of the training config's data and score it with sacreBLEU (BLEU and chrF, "
-        "detokenised, against the raw references), printing each score's signature and the decoding settings.",
+        "detokenised, against the raw references), printing each score's signature and the decoding settings. "
+        "With --int8 the fp32 model is scored too, and the change in BLEU, chrF and speed is printed.",
     )
     add_checkpoint_arguments(ev)
     ev.add_argument("--split", choices=["test", "valid"], default="test", help="which split to score (default: test)")
@@ -84,13 +89,23 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     add_search_arguments(parser)
     parser.add_argument(
-        "--batch-size", type=positive_int, default=64, help="sentences translated together (default: 64)"
+        "--batch-tokens",
+        type=non_negative_int,
+        help=f"source tokens times beams translated together, sentences grouped by length (default: "
+        f"{DEFAULT_BATCH_TOKENS:,}; 0: --batch-size sentences instead)",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, help="sentences translated together, instead of a token budget"
     )
     parser.add_argument(
         "--max-length-ratio",
         type=float,
         help="at most this many target tokens per source token (default: the config's decoding.max_length_ratio)",
     )
+
+
+def batching_from_args(args: argparse.Namespace) -> DecodeBatching:
+    return DecodeBatching.choose(args.batch_size, args.batch_tokens)
 
 
 def decode_from_args(translator: Translator, args: argparse.Namespace) -> DecodeConfig:
@@ -103,7 +118,7 @@ def decode_from_args(translator: Translator, args: argparse.Namespace) -> Decode
 
 
 def translate(args: argparse.Namespace) -> None:
-    translator = Translator.from_checkpoint(args.checkpoint, args.device)
+    translator = Translator.from_checkpoint(args.checkpoint, **loading_options(args))
     decode = decode_from_args(translator, args)
     scored = args.n_best is not None
     limit = translator.source_limit(args.max_source_tokens)
@@ -118,7 +133,7 @@ def translate(args: argparse.Namespace) -> None:
             raise DataError(f"input file not found: {path}")
         lines = input_lines(path.read_bytes(), f"input file {path}", path)
     started = time.perf_counter()
-    found = translator.translate_data(translator.encode(lines, limit), decode, args.batch_size)
+    found = translator.translate_data(translator.encode(lines, limit), decode, batching_from_args(args))
     text = format_translations([Translation(line, hypotheses) for line, hypotheses in zip(lines, found)], scored)
     seconds = time.perf_counter() - started
     if args.output is None:
@@ -158,7 +173,7 @@ def translate_interactively(translator: Translator, decode: DecodeConfig, scored
             return
         try:
             line = typed_line(raw)
-            found = translator.translate_data(translator.encode([line], limit), decode, 1)
+            found = translator.translate_data(translator.encode([line], limit), decode, DecodeBatching(1))
         except DataError as error:
             print(f"error: {error}", file=sys.stderr)
             continue
@@ -180,26 +195,59 @@ def typed_line(raw: bytes) -> str:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    translator = Translator.from_checkpoint(args.checkpoint, args.device)
+    translator = Translator.from_checkpoint(args.checkpoint, **loading_options(args))
     decode = decode_from_args(translator, args)
+    batching = batching_from_args(args)
     data_config = translator.config.data
     source_file, target_file = split_files(data_config, args.split)
     data = load_split(data_config, args.split, translator.source, translator.target)
-    started = time.perf_counter()
-    results = translator.translate_data(data, decode, args.batch_size)
-    seconds = time.perf_counter() - started
-    hypotheses = [best.text for best, *_ in results]
-    print(f"checkpoint: {translator.checkpoint}")
+    scored = score_split(translator, data, decode, batching)
+    print(describe_checkpoints(translator.checkpoints))
     print(f"split: {args.split}, {source_file} -> {target_file}, {len(data):,} sentences")
-    print(f"decoding: {describe_decoding(decode)}, batches of {args.batch_size} sentences")
-    print(f"translation time: {seconds:.1f} s, {len(data) / max(seconds, 1e-9):.1f} sentences/s")
-    references = data.target_lines
-    assert references is not None  # load_split reads both sides
-    print(corpus_bleu(hypotheses, references))
-    print(corpus_chrf(hypotheses, references))
+    print(f"decoding: {describe_decoding(decode)}, {batching.describe()}{', int8' if args.int8 else ''}")
+    print(f"translation time: {scored.seconds:.1f} s, {scored.speed:.1f} sentences/s")
+    print(scored.bleu)
+    print(scored.chrf)
+    if args.int8:
+        reference = Translator.from_checkpoint(args.checkpoint, args.device)
+        fp32 = score_split(reference, data, decode, batching)
+        print(
+            f"int8 against fp32: BLEU {scored.bleu.score:.2f} vs {fp32.bleu.score:.2f} "
+            f"({scored.bleu.score - fp32.bleu.score:+.2f}), chrF {scored.chrf.score:.2f} vs {fp32.chrf.score:.2f} "
+            f"({scored.chrf.score - fp32.chrf.score:+.2f}), {scored.speed:.1f} vs {fp32.speed:.1f} sentences/s "
+            f"({scored.speed / fp32.speed:.2f}x)"
+        )
     if args.attention_plot:
         plot_sentence_attention(translator, data.source_lines, decode, args.sentence, Path(args.attention_plot))
         print(f"attention plot of sentence {args.sentence}: {args.attention_plot}")
+
+
+@dataclass(frozen=True)
+class SplitScore:
+    """A split translated and scored: sacreBLEU's BLEU and chrF, and the decoding time."""
+
+    bleu: Score
+    chrf: Score
+    seconds: float
+    sentences: int
+
+    @property
+    def speed(self) -> float:
+        """Sentences per second."""
+        return self.sentences / max(self.seconds, 1e-9)
+
+
+def score_split(
+    translator: Translator, data: ParallelData, decode: DecodeConfig, batching: DecodeBatching
+) -> SplitScore:
+    """Translate ``data`` (a split with references) and score the best translations."""
+    started = time.perf_counter()
+    results = translator.translate_data(data, decode, batching)
+    seconds = time.perf_counter() - started
+    hypotheses = [best.text for best, *_ in results]
+    references = data.target_lines
+    assert references is not None  # load_split reads both sides
+    return SplitScore(corpus_bleu(hypotheses, references), corpus_chrf(hypotheses, references), seconds, len(data))
 
 
 def plot_sentence_attention(
@@ -215,7 +263,8 @@ def plot_sentence_attention(
     line = lines[number - 1]
     if not translator.encode([line]).sources[0].numel():
         raise ValueError(f"sentence {number} is empty, so there is nothing to align: pick another --sentence")
-    best = translator.translate_data(translator.encode([line]), replace(decode, n_best=1), 1, attention=True)[0][0]
+    one = DecodeBatching(1)
+    best = translator.translate_data(translator.encode([line]), replace(decode, n_best=1), one, attention=True)[0][0]
     if best.attention is None:
         raise ValueError(f"sentence {number} has an empty translation, so there is nothing to align")
     target_tokens = [translator.target.vocab.id_to_token(i) for i in best.token_ids]

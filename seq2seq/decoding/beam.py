@@ -26,6 +26,7 @@ from torch import Tensor
 from seq2seq.config import DecodeConfig
 from seq2seq.decoding.common import (
     FINISHED_CHECK_INTERVAL,
+    DecodingModel,
     Hypotheses,
     LiveRows,
     SpecialIds,
@@ -34,11 +35,10 @@ from seq2seq.decoding.common import (
     prime_decoder,
 )
 from seq2seq.decoding.processors import BanTokens, LogitsProcessor, MinLength, NoRepeatNGram, apply_processors
-from seq2seq.models.seq2seq import Seq2Seq
 
 
 def beam_search(
-    model: Seq2Seq,
+    model: DecodingModel,
     source: Tensor,
     config: DecodeConfig,
     special: SpecialIds,

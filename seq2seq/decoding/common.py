@@ -1,6 +1,6 @@
 """What greedy search, sampling and beam search share.
 
-The types a search takes and returns (``SpecialIds``, ``Hypotheses``), priming the decoder
+The types a search takes and returns (``DecodingModel``, ``SpecialIds``, ``Hypotheses``), priming the decoder
 with a prefix and repeating it for the copies of each input (``prime_decoder``), the rows
 still being decoded (``LiveRows``), the length limits of each row, and the oneDNN switch that
 stepping needs on CPU.
@@ -11,21 +11,71 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import overload
+from typing import Any, Protocol, overload
 
 import torch
 from torch import Tensor
 
 from seq2seq.config import DecodeConfig
-from seq2seq.models.decoder import DecoderState
-from seq2seq.models.encoders import EncoderOutput
-from seq2seq.models.seq2seq import Seq2Seq
 
 # Steps between the checks whether every sequence has finished (each one waits for the device).
 FINISHED_CHECK_INTERVAL = 4
 # Prefix tokens run through the decoder in one call: a prompt of any length primes in windows of
 # this size, the state carried from one to the next (one call over millions of tokens fails).
 PRIME_WINDOW = 1024
+
+
+class EncodedInputs(Protocol):
+    """What a model's ``encode`` returns for B inputs (an ``EncoderOutput``, or an ensemble's)."""
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def memory(self) -> Tensor | None:
+        """(B, S, H) what attention reads, or None."""
+        ...
+
+    @property
+    def mask(self) -> Tensor | None:
+        """(B, S) True at real positions, or None when all are."""
+        ...
+
+    def index_select(self, index: Tensor) -> Any:
+        """The same for rows ``index`` (B',): an object of this kind."""
+        ...
+
+
+class StepDecoder(Protocol):
+    """A decoder as the searches drive it: ``RNNDecoder``, or an ensemble's."""
+
+    def init_state(self, encoded: Any) -> Any:
+        """The state before the first token, for ``encode``'s output."""
+        ...
+
+    def prime(self, target_in: Tensor, encoded: Any, state: Any) -> Any:
+        """The state after reading target_in (B, T)."""
+        ...
+
+    def step(self, previous: Tensor, state: Any, encoded: Any) -> tuple[Tensor, Any, Tensor | None]:
+        """previous (B,) -> (B, V) scores whose log-softmax is the next token's distribution,
+        the new state (with ``index_select``), and the (B, S) attention weights or None."""
+        ...
+
+
+class DecodingModel(Protocol):
+    """What a search needs of a model: ``Seq2Seq``, or an ``Ensemble`` of them."""
+
+    training: bool
+
+    @property
+    def decoder(self) -> StepDecoder: ...
+
+    def encode(self, source: Tensor) -> EncodedInputs: ...
+
+    def eval(self) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
 
 
 @dataclass
@@ -80,13 +130,13 @@ class PrimedBatch:
     ``b * copies + i`` is copy i of input b.
     """
 
-    encoder_output: EncoderOutput
-    state: DecoderState
+    encoder_output: EncodedInputs
+    state: Any
     prefix: Tensor
 
 
 def prime_decoder(
-    model: Seq2Seq, source: Tensor, prefix: Tensor | None, special: SpecialIds, copies: int
+    model: DecodingModel, source: Tensor, prefix: Tensor | None, special: SpecialIds, copies: int
 ) -> PrimedBatch:
     """Encodes the input, runs the prefix but its last token through the decoder, and repeats.
 
@@ -105,7 +155,7 @@ def prime_decoder(
     primed = prefix.shape[1] - 1
     for start in range(0, primed, PRIME_WINDOW):
         window = prefix[:, start : min(start + PRIME_WINDOW, primed)]  # (B, W)
-        _, state = model.decoder(window, encoder_output, state, project=False)
+        state = model.decoder.prime(window, encoder_output, state)
     repeat = torch.arange(batch_size, device=prefix.device).repeat_interleave(copies)  # (B * copies,)
     return PrimedBatch(encoder_output.index_select(repeat), state.index_select(repeat), prefix.index_select(0, repeat))
 
@@ -181,7 +231,7 @@ class LiveRows:
         return LiveRows(self.rows.index_select(0, kept), self.total), kept
 
 
-def length_limits(config: DecodeConfig, encoder_output: EncoderOutput, device: torch.device) -> tuple[Tensor, Tensor]:
+def length_limits(config: DecodeConfig, encoder_output: EncodedInputs, device: torch.device) -> tuple[Tensor, Tensor]:
     """(rows,) the fewest tokens before eos and the most new tokens (eos included) of each row.
 
     A ratio applies to the row's source length: the minimum is rounded down, the maximum up.
@@ -199,7 +249,7 @@ def length_limits(config: DecodeConfig, encoder_output: EncoderOutput, device: t
     return min_lengths, max_lengths
 
 
-def source_lengths(encoder_output: EncoderOutput) -> Tensor:
+def source_lengths(encoder_output: EncodedInputs) -> Tensor:
     """(rows,) the real positions of each source: from the mask, or all positions of the memory."""
     if encoder_output.mask is not None:
         return encoder_output.mask.sum(dim=1)

@@ -19,6 +19,7 @@ from torch import Tensor
 from seq2seq.config import DecodeConfig
 from seq2seq.decoding.common import (
     FINISHED_CHECK_INTERVAL,
+    DecodingModel,
     Hypotheses,
     LiveRows,
     SpecialIds,
@@ -28,13 +29,12 @@ from seq2seq.decoding.common import (
 )
 from seq2seq.decoding.options import is_greedy
 from seq2seq.decoding.processors import LogitsProcessor, MinLength, apply_processors, build_processors
-from seq2seq.models.seq2seq import Seq2Seq
 
 TokenChooser = Callable[[Tensor], Tensor]
 
 
 def greedy_or_sample(
-    model: Seq2Seq,
+    model: DecodingModel,
     source: Tensor,
     config: DecodeConfig,
     special: SpecialIds,

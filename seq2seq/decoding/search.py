@@ -11,15 +11,14 @@ from torch import Tensor
 
 from seq2seq.config import DecodeConfig
 from seq2seq.decoding.beam import beam_search
-from seq2seq.decoding.common import Hypotheses, SpecialIds
+from seq2seq.decoding.common import DecodingModel, Hypotheses, SpecialIds
 from seq2seq.decoding.options import check_decode_config
 from seq2seq.decoding.processors import LogitsProcessor
 from seq2seq.decoding.sampling import greedy_or_sample
-from seq2seq.models.seq2seq import Seq2Seq
 
 
 def generate(
-    model: Seq2Seq,
+    model: DecodingModel,
     source: Tensor,
     config: DecodeConfig,
     special: SpecialIds,

@@ -16,14 +16,22 @@ import torch
 from PIL import Image, ImageOps
 from typing_extensions import Unpack
 
+from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import DecodeConfig
 from seq2seq.data.captions import CaptionImages, caption_batches
 from seq2seq.data.images import BadImageError, build_transform, failure_reason, fit_pixel_limit, load_rgb, to_rgb
 from seq2seq.data.parallel import TextCodec
 from seq2seq.decoding import generate
-from seq2seq.devices import resolve_device
 from seq2seq.inference.hypothesis import SPECIAL_IDS, Hypothesis, hypotheses_of_rows
-from seq2seq.inference.loading import metadata_entry, read_trained_run, ready_for_decoding
+from seq2seq.inference.loading import (
+    Checkpoints,
+    DecodableModel,
+    TrainedRun,
+    decoding_model,
+    metadata_entry,
+    read_trained_runs,
+)
+from seq2seq.inference.numerics import model_dtype
 from seq2seq.inference.options import SAMPLING_ONLY, SEARCH_ONLY, CaptionOptions, sampling_options, search_options
 from seq2seq.models import Seq2Seq, build_captioning_model
 from seq2seq.plots import plot_caption_attention
@@ -56,26 +64,50 @@ class CaptionResult:
 class Captioner:
     """A trained captioning model, loaded once, with its image settings and decoding defaults."""
 
-    def __init__(self, model: Seq2Seq, codec: TextCodec, config: CaptionConfig, checkpoint: Path) -> None:
+    def __init__(
+        self, model: DecodableModel, codec: TextCodec, config: CaptionConfig, checkpoints: Sequence[Path]
+    ) -> None:
         self.model = model
         self.codec = codec
         self.config = config
-        self.checkpoint = checkpoint
+        self.checkpoints = list(checkpoints)
         self.transform = build_transform(config.data.transform, train=False)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device = "auto") -> Captioner:
+    def from_checkpoint(
+        cls,
+        checkpoint: Checkpoints,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "float32",
+        quantize: str | None = None,
+    ) -> Captioner:
         """Load a run directory (its best checkpoint) or one step checkpoint directory.
 
-        The weights come from the checkpoint: no ImageNet download, even for a pretrained backbone.
+        device: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps. Several
+        checkpoints of runs that share the vocabulary decode as an ensemble (their
+        log-probabilities averaged at each step). dtype: float32, or bfloat16 where the CPU
+        (AMX, AVX512-BF16) or GPU has bf16 units; quantize="int8": int8 linear and recurrent
+        layers on the CPU (``seq2seq.inference.numerics``).
+        The members of an ensemble must read images alike (the same ``data.transform``); the
+        first checkpoint's decoding settings are the defaults. The weights come from the
+        checkpoint: no ImageNet download, even for a pretrained backbone.
         """
-        run = read_trained_run(checkpoint, TASK)
-        codec = TextCodec.from_dict(metadata_entry(run, "codec"))
-        config: CaptionConfig = run.config
-        encoder = replace(config.image_encoder, pretrained=False)
-        model = build_captioning_model(encoder, config.decoder, len(codec.vocab), Vocab.pad_id)
-        device = device if isinstance(device, torch.device) else resolve_device(device)
-        return cls(ready_for_decoding(model, run, device), codec, config, run.directory)
+        runs = read_trained_runs(checkpoint, TASK)
+        check_same_transform(runs)
+        codec = TextCodec.from_dict(metadata_entry(runs[0], "codec"))
+
+        def build(run: TrainedRun) -> Seq2Seq:
+            config: CaptionConfig = run.config
+            encoder = replace(config.image_encoder, pretrained=False)
+            return build_captioning_model(encoder, config.decoder, len(codec.vocab), Vocab.pad_id)
+
+        model = decoding_model(runs, build, device, dtype, quantize)
+        return cls(model, codec, runs[0].config, [run.directory for run in runs])
+
+    @property
+    def checkpoint(self) -> Path:
+        """The (first) checkpoint's directory."""
+        return self.checkpoints[0]
 
     @property
     def device(self) -> torch.device:
@@ -143,7 +175,7 @@ class Captioner:
         readable = [index for index in range(len(images)) if index not in errors]
         found: list[list[Hypothesis]] = []
         if pixels:
-            batch = torch.stack(pixels).to(self.device)  # (B, 3, S, S)
+            batch = torch.stack(pixels).to(self.device, model_dtype(self.model))  # (B, 3, S, S)
             found = hypotheses_of_rows(generate(self.model, batch, decode, SPECIAL_IDS), self.codec, attention)
         captions = dict(zip(readable, found))
         return [CaptionResult(names[i], captions.get(i, []), errors.get(i)) for i in range(len(images))]
@@ -181,8 +213,20 @@ def image_name(image: ImageInput, index: int) -> str:
     return str(image)
 
 
+def check_same_transform(runs: Sequence[TrainedRun]) -> None:
+    """Refuses an ensemble whose members read images differently (size, crop, normalisation)."""
+    first = runs[0]
+    for run in runs[1:]:
+        if run.config.data.transform != first.config.data.transform:
+            raise CheckpointError(
+                f"{run.directory} and {first.directory} read images differently (data.transform "
+                f"{run.config.data.transform} against {first.config.data.transform}): an ensemble gives every member "
+                "the same pixels, so pick checkpoints trained with the same image settings"
+            )
+
+
 def caption_images(
-    model: Seq2Seq,
+    model: DecodableModel,
     images: CaptionImages,
     codec: TextCodec,
     decode: DecodeConfig,
@@ -196,7 +240,8 @@ def caption_images(
     device = next(model.parameters()).device
     results: list[list[Hypothesis] | None] = [None] * len(images)
     for batch in caption_batches(images, batch_images, shuffle=False, num_workers=num_workers):
-        found = generate(model, batch.images.to(device), decode, SPECIAL_IDS)  # tokens (B, N, T)
+        images_in = batch.images.to(device, model_dtype(model))  # (B, 3, S, S) or cached features
+        found = generate(model, images_in, decode, SPECIAL_IDS)  # tokens (B, N, T)
         for index, hypotheses in zip(batch.indices.tolist(), hypotheses_of_rows(found, codec, attention)):
             results[index] = hypotheses
     return results

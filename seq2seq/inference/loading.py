@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,7 +12,16 @@ from torch import nn
 
 from seq2seq.checkpoint import CheckpointError, load_metadata, load_weights, resolve_checkpoint
 from seq2seq.config import from_dict
+from seq2seq.devices import resolve_device
+from seq2seq.inference.numerics import with_numerics
+from seq2seq.models import Seq2Seq
+from seq2seq.models.ensemble import Ensemble
 from seq2seq.run_configs import METADATA_ENTRIES, TASK_CONFIGS, upgrade_config
+
+#: One checkpoint (a run directory or a step directory), or several to decode as an ensemble.
+Checkpoints = str | Path | Sequence[str | Path]
+#: What the inference classes decode with: one model, or an ensemble of several.
+DecodableModel = Seq2Seq | Ensemble
 
 
 @dataclass
@@ -46,6 +56,45 @@ def read_trained_run(checkpoint: str | Path, task: str) -> TrainedRun:
         names = ", ".join(map(repr, missing))
         raise CheckpointError(f"{directory / 'model.json'} has no {names} entry: the checkpoint is incomplete")
     return TrainedRun(directory, metadata, from_dict(TASK_CONFIGS[task], upgrade_config(task, metadata["config"])))
+
+
+def read_trained_runs(checkpoints: Checkpoints, task: str) -> list[TrainedRun]:
+    """``read_trained_run`` for each of ``checkpoints``; several must share their tokenizers and
+    vocabularies (they will decode as an ensemble)."""
+    paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+    if not paths:
+        raise ValueError("give at least one checkpoint")
+    runs = [read_trained_run(path, task) for path in paths]
+    check_same_vocabularies(runs, task)
+    return runs
+
+
+def check_same_vocabularies(runs: Sequence[TrainedRun], task: str) -> None:
+    """Refuses checkpoints whose tokenizers or vocabularies differ, naming the two."""
+    first = runs[0]
+    for run in runs[1:]:
+        for key in METADATA_ENTRIES[task]:
+            if run.metadata[key] != first.metadata[key]:
+                raise CheckpointError(
+                    f"{run.directory} and {first.directory} have different {key!r} entries (tokenizer and "
+                    "vocabulary): an ensemble decodes with one vocabulary, so its checkpoints must come from runs "
+                    "that share it (the same data and tokenizer settings, e.g. several checkpoints of one run, "
+                    "or runs that differ only in their seed)"
+                )
+
+
+def decoding_model(
+    runs: Sequence[TrainedRun],
+    build: Callable[[TrainedRun], Seq2Seq],
+    device: str | torch.device,
+    dtype: str | torch.dtype = "float32",
+    quantize: str | None = None,
+) -> DecodableModel:
+    """The model of each run (``build`` makes it from the run's config) with its weights, on
+    ``device``, in ``dtype`` or quantized (``with_numerics``); an ``Ensemble`` of several."""
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    models = [with_numerics(ready_for_decoding(build(run), run, device), dtype, quantize) for run in runs]
+    return models[0] if len(models) == 1 else Ensemble(models).eval()
 
 
 def metadata_entry(run: TrainedRun, key: str) -> Any:

@@ -20,8 +20,14 @@ from typing_extensions import Unpack
 from seq2seq.config import DecodeConfig
 from seq2seq.data.parallel import TextCodec
 from seq2seq.decoding import LogitsProcessor, SpecialIds, check_decode_config, generate
-from seq2seq.devices import resolve_device
-from seq2seq.inference.loading import metadata_entry, read_trained_run, ready_for_decoding
+from seq2seq.inference.loading import (
+    Checkpoints,
+    DecodableModel,
+    TrainedRun,
+    decoding_model,
+    metadata_entry,
+    read_trained_runs,
+)
 from seq2seq.inference.options import SamplingOptions, sampling_options
 from seq2seq.models import Seq2Seq, build_language_model
 from seq2seq.models.encoders import empty_source
@@ -47,23 +53,48 @@ class GeneratedText:
 class TextGenerator:
     """A trained language model, loaded once, with its tokenizer and generation defaults."""
 
-    def __init__(self, model: Seq2Seq, codec: TextCodec, config: TextGenConfig, checkpoint: Path) -> None:
+    def __init__(
+        self, model: DecodableModel, codec: TextCodec, config: TextGenConfig, checkpoints: Sequence[Path]
+    ) -> None:
         self.model = model
         self.codec = codec
         self.config = config
-        self.checkpoint = checkpoint
+        self.checkpoints = list(checkpoints)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device = "auto") -> TextGenerator:
-        """Load a run directory (its best checkpoint) or one step checkpoint directory."""
-        run = read_trained_run(checkpoint, TASK)
+    def from_checkpoint(
+        cls,
+        checkpoint: Checkpoints,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "float32",
+        quantize: str | None = None,
+    ) -> TextGenerator:
+        """Load a run directory (its best checkpoint) or one step checkpoint directory.
+
+        device: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps. Several
+        checkpoints of runs that share the vocabulary decode as an ensemble (their
+        log-probabilities averaged at each step). dtype: float32, or bfloat16 where the CPU
+        (AMX, AVX512-BF16) or GPU has bf16 units; quantize="int8": int8 linear and recurrent
+        layers on the CPU (``seq2seq.inference.numerics``).
+        The first checkpoint's generation settings are the defaults.
+        """
+        runs = read_trained_runs(checkpoint, TASK)
+        first = runs[0]
         codec = TextCodec(
-            tokenizer_from_dict(metadata_entry(run, "tokenizer")), Vocab.from_dict(metadata_entry(run, "vocab"))
+            tokenizer_from_dict(metadata_entry(first, "tokenizer")), Vocab.from_dict(metadata_entry(first, "vocab"))
         )
-        config: TextGenConfig = run.config
-        model = build_language_model(config.decoder, len(codec.vocab), Vocab.pad_id)
-        device = device if isinstance(device, torch.device) else resolve_device(device)
-        return cls(ready_for_decoding(model, run, device), codec, config, run.directory)
+
+        def build(run: TrainedRun) -> Seq2Seq:
+            config: TextGenConfig = run.config
+            return build_language_model(config.decoder, len(codec.vocab), Vocab.pad_id)
+
+        model = decoding_model(runs, build, device, dtype, quantize)
+        return cls(model, codec, first.config, [run.directory for run in runs])
+
+    @property
+    def checkpoint(self) -> Path:
+        """The (first) checkpoint's directory."""
+        return self.checkpoints[0]
 
     @property
     def device(self) -> torch.device:

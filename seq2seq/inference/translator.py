@@ -19,9 +19,15 @@ from seq2seq.config import DecodeConfig
 from seq2seq.data.parallel import ParallelData, TextCodec, TokenBudgetBatcher, encode_sources
 from seq2seq.data.text_files import DataError
 from seq2seq.decoding import generate
-from seq2seq.devices import resolve_device
 from seq2seq.inference.hypothesis import EMPTY, SPECIAL_IDS, Hypothesis, hypotheses_of_rows
-from seq2seq.inference.loading import metadata_entry, read_trained_run, ready_for_decoding
+from seq2seq.inference.loading import (
+    Checkpoints,
+    DecodableModel,
+    TrainedRun,
+    decoding_model,
+    metadata_entry,
+    read_trained_runs,
+)
 from seq2seq.inference.options import SearchOptions, search_options
 from seq2seq.models import Seq2Seq, build_translation_model
 from seq2seq.run_configs import TranslationConfig
@@ -32,6 +38,10 @@ TASK = "translate"
 #: or UNBOUNDED_TRAINING_LIMIT when training kept pairs of every length.
 SOURCE_LIMIT_FACTOR = 4
 UNBOUNDED_TRAINING_LIMIT = 1024
+#: Source tokens times beams per batch when translating (``DecodeBatching``), and the
+#: sentences per batch when batching by sentences.
+DEFAULT_BATCH_TOKENS = 6000
+DEFAULT_BATCH_SENTENCES = 64
 
 
 @dataclass(frozen=True)
@@ -75,29 +85,53 @@ class Translator:
     """A trained translation model, loaded once, with its tokenizers and decoding defaults."""
 
     def __init__(
-        self, model: Seq2Seq, source: TextCodec, target: TextCodec, config: TranslationConfig, checkpoint: Path
+        self,
+        model: DecodableModel,
+        source: TextCodec,
+        target: TextCodec,
+        config: TranslationConfig,
+        checkpoints: Sequence[Path],
     ) -> None:
         self.model = model
         self.source = source
         self.target = target
         self.config = config
-        self.checkpoint = checkpoint
+        self.checkpoints = list(checkpoints)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device = "auto") -> Translator:
+    def from_checkpoint(
+        cls,
+        checkpoint: Checkpoints,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "float32",
+        quantize: str | None = None,
+    ) -> Translator:
         """Load a run directory (its best checkpoint) or one step checkpoint directory.
 
-        device: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps.
+        device: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps. Several
+        checkpoints of runs that share the vocabulary decode as an ensemble (their
+        log-probabilities averaged at each step). dtype: float32, or bfloat16 where the CPU
+        (AMX, AVX512-BF16) or GPU has bf16 units; quantize="int8": int8 linear and recurrent
+        layers on the CPU (``seq2seq.inference.numerics``).
+        The first checkpoint's decoding settings are the defaults.
         """
-        run = read_trained_run(checkpoint, TASK)
-        source = TextCodec.from_dict(metadata_entry(run, "source"))
-        target = TextCodec.from_dict(metadata_entry(run, "target"))
-        config: TranslationConfig = run.config
-        model = build_translation_model(
-            config.encoder, config.decoder, len(source.vocab), len(target.vocab), Vocab.pad_id
-        )
-        device = device if isinstance(device, torch.device) else resolve_device(device)
-        return cls(ready_for_decoding(model, run, device), source, target, config, run.directory)
+        runs = read_trained_runs(checkpoint, TASK)
+        source = TextCodec.from_dict(metadata_entry(runs[0], "source"))
+        target = TextCodec.from_dict(metadata_entry(runs[0], "target"))
+
+        def build(run: TrainedRun) -> Seq2Seq:
+            config: TranslationConfig = run.config
+            return build_translation_model(
+                config.encoder, config.decoder, len(source.vocab), len(target.vocab), Vocab.pad_id
+            )
+
+        model = decoding_model(runs, build, device, dtype, quantize)
+        return cls(model, source, target, runs[0].config, [run.directory for run in runs])
+
+    @property
+    def checkpoint(self) -> Path:
+        """The (first) checkpoint's directory."""
+        return self.checkpoints[0]
 
     @property
     def device(self) -> torch.device:
@@ -112,22 +146,25 @@ class Translator:
     def translate(
         self,
         lines: str | Sequence[str],
-        batch_size: int = 64,
+        batch_size: int | None = None,
         attention: bool = False,
         max_source_tokens: int | None = None,
+        batch_tokens: int | None = None,
         **options: Unpack[SearchOptions],
     ) -> list[Translation]:
         """The translations of raw text lines, one ``Translation`` per line, in input order.
 
-        Lines are batched ``batch_size`` at a time in order of length; an empty line gets the
-        empty translation. ``options`` choose the search (``decode_config``), e.g. ``beam=5,
-        n_best=2``; attention: keep each hypothesis's (T, S) attention over the source tokens.
-        A line of more than ``max_source_tokens`` tokens is refused with a DataError naming it
-        (default: ``source_limit``; 0: no limit).
+        Lines are batched in order of length (``DecodeBatching.choose``): ``batch_tokens`` source
+        tokens times beams at a time, or ``batch_size`` sentences when only that is given;
+        an empty line gets the empty translation. ``options`` choose the search
+        (``decode_config``), e.g. ``beam=5, n_best=2``; attention: keep each hypothesis's
+        (T, S) attention over the source tokens. A line of more than ``max_source_tokens``
+        tokens is refused with a DataError naming it (default: ``source_limit``; 0: no limit).
         """
         lines = [lines] if isinstance(lines, str) else list(lines)
         data = self.encode(lines, self.source_limit(max_source_tokens))
-        found = self.translate_data(data, self.decode_config(**options), batch_size, attention)
+        batching = DecodeBatching.choose(batch_size, batch_tokens)
+        found = self.translate_data(data, self.decode_config(**options), batching, attention)
         return [Translation(line, hypotheses) for line, hypotheses in zip(lines, found)]
 
     def source_limit(self, max_source_tokens: int | None = None) -> int:
@@ -159,10 +196,10 @@ class Translator:
         return data
 
     def translate_data(
-        self, data: ParallelData, decode: DecodeConfig, batch_size: int, attention: bool = False
+        self, data: ParallelData, decode: DecodeConfig, batching: DecodeBatching, attention: bool = False
     ) -> list[list[Hypothesis]]:
         """The hypotheses of every source of ``data``, in data order: ``translate_data``."""
-        return translate_data(self.model, data, self.target, decode, batch_size, attention)
+        return translate_data(self.model, data, self.target, decode, batching, attention)
 
     def source_tokens(self, line: str) -> list[str]:
         """The source tokens of ``line`` as the model reads them (what attention is over)."""
@@ -205,18 +242,52 @@ def _padded(rows: list[list[int]], pad: int) -> torch.Tensor:
     return torch.tensor([row + [pad] * (width - len(row)) for row in rows], dtype=torch.long)
 
 
+@dataclass(frozen=True)
+class DecodeBatching:
+    """How sources are grouped for decoding, longest first.
+
+    batch_tokens: each batch holds at most this many padded source tokens times the beam size
+                  (the rows the decoder runs); 0: ``batch_sentences`` sources per batch instead
+    """
+
+    batch_sentences: int = DEFAULT_BATCH_SENTENCES
+    batch_tokens: int = 0
+
+    @classmethod
+    def choose(cls, batch_size: int | None = None, batch_tokens: int | None = None) -> DecodeBatching:
+        """By ``batch_tokens`` when given (0: by sentences), by ``batch_size`` sentences when
+        only that is given, else by DEFAULT_BATCH_TOKENS."""
+        for name, value in (("batch_size", batch_size), ("batch_tokens", batch_tokens)):
+            if value is not None and value < (1 if name == "batch_size" else 0):
+                raise ValueError(f"{name} must be >= {1 if name == 'batch_size' else 0}, got {value}")
+        if batch_tokens is None:
+            batch_tokens = 0 if batch_size is not None else DEFAULT_BATCH_TOKENS
+        return cls(batch_size or DEFAULT_BATCH_SENTENCES, batch_tokens)
+
+    def batcher(self, data: ParallelData, beam_size: int) -> TokenBudgetBatcher:
+        if self.batch_tokens:
+            per_row = max(1, self.batch_tokens // beam_size)
+            return TokenBudgetBatcher(data, batch_tokens=per_row, shuffle=False)
+        return TokenBudgetBatcher(data, batch_sentences=self.batch_sentences, shuffle=False)
+
+    def describe(self) -> str:
+        if self.batch_tokens:
+            return f"batches of {self.batch_tokens:,} source tokens x beams"
+        return f"batches of {self.batch_sentences} sentences"
+
+
 def translate_data(
-    model: Seq2Seq,
+    model: DecodableModel,
     data: ParallelData,
     target: TextCodec,
     decode: DecodeConfig,
-    batch_sentences: int,
+    batching: DecodeBatching,
     attention: bool = False,
 ) -> list[list[Hypothesis]]:
     """The ``decode.n_best`` translations of every source of ``data``, best first, in data order.
 
-    Sources are batched ``batch_sentences`` at a time in order of length, so that padding stays
-    small; an empty source is not batched and gets the empty translation.
+    Sources are batched by ``batching`` in order of length, so that padding stays small; an
+    empty source is not batched and gets the empty translation.
     """
     if decode.method not in ("beam", "greedy"):
         raise ValueError(f"translation decodes with beam or greedy search, got method {decode.method!r}")
@@ -224,8 +295,7 @@ def translate_data(
     results = [[EMPTY] * decode.n_best for _ in range(len(data))]
     if not any(len(ids) for ids in data.sources):
         return results
-    batcher = TokenBudgetBatcher(data, batch_sentences=batch_sentences, shuffle=False)
-    for batch in batcher.batches():
+    for batch in batching.batcher(data, decode.beam_size).batches():
         found = generate(model, batch.source.to(device), decode, SPECIAL_IDS)  # tokens (B, N, T)
         indices = batch.indices.tolist()
         lengths = [len(data.sources[index]) for index in indices]

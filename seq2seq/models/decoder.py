@@ -37,6 +37,7 @@ from torch.nn import functional as F
 from seq2seq.config import AttentionQuery, Bridge, ConfigError, DecoderConfig, check_config
 from seq2seq.models.attention import Attention, build_attention
 from seq2seq.models.encoders import RNN_CELLS, EncoderOutput
+from seq2seq.models.recurrent_maps import FusedWeights, RecurrentMaps, StepLinears
 
 ATTENTION_QUERIES = typing.get_args(AttentionQuery)
 BRIDGES = typing.get_args(Bridge)
@@ -84,33 +85,32 @@ class DecoderState:
         return cls(*state) if isinstance(state, tuple) else cls(state)
 
 
-# One layer of one step from precomputed input gates: (gates, hidden, cell, w_hh, b_hh) ->
+# One layer of one step from its input and recurrent gates: (gates, recurrent, hidden, cell) ->
 # (hidden, cell). The gate layouts are PyTorch's, so the fused modules' weights serve as they are.
-CellStep = Callable[[Tensor, Tensor, Tensor | None, Tensor, Tensor], tuple[Tensor, Tensor | None]]
+CellStep = Callable[[Tensor, Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor | None]]
 
 
-def _lstm_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:
-    """gates: (B, 4H) input gates (i, f, g, o); hidden, cell: (B, H)."""
+def _lstm_step(gates: Tensor, recurrent: Tensor, hidden: Tensor, cell: Tensor | None) -> tuple[Tensor, Tensor]:
+    """gates, recurrent: (B, 4H) input and recurrent gates (i, f, g, o); hidden, cell: (B, H)."""
     assert cell is not None  # an LSTM state always has a cell
-    gates = gates + F.linear(hidden, w_hh, b_hh)  # (B, 4H)
-    input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
+    input_gate, forget_gate, candidate, output_gate = (gates + recurrent).chunk(4, dim=1)
     cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
     return torch.sigmoid(output_gate) * torch.tanh(cell), cell
 
 
-def _gru_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, None]:
-    """gates: (B, 3H) input gates (r, z, n); hidden: (B, H)."""
+def _gru_step(gates: Tensor, recurrent: Tensor, hidden: Tensor, cell: Tensor | None) -> tuple[Tensor, None]:
+    """gates, recurrent: (B, 3H) input and recurrent gates (r, z, n); hidden: (B, H)."""
     size = hidden.shape[1]
     input_gates, input_candidate = gates.split([2 * size, size], dim=1)
-    recurrent_gates, recurrent_candidate = F.linear(hidden, w_hh, b_hh).split([2 * size, size], dim=1)
+    recurrent_gates, recurrent_candidate = recurrent.split([2 * size, size], dim=1)
     reset, update = torch.sigmoid(input_gates + recurrent_gates).chunk(2, dim=1)  # (B, H) each
     candidate = torch.tanh(input_candidate + reset * recurrent_candidate)
     return candidate + update * (hidden - candidate), None
 
 
-def _tanh_step(gates: Tensor, hidden: Tensor, cell: Tensor | None, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, None]:
-    """gates: (B, H) input part of an Elman RNN; hidden: (B, H)."""
-    return torch.tanh(gates + F.linear(hidden, w_hh, b_hh)), None
+def _tanh_step(gates: Tensor, recurrent: Tensor, hidden: Tensor, cell: Tensor | None) -> tuple[Tensor, None]:
+    """gates, recurrent: (B, H) input and recurrent parts of an Elman RNN; hidden: (B, H)."""
+    return torch.tanh(gates + recurrent), None
 
 
 CELL_STEPS: dict[str, CellStep] = {"lstm": _lstm_step, "gru": _gru_step, "rnn": _tanh_step}
@@ -145,7 +145,8 @@ class RNNDecoder(nn.Module):
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.layer_dropout = config.dropout if config.num_layers > 1 else 0.0
         feed_size = config.hidden_size if config.input_feeding else 0
-        # The fused module; with input feeding, ``_cells`` runs its weights one step at a time.
+        # The fused module; with input feeding, ``_cells`` runs its weights one step at a time
+        # (through ``step_linears`` once ``separate_step_weights`` has copied them).
         self.rnn = RNN_CELLS[config.cell](
             config.embedding_size + feed_size,
             config.hidden_size,
@@ -178,6 +179,20 @@ class RNNDecoder(nn.Module):
         self.output = nn.Linear(output_in, vocab_size)
         if config.tie_embeddings:
             self.output.weight = self.embedding.weight
+        self.step_linears: StepLinears | None = None
+
+    def separate_step_weights(self) -> None:
+        """Copies the RNN's weights into ``step_linears``, which input feeding then steps with:
+        linear modules that dynamic quantization converts (for decoding; training keeps
+        updating the fused module's weights, so a model to train must not call this)."""
+        if self.input_feeding:
+            self.step_linears = StepLinears(self.rnn, self.embedding_size)
+
+    def _recurrent_maps(self) -> RecurrentMaps:
+        """The products of one position: the copies when made, else the fused weights."""
+        if self.step_linears is not None:
+            return self.step_linears
+        return FusedWeights(self.rnn, self.embedding_size)
 
     def prepare(self, encoder_output: EncoderOutput) -> EncoderOutput:
         """The encoder output with the attention's keys, computed once per source.
@@ -240,6 +255,10 @@ class RNNDecoder(nn.Module):
         outputs = self._project(features) if project else self._output_features(features)
         return (outputs, state, weights) if return_attention else (outputs, state)
 
+    def prime(self, target_in: Tensor, encoder_output: EncoderOutput, state: DecoderState) -> DecoderState:
+        """The state after reading target_in (B, T) under teacher forcing (a prompt, a prefix)."""
+        return self(target_in, encoder_output, state, project=False)[1]
+
     def step(
         self, previous: Tensor, state: DecoderState, encoder_output: EncoderOutput
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
@@ -253,9 +272,8 @@ class RNNDecoder(nn.Module):
         weights: Tensor | None
         if self.input_feeding:
             self._check_input_feed(state)
-            embedding_weight, feed_weight = self._first_layer_weights()
-            gates = F.linear(embedded, embedding_weight, self._first_layer_bias())  # (B, G)
-            features, state, weights = self._feed_step(gates, feed_weight, state, encoder_output)
+            maps = self._recurrent_maps()
+            features, state, weights = self._feed_step(maps.embedding_gates(embedded), maps, state, encoder_output)
         else:
             features, state, weights = self._fused(embedded.unsqueeze(1), state, encoder_output)
             features = features.squeeze(1)  # (B, H)
@@ -288,36 +306,35 @@ class RNNDecoder(nn.Module):
         embedded: (B, T, E) -> features (B, T, H), the new state, weights (B, T, S).
         """
         self._check_input_feed(state)
-        embedding_weight, feed_weight = self._first_layer_weights()
-        gates = F.linear(embedded, embedding_weight, self._first_layer_bias())  # (B, T, G)
+        maps = self._recurrent_maps()
+        gates = maps.embedding_gates(embedded)  # (B, T, G)
         features, weights = [], []
         for position_gates in gates.unbind(1):  # unbind, not indexing: one gradient copy, not T
-            attentional, state, position_weights = self._feed_step(position_gates, feed_weight, state, encoder_output)
+            attentional, state, position_weights = self._feed_step(position_gates, maps, state, encoder_output)
             features.append(attentional)
             weights.append(position_weights)
         return torch.stack(features, dim=1), state, torch.stack(weights, dim=1)
 
     def _feed_step(
-        self, embedding_gates: Tensor, feed_weight: Tensor, state: DecoderState, encoder_output: EncoderOutput
+        self, embedding_gates: Tensor, maps: RecurrentMaps, state: DecoderState, encoder_output: EncoderOutput
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One position with input feeding.
 
         embedding_gates: (B, G) the embedding's share of the first layer's input gates, bias
-        included; feed_weight: (G, H) the columns that read the input feed. Returns the
-        attentional vector (B, H), the new state and weights (B, S).
+        included. Returns the attentional vector (B, H), the new state and weights (B, S).
         """
         assert state.input_feed is not None  # the callers ran _check_input_feed
         if not self.query_is_current:
             context, weights = self._attend(state.hidden[-1], encoder_output)
-        gates = torch.addmm(embedding_gates, state.input_feed, feed_weight.t())  # (B, G)
-        hidden, cell = self._cells(gates, state)  # (L, B, H)
+        gates = maps.feed_gates(embedding_gates, state.input_feed)  # (B, G)
+        hidden, cell = self._cells(gates, maps, state)  # (L, B, H)
         if self.query_is_current:
             context, weights = self._attend(hidden[-1], encoder_output)
         attentional = self._attentional(hidden[-1], context)  # (B, H)
         return attentional, DecoderState(hidden, cell, attentional), weights
 
-    def _cells(self, first_gates: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:
-        """Every layer for one position, with the fused module's weights.
+    def _cells(self, first_gates: Tensor, maps: RecurrentMaps, state: DecoderState) -> tuple[Tensor, Tensor | None]:
+        """Every layer for one position.
 
         first_gates: (B, G) input gates of the first layer. Returns hidden and cell (L, B, H).
         """
@@ -325,27 +342,15 @@ class RNNDecoder(nn.Module):
         cells: list[Tensor] = []
         gates = first_gates
         previous_cells = [None] * self.num_layers if state.cell is None else state.cell.unbind(0)
-        layers = zip(self.rnn.all_weights, state.hidden.unbind(0), previous_cells)
-        for layer, ((w_ih, w_hh, b_ih, b_hh), hidden, cell) in enumerate(layers):
+        for layer, (hidden, cell) in enumerate(zip(state.hidden.unbind(0), previous_cells)):
             if layer > 0:
                 below = F.dropout(hiddens[-1], self.layer_dropout, self.training)
-                gates = F.linear(below, w_ih, b_ih)  # (B, G)
-            hidden, cell = self.cell_step(gates, hidden, cell, w_hh, b_hh)
+                gates = maps.input_gates(layer, below)  # (B, G)
+            hidden, cell = self.cell_step(gates, maps.recurrent_gates(layer, hidden), hidden, cell)
             hiddens.append(hidden)
             if cell is not None:  # every layer's, exactly when the state has cells (an LSTM)
                 cells.append(cell)
         return torch.stack(hiddens), None if state.cell is None else torch.stack(cells)
-
-    def _first_layer_weights(self) -> tuple[Tensor, Tensor]:
-        """The first layer's input weights split into the columns that read the embedding
-        (G, E) and those that read the input feed (G, H)."""
-        weight = typing.cast(Tensor, self.rnn.weight_ih_l0)  # nn.RNNBase sets its weights by name
-        embedding_weight, feed_weight = weight.split([self.embedding_size, self.hidden_size], dim=1)
-        return embedding_weight, feed_weight
-
-    def _first_layer_bias(self) -> Tensor:
-        """The first layer's input bias (G,)."""
-        return typing.cast(Tensor, self.rnn.bias_ih_l0)  # nn.RNNBase sets its weights by name
 
     def _attend(self, query: Tensor, encoder_output: EncoderOutput) -> tuple[Tensor, Tensor]:
         """query: (B, [T,] H) -> context (B, [T,] Hm), weights (B, [T,] S)"""

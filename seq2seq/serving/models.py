@@ -13,6 +13,7 @@ from PIL import Image
 from seq2seq.config import DecodeConfig, to_dict
 from seq2seq.data.images import BadImageError, failure_reason
 from seq2seq.inference import Captioner, Hypothesis, TextGenerator, Translator
+from seq2seq.inference.translator import DecodeBatching
 from seq2seq.models.decoder import count_parameters
 from seq2seq.serving.batching import DynamicBatcher
 from seq2seq.serving.limits import ServeLimits
@@ -70,8 +71,20 @@ class ServedModel:
         self.batcher = DynamicBatcher(self._decode_batch, limits.max_batch, quiet, wait, name)
 
     @classmethod
-    def load(cls, name: str, task: Task, checkpoint: str, device: str, limits: ServeLimits) -> ServedModel:
-        return cls(name, task, LOADERS[task].from_checkpoint(checkpoint, device=device), limits)
+    def load(
+        cls,
+        name: str,
+        task: Task,
+        checkpoint: str,
+        limits: ServeLimits,
+        device: str = "auto",
+        dtype: str = "float32",
+        quantize: str | None = None,
+    ) -> ServedModel:
+        """The checkpoint of ``task`` loaded on ``device`` in ``dtype`` or quantized (see
+        ``Translator.from_checkpoint``)."""
+        loaded = LOADERS[task].from_checkpoint(checkpoint, device=device, dtype=dtype, quantize=quantize)
+        return cls(name, task, loaded, limits)
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/models`` says of the model."""
@@ -98,7 +111,7 @@ class ServedModel:
         """Runs on the model's worker thread: a batch of lines or of uploaded images."""
         if self.task == "translate":
             data = self.model.encode(items)
-            return self.model.translate_data(data, key.decode, len(items), key.attention)
+            return self.model.translate_data(data, key.decode, DecodeBatching(len(items)), key.attention)
         return self._caption_uploads(items, key)
 
     def _caption_uploads(self, uploads: list[Upload], key: BatchKey) -> list[CaptionOutcome]:

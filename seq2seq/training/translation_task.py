@@ -31,7 +31,7 @@ from seq2seq.data.parallel import (
 )
 from seq2seq.decoding import check_decode_config
 from seq2seq.inference.options import search_options
-from seq2seq.inference.translator import translate_data
+from seq2seq.inference.translator import DecodeBatching, translate_data
 from seq2seq.metrics import corpus_bleu, corpus_chrf, perplexity
 from seq2seq.models import Seq2Seq, build_translation_model
 from seq2seq.run_configs import MODEL_SECTIONS, TranslationConfig, TranslationValidationConfig
@@ -117,7 +117,9 @@ class TranslationTask:
         """BLEU and chrF of the (first N) validation sentences' translations."""
         data = first_sentences(self.valid, self.validation.max_sentences)
         seq2seq_model = cast(Seq2Seq, model)  # the trainer validates the model this task built
-        translations = translate_data(seq2seq_model, data, self.target, self.decode, self.validation.batch_sentences)
+        translations = translate_data(
+            seq2seq_model, data, self.target, self.decode, DecodeBatching(self.validation.batch_sentences)
+        )
         hypotheses = [best.text for best, *_ in translations]
         references = data.target_lines
         assert references is not None  # the validation split keeps its references

@@ -1,0 +1,145 @@
+"""Several trained models of one task and vocabulary decoding as one.
+
+At each step every member runs its own decoder on its own state and encoder output, and the
+ensemble's next-token distribution is the average of the members' log-probabilities
+(renormalised by the search's softmax: a normalised geometric mean of their distributions).
+The encoder outputs and states travel together (``EnsembleEncoding``, ``EnsembleState``), so
+a beam search that reorders rows reorders every member's. The searches themselves do not know
+an ensemble from a single model: both offer ``encode`` and a ``decoder`` with ``init_state``,
+``prime`` and ``step`` (``seq2seq.decoding.common.DecodingModel``).
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from seq2seq.models.attention import Attention
+from seq2seq.models.decoder import DecoderState, RNNDecoder
+from seq2seq.models.encoders import EncoderOutput
+from seq2seq.models.seq2seq import Seq2Seq
+
+
+@dataclass
+class EnsembleEncoding:
+    """Each member's encoder output for the same B inputs."""
+
+    members: list[EncoderOutput]
+
+    @property
+    def batch_size(self) -> int:
+        return self.members[0].batch_size
+
+    @property
+    def memory(self) -> Tensor | None:
+        """The first member's (B, S, H) memory: its S positions are every member's."""
+        return self.members[0].memory
+
+    @property
+    def mask(self) -> Tensor | None:
+        """(B, S) True at real positions (the same for every member)."""
+        return self.members[0].mask
+
+    def index_select(self, index: Tensor) -> EnsembleEncoding:
+        """Every member's rows ``index`` (B',)."""
+        return EnsembleEncoding([output.index_select(index) for output in self.members])
+
+
+@dataclass
+class EnsembleState:
+    """Each member's decoder state."""
+
+    members: list[DecoderState]
+
+    def index_select(self, index: Tensor) -> EnsembleState:
+        """Every member's rows ``index`` (B',)."""
+        return EnsembleState([state.index_select(index) for state in self.members])
+
+
+class EnsembleDecoder:
+    """The members' decoders stepping together; their log-probabilities averaged."""
+
+    def __init__(self, decoders: Sequence[RNNDecoder]) -> None:
+        self.decoders = list(decoders)
+
+    @property
+    def attention(self) -> Attention | None:
+        """The first member's attention that exists (None when no member attends)."""
+        return next((decoder.attention for decoder in self.decoders if decoder.attention is not None), None)
+
+    def init_state(self, encoding: EnsembleEncoding) -> EnsembleState:
+        return EnsembleState([d.init_state(e) for d, e in zip(self.decoders, encoding.members)])
+
+    def prime(self, target_in: Tensor, encoding: EnsembleEncoding, state: EnsembleState) -> EnsembleState:
+        """Every member's state after reading target_in (B, T) under teacher forcing."""
+        members = zip(self.decoders, encoding.members, state.members)
+        return EnsembleState([d.prime(target_in, e, s) for d, e, s in members])
+
+    def step(
+        self, previous: Tensor, state: EnsembleState, encoding: EnsembleEncoding
+    ) -> tuple[Tensor, EnsembleState, Tensor | None]:
+        """previous: (B,). Returns the (B, V) mean log-probabilities, the new states and the
+        members' mean (B, S) attention weights (None without attention)."""
+        log_probs, states, weights = [], [], []
+        for decoder, member_state, member_encoding in zip(self.decoders, state.members, encoding.members):
+            logits, new_state, attention = decoder.step(previous, member_state, member_encoding)
+            log_probs.append(logits.float().log_softmax(dim=-1))
+            states.append(new_state)
+            if attention is not None:
+                weights.append(attention)
+        return torch.stack(log_probs).mean(dim=0), EnsembleState(states), _mean_attention(weights)
+
+
+def _mean_attention(weights: list[Tensor]) -> Tensor | None:
+    """The mean of the members' (B, S) attention weights when they share a shape; else the
+    first member's (members over image grids of different sizes)."""
+    if not weights:
+        return None
+    if all(w.shape == weights[0].shape for w in weights):
+        return torch.stack(weights).mean(dim=0)
+    return weights[0]
+
+
+class Ensemble(nn.Module):
+    """Trained models of one task and vocabulary that decode as one (see the module docstring).
+
+    ``forward`` (teacher forcing, for forced scoring) returns the members' mean (B, T, V)
+    log-probabilities where a single model returns logits: the softmax of either is the
+    model's distribution.
+    """
+
+    def __init__(self, members: Sequence[Seq2Seq]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 models, got {len(members)}")
+        self.members = nn.ModuleList(members)
+        self.decoder = EnsembleDecoder([member.decoder for member in members])
+
+    @property
+    def models(self) -> list[Seq2Seq]:
+        """The members, in order."""
+        return typing.cast(list[Seq2Seq], list(self.members))
+
+    def encode(self, source: Tensor) -> EnsembleEncoding:
+        """Every member's prepared encoder output for source (B, ...)."""
+        return EnsembleEncoding([member.encode(source) for member in self.models])
+
+    def forward(self, source: Tensor, target_in: Tensor) -> tuple[Tensor, EnsembleState]:
+        """source: the task's input; target_in: (B, T). Returns (B, T, V) mean log-probabilities
+        and the members' states after the last position."""
+        log_probs, states = [], []
+        for member in self.models:
+            logits, state = member(source, target_in)[:2]
+            log_probs.append(logits.float().log_softmax(dim=-1))
+            states.append(state)
+        return torch.stack(log_probs).mean(dim=0), EnsembleState(states)
+
+
+def first_model(model: Seq2Seq | Ensemble) -> Seq2Seq:
+    """The model itself, or an ensemble's first member (for what one model's parts answer,
+    such as image features)."""
+    return model.models[0] if isinstance(model, Ensemble) else model

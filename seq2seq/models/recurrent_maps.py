@@ -1,0 +1,121 @@
+"""The decoder's recurrent arithmetic for one position, as linear maps.
+
+With input feeding the decoder runs its RNN one position at a time (see ``decoder.py``). Each
+position needs four kinds of matrix products, all in PyTorch's gate layouts (G = 4H for an
+LSTM, 3H for a GRU, H for an Elman RNN):
+
+- the first layer's input gates from the embedding (its input bias included),
+- the first layer's input gates from the input feed (the last attentional vector),
+- a higher layer's input gates from the layer below,
+- every layer's recurrent gates from its hidden state (its recurrent bias included).
+
+``FusedWeights`` computes them from the fused ``nn.LSTM``/``nn.GRU``/``nn.RNN`` module's own
+parameters: one set of weights that training updates. ``StepLinears`` holds copies of the
+same weights as ``nn.Linear`` modules, the form that PyTorch's dynamic quantization converts
+to int8 (``seq2seq.quantization``); the decoder uses them once ``separate_step_weights`` made
+them.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+class RecurrentMaps(Protocol):
+    """The four products of one position (sizes: E embedding, H hidden, G gates)."""
+
+    def embedding_gates(self, embedded: Tensor) -> Tensor:
+        """(B, [T,] E) -> (B, [T,] G) the first layer's input gates, input bias included."""
+        ...
+
+    def feed_gates(self, gates: Tensor, feed: Tensor) -> Tensor:
+        """(B, G) embedding gates plus the (B, H) input feed's share -> (B, G)."""
+        ...
+
+    def input_gates(self, layer: int, below: Tensor) -> Tensor:
+        """(B, H) output of the layer below -> (B, G) input gates of ``layer`` >= 1, bias included."""
+        ...
+
+    def recurrent_gates(self, layer: int, hidden: Tensor) -> Tensor:
+        """(B, H) hidden state of ``layer`` -> (B, G) its recurrent gates, bias included."""
+        ...
+
+
+@dataclass
+class FusedWeights:
+    """The products computed with the fused RNN module's parameters themselves."""
+
+    rnn: nn.RNNBase
+    embedding_size: int
+
+    def parameter(self, name: str) -> Tensor:
+        """The fused module's parameter ``name`` (weight_ih_l0, bias_hh_l1, ...)."""
+        return typing.cast(Tensor, getattr(self.rnn, name))  # nn.RNNBase sets its weights by name
+
+    def embedding_gates(self, embedded: Tensor) -> Tensor:
+        weight = self.parameter("weight_ih_l0")[:, : self.embedding_size]  # (G, E)
+        return F.linear(embedded, weight, self.parameter("bias_ih_l0"))
+
+    def feed_gates(self, gates: Tensor, feed: Tensor) -> Tensor:
+        weight = self.parameter("weight_ih_l0")[:, self.embedding_size :]  # (G, H)
+        return torch.addmm(gates, feed, weight.t())
+
+    def input_gates(self, layer: int, below: Tensor) -> Tensor:
+        return F.linear(below, self.parameter(f"weight_ih_l{layer}"), self.parameter(f"bias_ih_l{layer}"))
+
+    def recurrent_gates(self, layer: int, hidden: Tensor) -> Tensor:
+        return F.linear(hidden, self.parameter(f"weight_hh_l{layer}"), self.parameter(f"bias_hh_l{layer}"))
+
+
+class StepLinears(nn.Module):
+    """Copies of a fused RNN's weights as ``nn.Linear`` modules, for dynamic quantization.
+
+    embedding: the first layer's embedding columns (E -> G, input bias)
+    feed:      the first layer's input-feed columns (H -> G, no bias)
+    inputs:    layers 1.. (H -> G each)
+    recurrent: every layer (H -> G each)
+    """
+
+    def __init__(self, rnn: nn.RNNBase, embedding_size: int) -> None:
+        super().__init__()
+        fused = FusedWeights(rnn, embedding_size)
+        first = fused.parameter("weight_ih_l0")  # (G, E + H)
+        self.embedding = _linear_of(first[:, :embedding_size], fused.parameter("bias_ih_l0"))
+        self.feed = _linear_of(first[:, embedding_size:], None)
+        self.inputs = nn.ModuleList(
+            _linear_of(fused.parameter(f"weight_ih_l{layer}"), fused.parameter(f"bias_ih_l{layer}"))
+            for layer in range(1, rnn.num_layers)
+        )
+        self.recurrent = nn.ModuleList(
+            _linear_of(fused.parameter(f"weight_hh_l{layer}"), fused.parameter(f"bias_hh_l{layer}"))
+            for layer in range(rnn.num_layers)
+        )
+
+    def embedding_gates(self, embedded: Tensor) -> Tensor:
+        return typing.cast(Tensor, self.embedding(embedded))
+
+    def feed_gates(self, gates: Tensor, feed: Tensor) -> Tensor:
+        return gates + self.feed(feed)
+
+    def input_gates(self, layer: int, below: Tensor) -> Tensor:
+        return typing.cast(Tensor, self.inputs[layer - 1](below))
+
+    def recurrent_gates(self, layer: int, hidden: Tensor) -> Tensor:
+        return typing.cast(Tensor, self.recurrent[layer](hidden))
+
+
+def _linear_of(weight: Tensor, bias: Tensor | None) -> nn.Linear:
+    """An ``nn.Linear`` holding copies of (out, in) ``weight`` and (out,) ``bias``."""
+    out_features, in_features = weight.shape
+    linear = nn.Linear(in_features, out_features, bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        if bias is not None:
+            linear.bias.copy_(bias)
+    return linear
