@@ -3,7 +3,9 @@
 ``quantize_int8(model)`` turns the weights of every ``nn.Linear``, ``nn.GRU`` and ``nn.LSTM``
 into int8 with a scale per tensor; activations are quantized on the fly at each call, so no
 calibration data is needed. Embeddings, convolutions, attention arithmetic and the softmax
-stay fp32. It is applied after loading: checkpoints stay fp32. The decoder's input-feeding
+stay fp32, as do the layers a module names in its ``fp32_layers`` (those whose weights it
+reads directly, such as Bahdanau attention's energy vector). It is applied after loading:
+checkpoints stay fp32. The decoder's input-feeding
 step runs its RNN weights through ``nn.Linear`` copies (``RNNDecoder.separate_step_weights``)
 so that those are quantized too.
 
@@ -19,7 +21,7 @@ are fast today, and ``QuantizationUnavailable`` says why when a build or CPU has
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar, cast
 
 import torch
@@ -52,6 +54,8 @@ def quantize_int8(model: ModelT) -> ModelT:
     for module in model.modules():
         if isinstance(module, RNNDecoder):
             module.separate_step_weights()
+        for name in getattr(module, "fp32_layers", ()):
+            getattr(module, name).qconfig = None  # a module's own qconfig overrides the layer types below
     with warnings.catch_warnings():
         # The deprecation of torch.ao.quantization (see the module docstring) and of the
         # quantized tensor type it builds on.
@@ -64,10 +68,15 @@ def quantize_int8(model: ModelT) -> ModelT:
 
 def select_engine() -> str:
     """Sets and returns the fastest quantized engine this build has for this CPU."""
-    supported = torch.backends.quantized.supported_engines
+    engine = choose_engine(torch.backends.quantized.supported_engines)
+    torch.backends.quantized.engine = engine
+    return engine
+
+
+def choose_engine(supported: Sequence[str]) -> str:
+    """The first of ENGINES among the ``supported`` ones; QuantizationUnavailable when none is."""
     for engine in ENGINES:
         if engine in supported:
-            torch.backends.quantized.engine = engine
             return engine
     raise QuantizationUnavailable(
         f"this PyTorch build has no int8 CPU engine (it has {', '.join(supported) or 'none'}; int8 decoding needs "

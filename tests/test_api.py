@@ -15,6 +15,7 @@ from torch import Tensor, nn
 import seq2seq
 from seq2seq import Captioner, TextGenerator, Translator, register_encoder, train
 from seq2seq.config import TextEncoderConfig
+from seq2seq.inference.translator import DEFAULT_BATCH_SENTENCES, DEFAULT_BATCH_TOKENS, DecodeBatching
 from seq2seq.models import EncoderOutput
 from seq2seq.text import UnknownTokensError, Vocab
 from tests.conftest import TINY_TEXTGEN, make_text
@@ -58,6 +59,23 @@ def test_ten_thousand_lines_come_back_in_input_order(translator: Translator) -> 
     assert [result.source for result in results] == lines
     alone = {line: translator.translate([line], greedy=True)[0].text for line in sources}
     assert all(result.text == ("" if not line else alone[line]) for line, result in zip(lines, results))
+
+
+def test_batches_by_token_budget_give_what_batches_by_sentences_give(translator: Translator) -> None:
+    sources, _ = make_pairs(60, seed=4)
+    by_sentences = translator.translate(sources, beam=3, batch_size=7)
+    by_tokens = translator.translate(sources, beam=3, batch_tokens=60)  # 20 source tokens per batch
+    assert [r.text for r in by_tokens] == [r.text for r in by_sentences]
+    assert [r.score for r in by_tokens] == pytest.approx([r.score for r in by_sentences], abs=1e-4)
+    data = translator.encode(sources)
+    planned = DecodeBatching(batch_tokens=60).batcher(data, beam_size=3).plan()
+    lengths = [len(ids) for ids in data.sources]
+    assert len(planned) > 1 and all(max(lengths[i] for i in batch) * len(batch) <= 20 for batch in planned)
+    assert DecodeBatching.choose() == DecodeBatching(DEFAULT_BATCH_SENTENCES, DEFAULT_BATCH_TOKENS)
+    assert DecodeBatching.choose(batch_size=16) == DecodeBatching(16, 0)
+    assert DecodeBatching.choose(batch_size=16, batch_tokens=900) == DecodeBatching(16, 900)
+    with pytest.raises(ValueError, match="batch_tokens must be >= 0"):
+        translator.translate(sources, batch_tokens=-1)
 
 
 def test_score_is_the_log_probability_of_the_given_translation(translator: Translator) -> None:

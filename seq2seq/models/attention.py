@@ -71,6 +71,10 @@ class BahdanauAttention(Attention):
     most of a step's memory for a little compute.
     """
 
+    #: Layers whose weights ``score`` reads directly instead of calling them: they stay fp32
+    #: when a model is quantized (``seq2seq.quantization``).
+    fp32_layers = ("energy",)
+
     def __init__(self, query_size: int, memory_size: int, attention_size: int) -> None:
         super().__init__()
         self.memory_projection = nn.Linear(memory_size, attention_size, bias=False)

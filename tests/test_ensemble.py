@@ -1,0 +1,146 @@
+"""Ensembles: several models decoding as one inside the greedy, sampled and beam searches,
+loaded from several checkpoints through the API and the command line."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2seq import Translator, train
+from seq2seq.checkpoint import CheckpointError
+from seq2seq.config import DecodeConfig, DecoderConfig, TextEncoderConfig
+from seq2seq.decoding import SpecialIds, generate
+from seq2seq.models import Seq2Seq, build_translation_model
+from seq2seq.models.ensemble import Ensemble
+from tests.conftest import TINY_TEXTGEN, make_text, run_recipe
+from tests.test_translate_recipe import TINY_TRANSLATE, make_pairs, write_corpus
+
+SPECIAL = SpecialIds(pad=0, bos=1, eos=2, unk=3)
+VOCAB = 13
+
+
+def tiny_translation_model(seed: int, input_feeding: bool = False, cell: str = "gru") -> Seq2Seq:
+    torch.manual_seed(seed)
+    decoder = DecoderConfig(
+        cell=cell, embedding_size=8, hidden_size=12, attention="bahdanau", input_feeding=input_feeding
+    )
+    encoder = TextEncoderConfig(cell=cell, embedding_size=8, hidden_size=6)
+    return build_translation_model(encoder, decoder, VOCAB, VOCAB, SPECIAL.pad).eval()
+
+
+def sources() -> torch.Tensor:
+    """(3, 5) source ids, the last row padded."""
+    return torch.tensor([[4, 5, 6, 7, 8], [9, 10, 11, 4, 5], [6, 7, 8, 0, 0]])
+
+
+BEAM = DecodeConfig(method="beam", beam_size=4, n_best=4, max_length=9)
+GREEDY = DecodeConfig(method="greedy", max_length=9)
+SAMPLE = DecodeConfig(method="sample", num_samples=3, seed=5, max_length=9)
+
+
+@pytest.mark.parametrize("config", [BEAM, GREEDY, SAMPLE], ids=["beam", "greedy", "sample"])
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_an_ensemble_of_one_model_twice_decodes_as_the_model(config: DecodeConfig, input_feeding: bool) -> None:
+    model = tiny_translation_model(0, input_feeding)
+    alone = generate(model, sources(), config, SPECIAL)
+    twice = generate(Ensemble([model, copy.deepcopy(model)]), sources(), config, SPECIAL)
+    assert torch.equal(alone.tokens, twice.tokens)
+    torch.testing.assert_close(alone.scores, twice.scores)
+    assert alone.attention is not None and twice.attention is not None
+    torch.testing.assert_close(alone.attention, twice.attention)
+
+
+def test_each_step_averages_the_members_log_probabilities() -> None:
+    first, second = tiny_translation_model(0), tiny_translation_model(1, input_feeding=True)
+    ensemble = Ensemble([first, second])
+    source = sources()
+    encoded = ensemble.encode(source)
+    state = ensemble.decoder.init_state(encoded)
+    previous = torch.full((3,), SPECIAL.bos)
+    combined, _, _ = ensemble.decoder.step(previous, state, encoded)
+    expected = []
+    for member in (first, second):
+        member_encoded = member.encode(source)
+        logits, _, _ = member.decoder.step(previous, member.decoder.init_state(member_encoded), member_encoded)
+        expected.append(logits.log_softmax(-1))
+    torch.testing.assert_close(combined, (expected[0] + expected[1]) / 2)
+
+
+@pytest.mark.parametrize("config", [BEAM, GREEDY], ids=["beam", "greedy"])
+def test_ensemble_scores_are_the_ensembles_forced_scores_of_its_hypotheses(config: DecodeConfig) -> None:
+    """Beam search reorders every member's state: if one member's state went astray, the
+    search's scores would differ from those of teacher forcing the same tokens."""
+    ensemble = Ensemble([tiny_translation_model(0), tiny_translation_model(1, True), tiny_translation_model(2)])
+    found = generate(ensemble, sources(), config, SPECIAL)
+    for row in range(3):
+        for rank in range(found.tokens.shape[1]):
+            length = int(found.lengths[row, rank])
+            if length == 0:
+                continue
+            tokens = found.tokens[row, rank, :length]
+            target_in = torch.cat([torch.tensor([SPECIAL.bos]), tokens[:-1]]).unsqueeze(0)  # (1, T)
+            with torch.no_grad():
+                mean_log_probs, _ = ensemble(sources()[row : row + 1], target_in)  # (1, T, V)
+            forced = mean_log_probs.log_softmax(-1)[0].gather(-1, tokens.unsqueeze(-1)).sum()
+            assert float(found.scores[row, rank]) == pytest.approx(float(forced), abs=1e-4)
+
+
+def test_an_ensemble_needs_two_models() -> None:
+    with pytest.raises(ValueError, match="at least 2 models"):
+        Ensemble([tiny_translation_model(0)])
+
+
+# ---- loading several checkpoints -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two translation runs on the same data with different seeds, one on other data (another
+    vocabulary), and a text generation run."""
+    folder = tmp_path_factory.mktemp("ensemble")
+    data = write_corpus(folder / "data")
+    other_data = write_corpus(folder / "other", seed=4)
+    tiny = [*TINY_TRANSLATE, "train.max_steps=20"]
+    found = {}
+    for name, seed, corpus in (("a", 1, data), ("b", 2, data), ("other", 1, other_data)):
+        train("translate", "multi30k_de_en", [*tiny, *corpus, f"train.seed={seed}"], folder / name)
+        found[name] = folder / name
+    text = folder / "text.txt"
+    text.write_text(make_text(3000), encoding="utf-8")
+    train("textgen", "shakespeare_char", [*TINY_TEXTGEN, f"data.path={text}", "train.max_steps=5"], folder / "lm")
+    found["lm"] = folder / "lm"
+    return found
+
+
+def test_translator_loads_several_checkpoints_as_an_ensemble(runs: dict[str, Path]) -> None:
+    ensemble = Translator.from_checkpoint([runs["a"], runs["b"]], device="cpu")
+    assert isinstance(ensemble.model, Ensemble) and ensemble.checkpoints[1].parent.parent == runs["b"]
+    lines, _ = make_pairs(6, seed=9)
+    results = ensemble.translate(lines, beam=3, n_best=2)
+    assert [result.source for result in results] == lines and all(len(r.hypotheses) == 2 for r in results)
+    single = Translator.from_checkpoint(runs["a"], device="cpu")
+    forced = ensemble.score(lines[:2], [results[0].text, results[1].text])
+    assert forced[0].log_probability == pytest.approx(results[0].score, abs=1e-3)
+    assert single.score(lines[:1], [results[0].text])[0].log_probability != pytest.approx(results[0].score, abs=1e-3)
+
+
+def test_checkpoints_with_other_vocabularies_or_tasks_are_refused(runs: dict[str, Path]) -> None:
+    with pytest.raises(CheckpointError, match="different 'source' entries.*one vocabulary"):
+        Translator.from_checkpoint([runs["a"], runs["other"]], device="cpu")
+    with pytest.raises(CheckpointError, match="holds a 'textgen' model, not a 'translate' model"):
+        Translator.from_checkpoint([runs["a"], runs["lm"]], device="cpu")
+
+
+def test_the_command_line_translates_with_an_ensemble(runs: dict[str, Path], tmp_path: Path) -> None:
+    source = tmp_path / "input.de"
+    lines, _ = make_pairs(4, seed=9)
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = ["translate", "--checkpoint", str(runs["a"]), str(runs["b"]), "--input", str(source), "--greedy"]
+    result = run_recipe("translate.py", *args)
+    expected = Translator.from_checkpoint([runs["a"], runs["b"]], device="cpu").translate(lines, greedy=True)
+    assert result.stdout.splitlines() == [found.text for found in expected]
+    evaluated = run_recipe("translate.py", "evaluate", "--checkpoint", str(runs["a"]), str(runs["b"]), "--greedy")
+    assert "ensemble of 2 checkpoints" in evaluated.stdout and "BLEU" in evaluated.stdout

@@ -1,0 +1,140 @@
+"""Decoding in other number formats: int8 dynamic quantization and bf16, through the model,
+the API and the command line; and the decoder's step weights as separate linear layers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from seq2seq import Captioner, TextGenerator, Translator, train
+from seq2seq.decoding import generate
+from seq2seq.inference.numerics import decoding_dtype, with_numerics
+from seq2seq.models.decoder import RNNDecoder
+from seq2seq.quantization import QuantizationUnavailable, choose_engine, quantize_int8
+from tests.conftest import TINY_TEXTGEN, make_text, run_recipe
+from tests.test_caption_recipe import TINY_CAPTION, write_dataset
+from tests.test_ensemble import BEAM, GREEDY, SPECIAL, sources, tiny_translation_model
+from tests.test_translate_recipe import TINY_TRANSLATE, make_pairs, write_corpus
+
+
+def quantized_layer_names(model: nn.Module) -> set[str]:
+    return {name for name, module in model.named_modules() if type(module).__module__.startswith("torch.ao.nn")}
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_separate_step_weights_compute_what_the_fused_weights_do(cell: str, input_feeding: bool) -> None:
+    model = tiny_translation_model(0, input_feeding, cell)
+    fused = generate(model, sources(), BEAM, SPECIAL)
+    model.decoder.separate_step_weights()
+    assert (model.decoder.step_linears is not None) == input_feeding
+    separate = generate(model, sources(), BEAM, SPECIAL)
+    assert torch.equal(fused.tokens, separate.tokens)
+    torch.testing.assert_close(fused.scores, separate.scores)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_int8_quantizes_every_linear_and_recurrent_layer_and_stays_close(cell: str, input_feeding: bool) -> None:
+    model = tiny_translation_model(0, input_feeding, cell)
+    source = sources()
+    with torch.no_grad():
+        fp32_logits, _ = model(source, source)  # teacher forcing over any ids: (B, T, V)
+    quantize_int8(model)
+    names = quantized_layer_names(model)
+    expected = {"encoder.rnn", "decoder.combine", "decoder.output", "decoder.attention.query_projection"}
+    if input_feeding:
+        expected |= {"decoder.step_linears.embedding", "decoder.step_linears.feed", "decoder.step_linears.recurrent.0"}
+    else:
+        expected |= {"decoder.rnn"}
+    assert expected <= names
+    with torch.no_grad():
+        int8_logits, _ = model(source, source)
+    assert (int8_logits - fp32_logits).abs().max() < 0.05 * fp32_logits.abs().max()
+    found = generate(model, source, GREEDY, SPECIAL)
+    assert found.tokens.shape[0] == 3 and torch.isfinite(found.scores).all()
+
+
+def test_int8_says_why_where_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert choose_engine(["none", "onednn", "fbgemm", "x86"]) == "x86" and choose_engine(["qnnpack"]) == "qnnpack"
+    with pytest.raises(QuantizationUnavailable, match="no int8 CPU engine.*drop --int8"):
+        choose_engine(["none"])
+    monkeypatch.setitem(sys.modules, "torch.ao.quantization", None)  # as in a PyTorch without it
+    with pytest.raises(QuantizationUnavailable, match="no longer has torch.ao.quantization.quantize_dynamic"):
+        quantize_int8(tiny_translation_model(0))
+
+
+def test_number_formats_are_checked() -> None:
+    assert decoding_dtype("bf16") == torch.bfloat16 and decoding_dtype(torch.float32) == torch.float32
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        decoding_dtype("float16")
+    with pytest.raises(ValueError, match="choose one of bf16"):
+        with_numerics(tiny_translation_model(0), "bfloat16", "int8")
+    with pytest.raises(ValueError, match="quantize must be None or 'int8'"):
+        with_numerics(tiny_translation_model(0), quantize="int4")
+
+
+def test_bf16_decoding_keeps_scores_in_fp32() -> None:
+    model = with_numerics(tiny_translation_model(0, input_feeding=True), "bfloat16")
+    assert isinstance(model.decoder, RNNDecoder) and model.decoder.output.weight.dtype == torch.bfloat16
+    found = generate(model, sources(), BEAM, SPECIAL)
+    assert found.scores.dtype == torch.float32 and torch.isfinite(found.scores[:, 0]).all()
+
+
+# ---- through the API and the command line ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def translation_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("numerics_translate")
+    data = write_corpus(folder / "data")
+    train("translate", "multi30k_de_en", [*TINY_TRANSLATE, *data, "train.max_steps=30"], folder / "run")
+    return folder / "run"
+
+
+def test_translator_decodes_in_int8_and_bf16(translation_run: Path) -> None:
+    lines, _ = make_pairs(8, seed=5)
+    fp32 = Translator.from_checkpoint(translation_run, device="cpu").translate(lines, beam=3)
+    int8 = Translator.from_checkpoint(translation_run, device="cpu", quantize="int8")
+    assert quantized_layer_names(int8.model)
+    assert [result.source for result in int8.translate(lines, beam=3)] == lines
+    bf16 = Translator.from_checkpoint(translation_run, device="cpu", dtype="bfloat16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    assert len(bf16.translate(lines, beam=3)) == len(fp32)
+
+
+def test_evaluate_int8_prints_the_change_against_fp32(translation_run: Path) -> None:
+    result = run_recipe("translate.py", "evaluate", "--checkpoint", str(translation_run), "--int8", "--greedy")
+    assert "int8 against fp32: BLEU" in result.stdout and "sentences/s" in result.stdout
+    both = run_recipe("translate.py", "evaluate", "--checkpoint", str(translation_run), "--int8", "--bf16", check=False)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
+def test_text_generation_in_int8(tmp_path: Path) -> None:
+    (tmp_path / "tiny.txt").write_text(make_text(3000), encoding="utf-8")
+    train("textgen", "shakespeare_char", [*TINY_TEXTGEN, f"data.path={tmp_path / 'tiny.txt'}"], tmp_path / "run")
+    generator = TextGenerator.from_checkpoint(tmp_path / "run", device="cpu", quantize="int8")
+    assert "decoder.output" in quantized_layer_names(generator.model)
+    (sample,) = generator.generate("\n", length=20, seed=1)
+    assert 0 < len(sample.text) <= 20
+    result = run_recipe("textgen.py", "generate", "--checkpoint", str(tmp_path / "run"), "--int8", "--length", "10")
+    assert result.returncode == 0
+
+
+def test_captioning_in_int8_bf16_and_as_an_ensemble(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path)
+    train("caption", "emoji_scratch", [*TINY_CAPTION, *data], tmp_path / "run")
+    images = [str(path) for path in sorted((tmp_path / "images").glob("*.png"))[:3]]
+    fp32 = Captioner.from_checkpoint(tmp_path / "run", device="cpu").caption(images, beam=2)
+    int8 = Captioner.from_checkpoint(tmp_path / "run", device="cpu", quantize="int8").caption(images, beam=2)
+    bf16 = Captioner.from_checkpoint(tmp_path / "run", device="cpu", dtype="bfloat16").caption(images, beam=2)
+    assert all(result.error is None for result in [*fp32, *int8, *bf16])
+    run = str(tmp_path / "run")
+    twice = run_recipe("caption.py", "caption", "--checkpoint", run, run, *images, "--beam", "2")
+    assert twice.stdout.splitlines() == [f"{image}\t{result.text}" for image, result in zip(images, fp32)]
+    evaluated = run_recipe("caption.py", "evaluate", "--checkpoint", run, "--int8", "--greedy", "--baseline", "none")
+    assert "int8 against fp32" in evaluated.stdout and "fp32:" in evaluated.stdout
