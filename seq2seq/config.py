@@ -46,7 +46,7 @@ Bridge = Literal["linear", "copy", "none"]
 Optimizer = Literal["adam", "adamw"]
 Schedule = Literal["constant", "cosine", "linear", "plateau"]
 BestMode = Literal["min", "max"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "auto"]
 DecodeMethod = Literal["greedy", "sample", "beam"]
 LengthPenalty = Literal["none", "gnmt", "average"]
 
@@ -199,7 +199,7 @@ class TrainConfig:
     keep_best: int = bounded(1, at_least=0)  # best checkpoints (by best_metric) kept
     seed: int = bounded(1234, at_least=0)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: Precision = "fp32"  # fp32 | bf16 (autocast, CUDA only)
+    precision: Precision = "fp32"  # fp32 | bf16 (autocast) | auto (bf16 where the CPU or GPU has bf16 units)
     threads: int = bounded(0, at_least=0)  # CPU threads for torch; 0 keeps torch's default
 
 

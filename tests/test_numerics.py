@@ -3,6 +3,8 @@ the API and the command line; and the decoder's step weights as separate linear 
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -10,8 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from seq2seq import Captioner, TextGenerator, Translator, train
+from seq2seq import Captioner, TextGenerator, Translator, devices, train
+from seq2seq.config import ConfigError
 from seq2seq.decoding import generate
+from seq2seq.devices import resolve_precision
 from seq2seq.inference.numerics import decoding_dtype, with_numerics
 from seq2seq.models.decoder import RNNDecoder
 from seq2seq.quantization import QuantizationUnavailable, choose_engine, quantize_int8
@@ -138,3 +142,34 @@ def test_captioning_in_int8_bf16_and_as_an_ensemble(tmp_path: Path) -> None:
     assert twice.stdout.splitlines() == [f"{image}\t{result.text}" for image, result in zip(images, fp32)]
     evaluated = run_recipe("caption.py", "evaluate", "--checkpoint", run, "--int8", "--greedy", "--baseline", "none")
     assert "int8 against fp32" in evaluated.stdout and "fp32:" in evaluated.stdout
+
+
+# ---- training precision ----------------------------------------------------------------------------
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(ConfigError, match="needs a CPU with bf16 matrix units.*train.precision=auto"):
+        resolve_precision("bf16", cpu)
+    for units in ("amx_bf16", "avx512_bf16"):
+        monkeypatch.setattr(devices, "cpu_flags", lambda units=units: frozenset({"avx2", units}))
+        assert resolve_precision("auto", cpu) == "bf16"
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+
+
+def test_bf16_training_on_the_cpu_keeps_fp32_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 autocast on the CPU, as on a CPU with AMX (the flag is pretended: oneDNN's bf16 kernels
+    for GRUs and linear layers also run, emulated, without the units)."""
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    (tmp_path / "tiny.txt").write_text(make_text(3000), encoding="utf-8")
+    overrides = [*TINY_TEXTGEN, f"data.path={tmp_path / 'tiny.txt'}", "train.precision=auto", "decoder.cell=gru"]
+    result = train("textgen", "shakespeare_char", overrides, tmp_path / "run")
+    assert result.progress.step == 20 and result.best_checkpoint is not None
+    log = (tmp_path / "run" / "train.log").read_text(encoding="utf-8")
+    assert "device cpu, bf16" in log
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(row["val_loss"]) for row in metrics if "val_loss" in row)
+    generator = TextGenerator.from_checkpoint(tmp_path / "run", device="cpu")
+    assert all(parameter.dtype == torch.float32 for parameter in generator.model.parameters())

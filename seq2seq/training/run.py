@@ -93,16 +93,17 @@ def train_locked(
     setup_logging(run_dir, runtime.is_main)
     point = None if fresh else resume_point(name, training, run_dir, config)
     prepared = prepare_or_restore(training, config, run_dir, runtime, point, previous)
+    metadata = {"task": name, "config": to_dict(config), **prepared.metadata}
+    trainer = Trainer(prepared.model, prepared.task, config.train, run_dir, metadata, runtime)
     log.info(
-        "%s: %s, %.2fM trainable parameters, device %s, %d process(es)",
+        "%s: %s, %.2fM trainable parameters, device %s, %s, %d process(es)",
         config.name,
         prepared.description,
         count_parameters(prepared.model) / 1e6,
         runtime.device,
+        trainer.precision,
         runtime.world_size,
     )
-    metadata = {"task": name, "config": to_dict(config), **prepared.metadata}
-    trainer = Trainer(prepared.model, prepared.task, config.train, run_dir, metadata, runtime)
     if point is not None:
         trainer.resume(point)
     progress = trainer.fit()

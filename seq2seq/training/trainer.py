@@ -24,6 +24,7 @@ from tqdm import tqdm
 from seq2seq.checkpoint import CheckpointManager, ResumePoint, find_resume_point, load_training_state, load_weights
 from seq2seq.config import TrainConfig, check_config
 from seq2seq.data.text_files import DataError
+from seq2seq.devices import resolve_precision
 from seq2seq.training.host_memory import keep_triton_out_without_cuda
 from seq2seq.training.metrics_log import MetricsLog, plot_training_curve
 from seq2seq.training.runtime import Runtime, any_process, gather_objects
@@ -154,10 +155,12 @@ class Trainer:
         )
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.progress = Progress()
+        self.precision = resolve_precision(config.precision, runtime.device)
 
     def _autocast(self) -> torch.autocast:
-        """bf16 autocast on CUDA when asked for; a no-op elsewhere."""
-        enabled = self.config.precision == "bf16" and self.runtime.device.type == "cuda"
+        """bf16 autocast (on the CPU or a GPU) when the precision resolves to bf16; a no-op otherwise.
+        Weights, gradients and optimizer state stay fp32; the loss's softmax runs in fp32."""
+        enabled = self.precision == "bf16" and self.runtime.device.type in ("cpu", "cuda")
         return torch.autocast(device_type=self.runtime.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     # ---- resume -------------------------------------------------------------------------
