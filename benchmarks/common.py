@@ -25,6 +25,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from seq2seq.checkpoint import CheckpointError, resolve_checkpoint  # noqa: E402
+from seq2seq.devices import cpu_flags  # noqa: E402
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight matrices per recurrent layer
 
@@ -93,3 +94,22 @@ def matmul_peak(batch_size: int, hidden_size: int, cell: str) -> MatmulPeak:
     recurrent step of ``cell`` over a batch of ``batch_size``."""
     square = matmul_gflops(2048, 2048, 2048)
     return MatmulPeak(square, matmul_gflops(batch_size, hidden_size, GATES[cell] * hidden_size))
+
+
+#: The CPU flags that decide which matrix units a benchmark's figures could use.
+MATRIX_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_summary() -> str:
+    """The CPU's model name and which of MATRIX_FLAGS it has (Linux; "unknown CPU" elsewhere)."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    flags = cpu_flags()
+    present = [flag for flag in MATRIX_FLAGS if flag in flags]
+    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(present) or 'none of ' + ' '.join(MATRIX_FLAGS)}"

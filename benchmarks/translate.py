@@ -3,8 +3,13 @@
   python -m benchmarks.translate                  # the full run: throughput, 20 minutes of training, translation
   python -m benchmarks.translate --reuse          # score and time the model already trained in --run-dir
   python -m benchmarks.translate --minutes 0.5 --warmup-steps 10 --throughput-steps 20   # a quick check
+  python -m benchmarks.translate --peer opennmt   # OpenNMT-py measured before and after our rounds, ratios
 
-Four parts:
+The parts:
+
+0. with ``--peer opennmt``: ``run_opennmt.py`` from ``--peer-scripts`` (OpenNMT-py 3.5.1, the same
+   comparison model, 250 steps, then beam 5 and greedy translation) before the throughput part
+   and again after it; every ratio to the peer is printed from this run, with the CPU's flags;
 
 1. training throughput of the comparison model (the shipped config ``multi30k_de_en_comparison``,
    the model OpenNMT-py and Joey NMT were measured with) and of the default model, each trained
@@ -18,7 +23,14 @@ Four parts:
 4. translation speed of the 1,000 test sentences through ``seq2seq.Translator``: sentences/s of
    the search (model loaded first; tokenising, batching and detokenisation included) at 64
    sentences per batch and at each of BATCH_SIZES, the comparison model's speed at batch 64,
-   and the wall time of one whole ``seq2seq translate translate`` process.
+   and the wall time of one whole ``seq2seq translate translate`` process;
+5. decoding modes of the budgeted model against fp32 in this run (``benchmarks/decoding_modes.py``):
+   int8 speed and BLEU, token budgets against fixed sentence batches, and an ensemble of the
+   run's last 3 checkpoints (and of ``--ensemble`` runs, e.g. three seeds): BLEU against the
+   best member, speed against one model.
+
+Training throughput is measured in fp32, and also in bf16 where the CPU has the units (AMX or
+AVX512-BF16); the comparison model's decoding speed in fp32 and int8.
 
 The last line printed holds every figure (``RESULT translate: key=value ...``); the same figures
 go to ``<run-dir>/benchmark.json``. Run it from the project root, with the package installed, on
@@ -39,23 +51,28 @@ if __name__ == "__main__" and not __package__:
     sys.exit("run it from the project root as a module: python -m benchmarks.translate")
 
 # Imported before torch: it pins the thread pools to THREADS.
+from benchmarks import decoding_modes
 from benchmarks.common import (
     GATES,
     THREADS,
     Figures,
     MatmulPeak,
+    cpu_summary,
     has_checkpoint,
     matmul_peak,
     result_line,
     say,
     seq2seq_command,
 )
+from benchmarks.decoding_modes import ModeRun
 from benchmarks.peak_memory import run_measured
+from benchmarks.peers import PEER_SCRIPTS, PeerRun, describe, mean_peer, run_peer
 
 # isort: split
 import torch
 
 from seq2seq import Hypothesis, Translator
+from seq2seq.averaging import latest_checkpoints
 from seq2seq.checkpoint import load_metadata
 from seq2seq.commands.common import exit_status
 from seq2seq.config import DecodeConfig, DecoderConfig, TextEncoderConfig, load_config
@@ -67,6 +84,7 @@ from seq2seq.data.parallel import (
     read_lines,
 )
 from seq2seq.data.text_files import DataError
+from seq2seq.devices import has_bf16_units
 from seq2seq.inference.translator import DecodeBatching
 from seq2seq.metrics import Score, corpus_bleu, corpus_chrf
 from seq2seq.models import build_translation_model
@@ -91,6 +109,8 @@ SEARCHES = (f"beam{BEAM}", "greedy")  # how the test set is translated, as named
 SPEED_BATCH = 64  # sentences per batch of the headline translation speed, as in the comparison table
 BATCH_SIZES = (64, 128, 256)  # searched for the fastest batch size
 MIN_TRAINING_MINUTES = 0.1  # the least training a budget leaves after the process's set-up
+ENSEMBLE_CHECKPOINTS = 3  # the budgeted run's last checkpoints that decode as an ensemble
+DEFAULT_PEER_SCRIPTS = "../shared/peers"
 GIB = 2**30
 
 
@@ -120,6 +140,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"the budgeted run (default: {DEFAULT_RUN_DIR})")
     parser.add_argument("--reuse", action="store_true", help="skip training when --run-dir already holds a checkpoint")
     parser.add_argument("--skip-throughput", action="store_true", help="skip the training-throughput part")
+    parser.add_argument("--skip-modes", action="store_true", help="skip the decoding-modes part")
+    parser.add_argument(
+        "--peer",
+        choices=sorted(PEER_SCRIPTS),
+        help="also run this peer toolkit's script before and after the throughput part, and print ratios",
+    )
+    parser.add_argument(
+        "--peer-scripts",
+        default=DEFAULT_PEER_SCRIPTS,
+        help=f"the folder of the peer scripts (default: {DEFAULT_PEER_SCRIPTS})",
+    )
+    parser.add_argument(
+        "--ensemble",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="also decode these runs (e.g. the default config trained with three seeds) as an ensemble",
+    )
     parser.add_argument(
         "--warmup-steps",
         type=int,
@@ -139,6 +176,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"{flag} must be a multiple of {LOG_EVERY} of at least {least}, got {value}")
     if args.minutes <= 0:
         parser.error(f"--minutes must be above 0, got {args.minutes}")
+    if args.peer and args.skip_throughput:
+        parser.error("--peer compares with the throughput part: drop --skip-throughput")
     return args
 
 
@@ -340,10 +379,11 @@ class ThroughputSetup:
     config_path: str
     work: list[StepWork]  # of every step a run takes, warm-up included
     parameters: int
+    precision: str  # fp32 | bf16
 
 
 def throughput_setup(
-    name: str, config_path: str, args: argparse.Namespace, sentencepiece: Path, total_steps: int
+    name: str, config_path: str, args: argparse.Namespace, sentencepiece: Path, total_steps: int, precision: str
 ) -> ThroughputSetup:
     """Read the corpus as the child process will (with the shared SentencePiece model) and plan its steps."""
     config = task_config(config_path, args.data_dir)
@@ -352,7 +392,8 @@ def throughput_setup(
     model = build_translation_model(
         config.encoder, config.decoder, len(corpus.source.vocab), len(corpus.target.vocab), Vocab.pad_id
     )
-    return ThroughputSetup(name, config_path, planned_work(config, corpus, total_steps), count_parameters(model))
+    work = planned_work(config, corpus, total_steps)
+    return ThroughputSetup(name, config_path, work, count_parameters(model), precision)
 
 
 def throughput_run(
@@ -364,6 +405,7 @@ def throughput_run(
     overrides = [
         f"data.source_sentencepiece_model={sentencepiece}",
         f"train.max_steps={total_steps}",
+        f"train.precision={setup.precision}",
         "train.max_minutes=0",
         f"train.log_every={LOG_EVERY}",
         f"train.validate_every={total_steps}",
@@ -394,7 +436,7 @@ def measure_throughput(args: argparse.Namespace, work_dir: Path) -> dict[str, Mo
     """Interleaved runs of the comparison and the default model, sharing one SentencePiece model."""
     total_steps = args.warmup_steps + args.throughput_steps
     say(
-        f"[1/4] training throughput: {ROUNDS} x (comparison, default), {args.warmup_steps} warm-up + "
+        f"[1/5] training throughput: {ROUNDS} x (comparison, default), {args.warmup_steps} warm-up + "
         f"{args.throughput_steps} measured steps each, through `seq2seq translate train`"
     )
     comparison = task_config(COMPARISON_CONFIG, args.data_dir)
@@ -402,9 +444,16 @@ def measure_throughput(args: argparse.Namespace, work_dir: Path) -> dict[str, Mo
     say(f"  training the joint SentencePiece model of {pieces} pieces, shared by all runs")
     make_tokenizers(comparison.data, work_dir)
     sentencepiece = work_dir / "sentencepiece.model"
+    models = [("comparison", COMPARISON_CONFIG), ("default", args.config)]
+    precisions = ["fp32", "bf16"] if has_bf16_units(CPU) else ["fp32"]
+    if len(precisions) == 1:
+        say("  this CPU has no bf16 matrix units (AMX, AVX512-BF16): fp32 only, as train.precision=auto trains here")
     setups = [
-        throughput_setup("comparison", COMPARISON_CONFIG, args, sentencepiece, total_steps),
-        throughput_setup("default", args.config, args, sentencepiece, total_steps),
+        throughput_setup(
+            name if precision == "fp32" else f"{name}_bf16", path, args, sentencepiece, total_steps, precision
+        )
+        for precision in precisions
+        for name, path in models
     ]
     results = {s.name: ModelThroughput(s.name, s.config_path, s.parameters, []) for s in setups}
     for round_index in range(1, ROUNDS + 1):
@@ -420,7 +469,7 @@ def measure_throughput(args: argparse.Namespace, work_dir: Path) -> dict[str, Mo
             f"  {result.name:<10} ({result.parameters / 1e6:.2f}M parameters): {result.tokens_per_second:,.0f} target "
             f"tokens/s, peak RSS {result.peak_rss_gib:.2f} GiB"
         )
-    say("  targets for the comparison model: >= 1,400 target tokens/s and <= 1 GiB (OpenNMT-py 925 and 2.3 GiB)")
+    say("  target for the comparison model in fp32: peak RSS <= 1 GiB; speed ratios to the peer with --peer")
     return results
 
 
@@ -429,7 +478,7 @@ def measure_throughput(args: argparse.Namespace, work_dir: Path) -> dict[str, Mo
 
 def measure_peak(throughput: dict[str, ModelThroughput] | None) -> MatmulPeak:
     """The fp32 matmul peak at the comparison model's recurrent step, beside the achieved GFLOP/s."""
-    say("[2/4] fp32 matmul peak and achieved training GFLOP/s")
+    say("[2/5] fp32 matmul peak and achieved training GFLOP/s")
     comparison = load_config(TranslationConfig, COMPARISON_CONFIG)
     rows, hidden, cell = comparison.data.batch_sentences, comparison.decoder.hidden_size, comparison.decoder.cell
     peak = matmul_peak(rows, hidden, cell)
@@ -465,7 +514,7 @@ def setup_seconds(args: argparse.Namespace, work_dir: Path) -> float:
 def train_budgeted(args: argparse.Namespace, work_dir: Path) -> BudgetTraining:
     """Train ``--config`` through ``seq2seq translate train`` so that the process ends its training
     ``--minutes`` after it starts: the trainer's budget is what the process's set-up leaves."""
-    say(f"[3/4] training {args.config} for {args.minutes:g} minutes from process start into {args.run_dir} (fresh)")
+    say(f"[3/5] training {args.config} for {args.minutes:g} minutes from process start into {args.run_dir} (fresh)")
     setup = setup_seconds(args, work_dir)
     minutes = max(args.minutes - setup / 60, MIN_TRAINING_MINUTES)
     say(f"  a training process spends {setup:.0f} s before its first step: the trainer gets {minutes:.2f} minutes")
@@ -481,7 +530,7 @@ def ensure_trained(args: argparse.Namespace, work_dir: Path) -> BudgetTraining |
     """Train a fresh model, unless --reuse finds one in the run directory (then None)."""
     run_dir = Path(args.run_dir)
     if args.reuse and has_checkpoint(run_dir):
-        say(f"[3/4] --reuse: scoring the model already trained in {run_dir}")
+        say(f"[3/5] --reuse: scoring the model already trained in {run_dir}")
         return None
     if args.reuse:
         say(f"  --reuse: {run_dir} holds no checkpoint yet, so it is trained now")
@@ -564,11 +613,12 @@ def measure_speed(translator: Translator, test: TestSet, batch_sizes: tuple[int,
     return runs
 
 
-def comparison_speed(checkpoint: Path, test: TestSet) -> list[SearchRun]:
-    """The comparison model's speed at SPEED_BATCH, with the weights its first throughput run left."""
-    translator = Translator.from_checkpoint(checkpoint, CPU)
+def comparison_speed(checkpoint: Path, test: TestSet, quantize: str | None = None) -> list[SearchRun]:
+    """The comparison model's speed at SPEED_BATCH, with the weights its first throughput run
+    left, in fp32 or with ``quantize="int8"``."""
+    translator = Translator.from_checkpoint(checkpoint, CPU, quantize=quantize)
     step = load_metadata(translator.checkpoint)["step"]
-    say(f"  the comparison model after the {step} steps of its throughput run (not converged):")
+    say(f"  the comparison model after the {step} steps of its throughput run (not converged), {quantize or 'fp32'}:")
     return measure_speed(translator, test, (SPEED_BATCH,))
 
 
@@ -623,8 +673,18 @@ def translate_process(run_dir: str, test: TestSet, work_dir: Path) -> ProcessRun
 
 
 @dataclass
+class DecodingModes:
+    """Part 5: the budgeted model's decoding modes, each beside fp32 in this run."""
+
+    int8: list[ModeRun]
+    batching: list[ModeRun]
+    last_checkpoints: list[ModeRun]  # members alone, then their ensemble
+    seeds: list[ModeRun] | None  # --ensemble runs alone, then their ensemble
+
+
+@dataclass
 class Measurements:
-    throughput: dict[str, ModelThroughput] | None  # by "comparison" and "default"; None when skipped
+    throughput: dict[str, ModelThroughput] | None  # by "comparison", "default" (and "*_bf16"); None when skipped
     peak: MatmulPeak
     training: BudgetTraining | None  # None when --reuse scored an existing run
     parameters: int  # of the budgeted model
@@ -633,30 +693,164 @@ class Measurements:
     runs: list[SearchRun]  # the budgeted model's searches
     quality: dict[str, Quality]  # by search
     comparison_runs: list[SearchRun] | None  # the comparison model's searches; None without throughput
+    comparison_int8_runs: list[SearchRun] | None  # the same in int8
     translate_process: ProcessRun
+    modes: DecodingModes | None  # None with --skip-modes
+    peers: list[PeerRun]  # before and after the throughput part; empty without --peer
 
 
 def measure(args: argparse.Namespace, work_dir: Path) -> Measurements:
-    """The four parts; ``work_dir`` holds the throughput runs and other scratch files."""
+    """Every part; ``work_dir`` holds the throughput runs and other scratch files."""
+    peers = [peer_run(args, work_dir, "before the throughput part")] if args.peer else []
     throughput = None if args.skip_throughput else measure_throughput(args, work_dir)
+    if args.peer:
+        peers.append(peer_run(args, work_dir, "after the throughput part"))
     peak = measure_peak(throughput)
     training = ensure_trained(args, work_dir)
     translator = Translator.from_checkpoint(args.run_dir, CPU)
     step = load_metadata(translator.checkpoint)["step"]
     test = read_test_set(translator, args.data_dir)
-    say(f"[4/4] translating the {len(test.sources):,} sentences of {test.source_file}")
+    say(f"[4/5] translating the {len(test.sources):,} sentences of {test.source_file}")
     say(f"  with {translator.checkpoint} (step {step}: the best {translator.config.train.best_metric} of the run)")
     runs = measure_speed(translator, test, BATCH_SIZES)
     quality = score_translations(runs, test.references)
-    comparison_runs = None if throughput is None else comparison_speed(work_dir / "throughput_comparison_1", test)
+    comparison = work_dir / "throughput_comparison_1"
+    comparison_runs = None if throughput is None else comparison_speed(comparison, test)
+    comparison_int8 = None if throughput is None else comparison_speed(comparison, test, "int8")
     process = translate_process(args.run_dir, test, work_dir)
-    say(
-        f"  targets at batch {SPEED_BATCH}: >= 75 sentences/s with beam {BEAM} and >= 245 greedy "
-        f"(OpenNMT-py 37.2 and 122.0); BLEU >= 37 with beam {BEAM} after 20 minutes (OpenNMT-py 35.45)"
-    )
+    modes = None if args.skip_modes else measure_modes(args, translator.checkpoint, test)
     parameters = count_parameters(translator.model)
     return Measurements(
-        throughput, peak, training, parameters, translator.checkpoint, step, runs, quality, comparison_runs, process
+        throughput,
+        peak,
+        training,
+        parameters,
+        translator.checkpoint,
+        step,
+        runs,
+        quality,
+        comparison_runs,
+        comparison_int8,
+        process,
+        modes,
+        peers,
+    )
+
+
+def peer_run(args: argparse.Namespace, work_dir: Path, when: str) -> PeerRun:
+    say(f"[0/5] {args.peer} {when}: {Path(args.peer_scripts) / PEER_SCRIPTS[args.peer]} (its log: {work_dir}/peer.log)")
+    run = run_peer(args.peer, Path(args.peer_scripts), work_dir / "peer.log")
+    say(f"  {describe(run)}")
+    return run
+
+
+# ---- 5. decoding modes -----------------------------------------------------------------------------
+
+
+def measure_modes(args: argparse.Namespace, checkpoint: Path, test: TestSet) -> DecodingModes:
+    """int8 against fp32, batching choices, and ensembles, of the budgeted model."""
+    say(f"[5/5] decoding modes of {checkpoint}")
+    say("  int8 against fp32, batches of 64 sentences:")
+    int8 = decoding_modes.int8_against_fp32(checkpoint, test.sources, test.references)
+    say("  fixed sentence batches against token budgets (source tokens x beams):")
+    batching = decoding_modes.batching_runs(checkpoint, test.sources, test.references)
+    last = latest_checkpoints(Path(args.run_dir), ENSEMBLE_CHECKPOINTS)
+    say(f"  the run's last {len(last)} checkpoints, alone and as an ensemble (beam {BEAM}, batch {SPEED_BATCH}):")
+    last_checkpoints = decoding_modes.ensemble_against_members(last, test.sources, test.references)
+    seeds = None
+    if args.ensemble:
+        say(f"  the --ensemble runs, alone and as an ensemble (beam {BEAM}, batch {SPEED_BATCH}):")
+        seeds = decoding_modes.ensemble_against_members(
+            [Path(run) for run in args.ensemble], test.sources, test.references
+        )
+    modes = DecodingModes(int8, batching, last_checkpoints, seeds)
+    for line in mode_summary(modes):
+        say(line)
+    return modes
+
+
+def mode_summary(modes: DecodingModes) -> list[str]:
+    """The part's ratios and targets."""
+    pick, fastest_of = decoding_modes.pick, decoding_modes.fastest
+    lines = []
+    for search in SEARCHES:
+        fp32, int8 = pick(modes.int8, "fp32", search), pick(modes.int8, "int8", search)
+        lines.append(
+            f"  int8 {search}: {int8.sentences_per_second / fp32.sentences_per_second:.2f}x fp32's speed, BLEU "
+            f"{int8.bleu:.2f} vs {fp32.bleu:.2f} ({int8.bleu - fp32.bleu:+.2f})"
+        )
+        tokens, sentences = fastest_of(modes.batching, search, "tokens"), fastest_of(modes.batching, search, "sent")
+        lines.append(
+            f"  {search}: fastest token budget ({tokens.mode}) {tokens.sentences_per_second:.1f} sentences/s, fastest "
+            f"fixed batch ({sentences.mode}) {sentences.sentences_per_second:.1f}: "
+            f"{tokens.sentences_per_second / sentences.sentences_per_second:.2f}x"
+        )
+    for name, runs in (("last checkpoints", modes.last_checkpoints), ("--ensemble runs", modes.seeds)):
+        if runs:
+            ensemble, members = runs[-1], runs[:-1]
+            best = max(members, key=lambda run: run.bleu)
+            lines.append(
+                f"  {ensemble.mode} ({name}): BLEU {ensemble.bleu:.2f} vs the best member's {best.bleu:.2f} "
+                f"({ensemble.bleu - best.bleu:+.2f}); {ensemble.sentences_per_second:.1f} sentences/s, "
+                f"{ensemble.sentences_per_second / members[0].sentences_per_second:.2f}x one model's"
+            )
+    lines.append(
+        "  targets: int8 beam 5 >= 1.4x fp32 with BLEU within 0.3; token budget at least as fast as the best "
+        "fixed batch; an ensemble of 3 at >= 0.4x one model's speed"
+    )
+    return lines
+
+
+# ---- peers -----------------------------------------------------------------------------------------
+
+
+def peer_ratios(m: Measurements) -> Figures:
+    """Our figures over the peer's (the mean of its runs), all measured in this run."""
+    if not m.peers or m.throughput is None or m.comparison_runs is None or m.comparison_int8_runs is None:
+        return {}
+    peer = mean_peer(m.peers)
+    ours = m.throughput["comparison"]
+    bf16 = m.throughput.get("comparison_bf16")
+    beam, greedy = SEARCHES
+    fastest_training = (bf16 or ours).tokens_per_second
+    return {
+        "peer_train_tok_s": peer.tokens_per_second,
+        "peer_train_rss_gib": peer.peak_rss_gib,
+        "peer_beam5_sent_s": peer.beam5_sentences_per_second,
+        "peer_greedy_sent_s": peer.greedy_sentences_per_second,
+        "ratio_train": ours.tokens_per_second / peer.tokens_per_second,
+        "ratio_beam5": at_speed_batch(m.comparison_runs, beam).sentences_per_second / peer.beam5_sentences_per_second,
+        "ratio_greedy": at_speed_batch(m.comparison_runs, greedy).sentences_per_second
+        / peer.greedy_sentences_per_second,
+        "ratio_train_fastest": fastest_training / peer.tokens_per_second,
+        "ratio_beam5_int8": at_speed_batch(m.comparison_int8_runs, beam).sentences_per_second
+        / peer.beam5_sentences_per_second,
+        "ratio_greedy_int8": at_speed_batch(m.comparison_int8_runs, greedy).sentences_per_second
+        / peer.greedy_sentences_per_second,
+    }
+
+
+def report_peer(m: Measurements) -> None:
+    ratios = peer_ratios(m)
+    if not ratios or m.throughput is None:
+        return
+    ours = m.throughput["comparison"]
+    say(f"comparison with {m.peers[0].toolkit} on this machine in this run ({cpu_summary()}):")
+    for index, run in enumerate(m.peers, start=1):
+        say(f"  peer run {index}: {describe(run)}")
+    say(
+        f"  training: {ours.tokens_per_second:,.0f} vs {ratios['peer_train_tok_s']:,.0f} target tokens/s = "
+        f"{ratios['ratio_train']:.2f}x (target >= 1.5x); peak RSS {ours.peak_rss_gib:.2f} vs "
+        f"{ratios['peer_train_rss_gib']:.2f} GiB (target <= 1 GiB)"
+    )
+    say(
+        f"  after 250 steps, batch 64, fp32: beam 5 {ratios['ratio_beam5']:.2f}x, greedy {ratios['ratio_greedy']:.2f}x "
+        "(target >= 2x each)"
+    )
+    bf16 = "bf16" if "comparison_bf16" in m.throughput else "fp32 (no bf16 units on this CPU)"
+    say(
+        f"  fastest exact-enough modes: training in {bf16} {ratios['ratio_train_fastest']:.2f}x (target >= 3x), "
+        f"int8 beam 5 {ratios['ratio_beam5_int8']:.2f}x (target >= 4x), int8 greedy {ratios['ratio_greedy_int8']:.2f}x"
     )
 
 
@@ -664,12 +858,14 @@ def collect_figures(m: Measurements, args: argparse.Namespace) -> Figures:
     """The figures of the RESULT line, in its order; n/a (None) for parts that did not run."""
     comparison = None if m.throughput is None else m.throughput["comparison"]
     default = None if m.throughput is None else m.throughput["default"]
+    bf16 = None if m.throughput is None else m.throughput.get("comparison_bf16")
     beam, greedy = SEARCHES
     best_beam, best_greedy = fastest(m.runs, beam), fastest(m.runs, greedy)
-    return {
+    figures: Figures = {
         "params": None if comparison is None else comparison.parameters,
         "train_tok_s": None if comparison is None else comparison.tokens_per_second,
         "train_rss_gib": None if comparison is None else comparison.peak_rss_gib,
+        "train_bf16_tok_s": None if bf16 is None else bf16.tokens_per_second,
         "gflops": None if comparison is None else comparison.gflops,
         "peak_gflops_2048": m.peak.square,
         "peak_gflops_64row": m.peak.recurrent_step,
@@ -692,8 +888,34 @@ def collect_figures(m: Measurements, args: argparse.Namespace) -> Figures:
         "best_greedy_sent_s": best_greedy.sentences_per_second,
         "cmp_beam5_sent_s": speed_at_speed_batch(m.comparison_runs, beam),
         "cmp_greedy_sent_s": speed_at_speed_batch(m.comparison_runs, greedy),
+        "cmp_int8_beam5_sent_s": speed_at_speed_batch(m.comparison_int8_runs, beam),
+        "cmp_int8_greedy_sent_s": speed_at_speed_batch(m.comparison_int8_runs, greedy),
         "translate_wall_s": m.translate_process.seconds,
     }
+    if m.modes is not None:
+        figures.update(mode_figures(m.modes))
+    return {**figures, **peer_ratios(m)}
+
+
+def mode_figures(modes: DecodingModes) -> Figures:
+    pick, fastest_of = decoding_modes.pick, decoding_modes.fastest
+    figures: Figures = {}
+    for search in SEARCHES:
+        fp32, int8 = pick(modes.int8, "fp32", search), pick(modes.int8, "int8", search)
+        figures[f"int8_{search}_speedup"] = int8.sentences_per_second / fp32.sentences_per_second
+        figures[f"int8_{search}_bleu_change"] = int8.bleu - fp32.bleu
+        tokens, sentences = fastest_of(modes.batching, search, "tokens"), fastest_of(modes.batching, search, "sent")
+        figures[f"tokens_vs_batch_{search}"] = tokens.sentences_per_second / sentences.sentences_per_second
+        figures[f"best_budget_{search}"] = int(tokens.mode.split()[-1])
+    ensemble, members = modes.last_checkpoints[-1], modes.last_checkpoints[:-1]
+    figures["ensemble_bleu"] = ensemble.bleu
+    figures["ensemble_best_member_bleu"] = max(run.bleu for run in members)
+    figures["ensemble_speed_ratio"] = ensemble.sentences_per_second / members[0].sentences_per_second
+    if modes.seeds:
+        seeds, seed_members = modes.seeds[-1], modes.seeds[:-1]
+        figures["seeds_ensemble_bleu"] = seeds.bleu
+        figures["seeds_best_member_bleu"] = max(run.bleu for run in seed_members)
+    return figures
 
 
 def run_summary(run: SearchRun) -> dict[str, float | int | str]:
@@ -716,6 +938,12 @@ def write_report(m: Measurements, figures: Figures, args: argparse.Namespace) ->
         "scores": {search: {"bleu": asdict(q.bleu), "chrf": asdict(q.chrf)} for search, q in m.quality.items()},
         "search_runs": [run_summary(run) for run in m.runs],
         "comparison_search_runs": None if m.comparison_runs is None else [run_summary(r) for r in m.comparison_runs],
+        "comparison_int8_search_runs": (
+            None if m.comparison_int8_runs is None else [run_summary(r) for r in m.comparison_int8_runs]
+        ),
+        "decoding_modes": None if m.modes is None else asdict(m.modes),
+        "peers": [asdict(run) for run in m.peers],
+        "cpu": cpu_summary(),
         "translate_process": asdict(m.translate_process),
         "config": args.config,
         "comparison_config": COMPARISON_CONFIG,
@@ -737,9 +965,11 @@ def run_benchmark(args: argparse.Namespace) -> None:
         f"translate benchmark: {args.config} and {COMPARISON_CONFIG}, data {args.data_dir}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     )
+    say(f"  CPU: {cpu_summary()}")
     with tempfile.TemporaryDirectory(prefix="bench_translate_") as work_dir:
         measurements = measure(args, Path(work_dir))
     figures = collect_figures(measurements, args)
+    report_peer(measurements)
     say(f"figures written to {write_report(measurements, figures, args)}")
     say(result_line("translate", figures))
 
