@@ -373,6 +373,32 @@ def score_validation(generator: TextGenerator, data_path: str) -> ValidationLoss
     return result
 
 
+@dataclass
+class ValidationHistory:
+    """The run's own validations (its metrics log): the best and the last one."""
+
+    best_loss: float
+    best_step: int
+    final_loss: float
+    final_step: int
+
+
+def validation_history(run_dir: Path) -> ValidationHistory:
+    """Whether the run held its best validation loss to the end of its budget."""
+    records = [r for r in MetricsLog(run_dir / "metrics.jsonl").read() if "val_loss" in r]
+    if not records:
+        raise ValueError(f"{run_dir / 'metrics.jsonl'} holds no validation: train the run first")
+    best = min(records, key=lambda record: record["val_loss"])
+    final = records[-1]
+    history = ValidationHistory(best["val_loss"], best["step"], final["val_loss"], final["step"])
+    say(
+        f"  the run's validations: best {history.best_loss:.4f} nats/char at step {history.best_step:,}, final "
+        f"{history.final_loss:.4f} at step {history.final_step:,} ({history.final_loss - history.best_loss:+.4f}; "
+        "target: the final one within the noise of the best)"
+    )
+    return history
+
+
 # ---- 4. generation speed -------------------------------------------------------------------------
 
 
@@ -439,6 +465,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     step = load_metadata(generator.checkpoint)["metrics"]["step"]
     say(f"  scoring {generator.checkpoint} (step {step}) on the validation split")
     validation = score_validation(generator, args.data)
+    history = validation_history(Path(args.run_dir))
     one, batch = measure_generation(generator)
 
     figures: Figures = {
@@ -452,6 +479,10 @@ def run_benchmark(args: argparse.Namespace) -> None:
         "val_bits": validation.carried_bits,
         "val_nats_fresh256": validation.fresh_nats,
         "val_bits_fresh256": validation.fresh_bits,
+        "best_val_loss": history.best_loss,
+        "best_val_step": history.best_step,
+        "final_val_loss": history.final_loss,
+        "final_val_step": history.final_step,
         "gen_500_s": one.seconds,
         "gen_16x500_s": batch.seconds,
         "gen_chars_s_1": one.chars_per_second,

@@ -30,6 +30,7 @@ TINY_TEXTGEN = [
     "train.max_steps=20",
     "train.max_minutes=0",
     "train.validate_every=10",
+    "train.early_stopping_patience=0",  # tiny runs train their whole step count
     "train.log_every=5",
     "train.threads=1",
     "train.device=cpu",

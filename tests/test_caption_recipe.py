@@ -28,6 +28,7 @@ TINY_CAPTION = [
     "train.max_minutes=0",
     "train.warmup_steps=0",
     "train.validate_every=3",
+    "train.early_stopping_patience=0",  # tiny runs train their whole step count
     "train.log_every=2",
     "train.threads=1",
     "train.device=cpu",

@@ -63,6 +63,7 @@ TINY_TRANSLATE = [
     "train.max_steps=30",
     "train.max_minutes=0",
     "train.validate_every=15",
+    "train.early_stopping_patience=0",  # tiny runs train their whole step count
     "train.log_every=5",
     "train.keep_latest=2",
     "train.threads=1",
