@@ -192,7 +192,7 @@ class RNNDecoder(nn.Module):
         """The products of one position: the copies when made, else the fused weights."""
         if self.step_linears is not None:
             return self.step_linears
-        return FusedWeights(self.rnn, self.embedding_size)
+        return FusedWeights.of(self.rnn, self.embedding_size)
 
     def prepare(self, encoder_output: EncoderOutput) -> EncoderOutput:
         """The encoder output with the attention's keys, computed once per source.

@@ -49,28 +49,39 @@ class RecurrentMaps(Protocol):
 
 @dataclass
 class FusedWeights:
-    """The products computed with the fused RNN module's parameters themselves."""
+    """The products computed with the fused RNN module's parameters themselves.
+
+    The first layer's input weights are split into their embedding and input-feed columns once,
+    when this is made (once per decoder call), so that a pass over T positions reads the same two
+    views T times and their gradients accumulate into one buffer each, not T full-size ones.
+    """
 
     rnn: nn.RNNBase
-    embedding_size: int
+    embedding_weight: Tensor  # (G, E)
+    feed_weight: Tensor  # (G, H)
 
-    def parameter(self, name: str) -> Tensor:
-        """The fused module's parameter ``name`` (weight_ih_l0, bias_hh_l1, ...)."""
-        return typing.cast(Tensor, getattr(self.rnn, name))  # nn.RNNBase sets its weights by name
+    @classmethod
+    def of(cls, rnn: nn.RNNBase, embedding_size: int) -> FusedWeights:
+        weight = _parameter(rnn, "weight_ih_l0")  # (G, E + H)
+        embedding_weight, feed_weight = weight.split([embedding_size, weight.shape[1] - embedding_size], dim=1)
+        return cls(rnn, embedding_weight, feed_weight)
 
     def embedding_gates(self, embedded: Tensor) -> Tensor:
-        weight = self.parameter("weight_ih_l0")[:, : self.embedding_size]  # (G, E)
-        return F.linear(embedded, weight, self.parameter("bias_ih_l0"))
+        return F.linear(embedded, self.embedding_weight, _parameter(self.rnn, "bias_ih_l0"))
 
     def feed_gates(self, gates: Tensor, feed: Tensor) -> Tensor:
-        weight = self.parameter("weight_ih_l0")[:, self.embedding_size :]  # (G, H)
-        return torch.addmm(gates, feed, weight.t())
+        return torch.addmm(gates, feed, self.feed_weight.t())
 
     def input_gates(self, layer: int, below: Tensor) -> Tensor:
-        return F.linear(below, self.parameter(f"weight_ih_l{layer}"), self.parameter(f"bias_ih_l{layer}"))
+        return F.linear(below, _parameter(self.rnn, f"weight_ih_l{layer}"), _parameter(self.rnn, f"bias_ih_l{layer}"))
 
     def recurrent_gates(self, layer: int, hidden: Tensor) -> Tensor:
-        return F.linear(hidden, self.parameter(f"weight_hh_l{layer}"), self.parameter(f"bias_hh_l{layer}"))
+        return F.linear(hidden, _parameter(self.rnn, f"weight_hh_l{layer}"), _parameter(self.rnn, f"bias_hh_l{layer}"))
+
+
+def _parameter(rnn: nn.RNNBase, name: str) -> Tensor:
+    """The fused module's parameter ``name`` (weight_ih_l0, bias_hh_l1, ...)."""
+    return typing.cast(Tensor, getattr(rnn, name))  # nn.RNNBase sets its weights by name
 
 
 class StepLinears(nn.Module):
@@ -84,16 +95,15 @@ class StepLinears(nn.Module):
 
     def __init__(self, rnn: nn.RNNBase, embedding_size: int) -> None:
         super().__init__()
-        fused = FusedWeights(rnn, embedding_size)
-        first = fused.parameter("weight_ih_l0")  # (G, E + H)
-        self.embedding = _linear_of(first[:, :embedding_size], fused.parameter("bias_ih_l0"))
+        first = _parameter(rnn, "weight_ih_l0")  # (G, E + H)
+        self.embedding = _linear_of(first[:, :embedding_size], _parameter(rnn, "bias_ih_l0"))
         self.feed = _linear_of(first[:, embedding_size:], None)
         self.inputs = nn.ModuleList(
-            _linear_of(fused.parameter(f"weight_ih_l{layer}"), fused.parameter(f"bias_ih_l{layer}"))
+            _linear_of(_parameter(rnn, f"weight_ih_l{layer}"), _parameter(rnn, f"bias_ih_l{layer}"))
             for layer in range(1, rnn.num_layers)
         )
         self.recurrent = nn.ModuleList(
-            _linear_of(fused.parameter(f"weight_hh_l{layer}"), fused.parameter(f"bias_hh_l{layer}"))
+            _linear_of(_parameter(rnn, f"weight_hh_l{layer}"), _parameter(rnn, f"bias_hh_l{layer}"))
             for layer in range(rnn.num_layers)
         )
 
