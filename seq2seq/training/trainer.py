@@ -379,11 +379,19 @@ def _to_cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {key: value.detach().cpu() for key, value in state.items()}
 
 
+#: Devices where PyTorch's fused Adam kernels run: one kernel over all parameters instead of
+#: about ten tensor operations per parameter (on 2 CPU cores, 14 ms instead of 700 ms per step of
+#: the 8.5M-parameter comparison model, with the machine busy; the updates are the same Adam).
+FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if config.optimizer not in optimizers:
         raise ValueError(f"train.optimizer must be one of {sorted(optimizers)}, got {config.optimizer!r}")
     keep_triton_out_without_cuda()  # building a torch.optim optimizer would import it (see host_memory)
+    parameters = list(model.parameters())
+    fused = all(parameter.device.type in FUSED_OPTIMIZER_DEVICES for parameter in parameters)
     return optimizers[config.optimizer](
-        model.parameters(), lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
+        parameters, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay, fused=fused or None
     )
