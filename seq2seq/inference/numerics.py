@@ -9,7 +9,7 @@ are always computed in fp32.
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -18,7 +18,6 @@ from seq2seq.quantization import quantize_int8
 
 #: The floating-point formats a model can decode in, by name.
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-Quantization = Literal["int8"]
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
