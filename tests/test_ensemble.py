@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2seq import Translator, train
+from seq2seq import TextGenerator, Translator, train
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import DecodeConfig, DecoderConfig, TextEncoderConfig
 from seq2seq.decoding import SpecialIds, generate
@@ -144,3 +144,12 @@ def test_the_command_line_translates_with_an_ensemble(runs: dict[str, Path], tmp
     assert result.stdout.splitlines() == [found.text for found in expected]
     evaluated = run_recipe("translate.py", "evaluate", "--checkpoint", str(runs["a"]), str(runs["b"]), "--greedy")
     assert "ensemble of 2 checkpoints" in evaluated.stdout and "BLEU" in evaluated.stdout
+
+
+def test_a_text_generator_samples_and_streams_from_an_ensemble(runs: dict[str, Path]) -> None:
+    single = TextGenerator.from_checkpoint(runs["lm"], device="cpu")
+    twice = TextGenerator.from_checkpoint([runs["lm"], runs["lm"]], device="cpu")
+    assert isinstance(twice.model, Ensemble) and len(twice.checkpoints) == 2
+    expected = single.generate("\n", length=30, temperature=0.9, seed=4)[0].text
+    assert twice.generate("\n", length=30, temperature=0.9, seed=4)[0].text == expected
+    assert "".join(twice.stream("\n", length=30, temperature=0.9, seed=4)) == expected
