@@ -25,6 +25,7 @@ from typing import cast
 
 from seq2seq.baselines import feature_vectors, nearest_neighbour_captions, pixel_vectors
 from seq2seq.caption_metrics import caption_scores
+from seq2seq.coco_metrics import JRE_INSTALL, coco_scores
 from seq2seq.commands.common import (
     add_average_verb,
     add_checkpoint_arguments,
@@ -43,6 +44,7 @@ from seq2seq.models import CNNEncoder
 from seq2seq.training.caption_task import score_captions
 
 BASELINES = ("none", "pixels", "features")
+METRIC_SETS = ("default", "coco")
 
 
 def add_verbs(verbs: argparse._SubParsersAction) -> None:
@@ -63,7 +65,7 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 
     ev = verbs.add_parser(
         "evaluate",
-        help="BLEU-1..4, CIDEr-D and exact matches on the test or validation split",
+        help="BLEU-1..4, CIDEr-D and exact matches (--metrics coco: the COCO caption evaluation) on a split",
         description="Caption a split of the training config's data and score the captions against all "
         "references (BLEU-1..4 by sacreBLEU, CIDEr-D by the COCO caption evaluation, exact matches), printing "
         "the decoding settings; --baseline also scores the nearest-neighbour captioner.",
@@ -76,6 +78,14 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
         default="pixels",
         help="also score the nearest-neighbour captioner in pixel (32x32 RGB) or the model's feature space "
         "(default: pixels)",
+    )
+    ev.add_argument(
+        "--metrics",
+        choices=METRIC_SETS,
+        default="default",
+        help="default: BLEU-1..4, CIDEr-D and exact matches over caption words, no Java needed; coco: also the "
+        "COCO caption evaluation as published tables report it (PTB tokens, BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, "
+        f"SPICE; the tokenizer, METEOR and SPICE need Java: {JRE_INSTALL})",
     )
     ev.add_argument("--attention-maps", metavar="DIR", help="write attention maps of the first --max-maps images")
     ev.add_argument("--max-maps", type=positive_int, default=10, help="attention maps written (default: 10)")
@@ -168,6 +178,9 @@ def evaluate(args: argparse.Namespace) -> None:
     if images.skips.total:
         print(f"unreadable images (scored with empty captions): {images.skips.summary()}")
     print(f"model:    {score_captions(results, references)}")
+    if args.metrics == "coco":
+        first = ["" if found is None else found[0].text for found in results]
+        print(f"model, COCO caption evaluation: {coco_scores(first, [image.captions for image in references])}")
     if args.baseline != "none":
         print(f"baseline: {baseline_scores(captioner, sets, references, args.baseline, args.batch_size)}")
     if args.attention_maps:
