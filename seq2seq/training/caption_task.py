@@ -24,14 +24,16 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from seq2seq.caption_metrics import CaptionScores, caption_scores
-from seq2seq.config import ConfigError, DecodeConfig, to_dict
+from seq2seq.caption_metrics import CaptionScores, caption_scores, caption_words
+from seq2seq.checkpoint import load_weights
+from seq2seq.config import ConfigError, DecodeConfig, config_differences, to_dict
 from seq2seq.data.captions import (
     CaptionBatch,
     CaptionImages,
     CaptionPairs,
     ImageCaptions,
     caption_batches,
+    caption_vocab,
     load_caption_sets,
     make_caption_codec,
 )
@@ -42,15 +44,18 @@ from seq2seq.data.text_files import DataError
 from seq2seq.decoding import check_decode_config
 from seq2seq.inference.captioner import caption_images
 from seq2seq.inference.hypothesis import Hypothesis
+from seq2seq.inference.loading import metadata_entry, read_trained_run
 from seq2seq.inference.options import search_options
 from seq2seq.metrics import perplexity
 from seq2seq.models import CNNEncoder, Seq2Seq, build_captioning_model
-from seq2seq.run_configs import MODEL_SECTIONS, CaptionConfig, CaptionValidationConfig
+from seq2seq.run_configs import MODEL_SECTIONS, CaptionConfig, CaptionTrainConfig, CaptionValidationConfig
 from seq2seq.text import Vocab
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
 from seq2seq.training.run import PreparedRun, TaskTraining, seeded_model
 from seq2seq.training.runtime import Runtime, gather_objects
-from seq2seq.training.trainer import BatchLoss
+from seq2seq.training.scst import CaptionReward, ImageBatching, ScstSettings, SelfCriticalTask
+from seq2seq.training.trainer import BatchLoss, TrainingPhase
+from seq2seq.training.translation_task import vocabulary_change
 
 
 def caption_loss(
@@ -189,11 +194,30 @@ def unreadable_images(what: str, pairs: CaptionPairs) -> DataError:
 # ---- preparing a run ------------------------------------------------------------------------
 
 
+#: The sections an SCST run must share with the cross-entropy run it starts from (train.scst_from).
+SCST_MODEL_SECTIONS = ("image_encoder", "decoder")
+
+
 def check_caption_config(config: CaptionConfig) -> None:
-    """Refuses validation and decoding settings that cannot work, before anything is written."""
+    """Refuses validation, decoding and self-critical settings that cannot work, before anything is written."""
     config.validation.check(config.train.best_metric)
     search_options(config.decoding)
     check_decode_config(config.validation.decode_config(config.decoding))
+    check_scst_config(config.train)
+
+
+def check_scst_config(train: CaptionTrainConfig) -> None:
+    """Refuses an SCST phase that cannot work, naming the keys to change."""
+    if train.scst_from is not None and train.scst_after_steps > 0:
+        raise ConfigError(
+            "train.scst_from and train.scst_after_steps both start a self-critical phase: set one of them "
+            "(scst_from starts this run from another run's weights, scst_after_steps after this run's own steps)"
+        )
+    if train.scst() and train.scst_baseline == "others" and train.scst_samples < 2:
+        raise ConfigError(
+            "train.scst_baseline=others averages the rewards of an image's other samples: "
+            "set train.scst_samples to 2 or more, or train.scst_baseline=greedy"
+        )
 
 
 def prepare_captioning(
@@ -202,26 +226,88 @@ def prepare_captioning(
     """The image-caption sets, the caption codec (a fresh run's made now, or a resumed run's own),
     the model, the feature cache of a frozen backbone and this process's training task."""
     sets = load_caption_sets(config.data)
-    if saved is None:
+    start = scst_start(config, sets["train"]) if saved is None and config.train.scst_from is not None else None
+    if saved is not None:
+        codec = TextCodec.from_dict(saved["codec"])
+    elif start is not None:
+        codec = start.codec
+    else:
         made = make_caption_codec(config.data, sets["train"], run_dir).to_dict() if runtime.is_main else None
         main = gather_objects(made, runtime)[0]
         assert main is not None  # the main process made it
         codec = TextCodec.from_dict(main)
-    else:
-        codec = TextCodec.from_dict(saved["codec"])
     model = seeded_model(
         lambda: build_captioning_model(config.image_encoder, config.decoder, len(codec.vocab), Vocab.pad_id),
         runtime,
         config.train.seed,
     )
+    if start is not None:
+        load_weights(start.directory, model, runtime.device)
     features = cached_features(config, model, sets, run_dir, runtime)
     task = caption_task(config, sets, codec, runtime, features)
+    phase = self_critical_phase(config, sets["train"], task, runtime) if config.train.scst() else None
     description = (
         f"{len(task.train)} training pairs of {len(sets['train'])} images, {len(sets['valid'])} validation images, "
         f"vocabulary {len(codec.vocab)}, {config.image_encoder.backbone} backbone"
         + (", features cached" if features is not None else "")
+        + (f", self-critical training from step {phase.start_step}" if phase is not None else "")
+        + (f" from the weights of {start.directory}" if start is not None else "")
     )
-    return PreparedRun(model, task, {"codec": codec.to_dict()}, description)
+    return PreparedRun(model, task, {"codec": codec.to_dict()}, description, phase)
+
+
+@dataclass(frozen=True)
+class ScstStart:
+    """The cross-entropy checkpoint an SCST run starts from: its step directory and its codec."""
+
+    directory: Path
+    codec: TextCodec
+
+
+def scst_start(config: CaptionConfig, train_sets: list[ImageCaptions]) -> ScstStart:
+    """The checkpoint ``train.scst_from`` names, once it is known to fit this run: a captioning
+    model with this config's image_encoder and decoder sections, whose vocabulary is the one
+    this config's training captions give."""
+    source = read_trained_run(cast(str, config.train.scst_from), "caption")
+    advice = (
+        f"train.scst_from ({config.train.scst_from}) must be a cross-entropy run of this model and data: "
+        "train SCST with the config of that run (base: it and change only train), or train a cross-entropy "
+        "run with this config first"
+    )
+    mine = to_dict(config)
+    changed = config_differences(
+        {key: to_dict(getattr(source.config, key)) for key in SCST_MODEL_SECTIONS},
+        {key: mine[key] for key in SCST_MODEL_SECTIONS},
+    )
+    if changed:
+        raise ConfigError(f"{source.directory} has another model:\n  " + "\n  ".join(changed) + f"\n{advice}")
+    codec = TextCodec.from_dict(metadata_entry(source, "codec"))
+    vocab = caption_vocab(config.data, train_sets, codec.tokenizer)
+    if vocab != codec.vocab:
+        raise ConfigError(
+            f"{source.directory} has a vocabulary of {len(codec.vocab)} tokens, but this config's training captions "
+            f"give {len(vocab)} ({vocabulary_change(codec.vocab, vocab)}). {advice}"
+        )
+    return ScstStart(source.directory, codec)
+
+
+def self_critical_phase(
+    config: CaptionConfig, train_sets: list[ImageCaptions], cross_entropy: CaptionTask, runtime: Runtime
+) -> TrainingPhase:
+    """SCST over the training images of ``cross_entropy`` (read through its store), validated as it validates."""
+    train = config.train
+    references = [[caption_words(caption) for caption in image.captions] for image in train_sets]
+    task = SelfCriticalTask(
+        CaptionImages.of_pairs(train_sets, cross_entropy.train),
+        references,
+        CaptionReward(references, train.scst_bleu4_weight),
+        cross_entropy.codec,
+        ScstSettings.of(train, config.decoding),
+        ImageBatching(config.data.batch_size, train.seed, runtime.rank, runtime.world_size, config.data.num_workers),
+        cross_entropy,
+        runtime.device,
+    )
+    return TrainingPhase("self-critical training", train.scst_after_steps, task, train.scst_lr)
 
 
 def cached_features(
