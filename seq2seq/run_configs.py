@@ -117,6 +117,7 @@ class CaptionTrainConfig(TrainConfig):
     # checkpoint) or of a step directory; null: no such start.
     scst_from: str | None = None
     scst_after_steps: int = bounded(0, at_least=0)  # or begin SCST after this many cross-entropy steps; 0: never
+    scst_after_minutes: float = bounded(0.0, at_least=0)  # or after this many minutes of cross-entropy; 0: never
     scst_samples: int = bounded(5, at_least=1)  # captions sampled per image (K)
     # others: the mean reward of the image's other K - 1 samples | greedy: the greedy caption's reward
     scst_baseline: ScstBaseline = "others"
@@ -125,7 +126,7 @@ class CaptionTrainConfig(TrainConfig):
 
     def scst(self) -> bool:
         """Whether this run has an SCST phase."""
-        return self.scst_from is not None or self.scst_after_steps > 0
+        return self.scst_from is not None or self.scst_after_steps > 0 or self.scst_after_minutes > 0
 
 
 @dataclass

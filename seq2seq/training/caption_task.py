@@ -16,7 +16,7 @@ captions of the validation images against all their references.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -194,6 +194,13 @@ def unreadable_images(what: str, pairs: CaptionPairs) -> DataError:
 # ---- preparing a run ------------------------------------------------------------------------
 
 
+#: The keys that start a self-critical phase, and whether each one is set.
+SCST_STARTS: dict[str, Callable[[CaptionTrainConfig], bool]] = {
+    "scst_from": lambda train: train.scst_from is not None,
+    "scst_after_steps": lambda train: train.scst_after_steps > 0,
+    "scst_after_minutes": lambda train: train.scst_after_minutes > 0,
+}
+
 #: The sections an SCST run must share with the cross-entropy run it starts from (train.scst_from).
 SCST_MODEL_SECTIONS = ("image_encoder", "decoder")
 
@@ -208,10 +215,12 @@ def check_caption_config(config: CaptionConfig) -> None:
 
 def check_scst_config(train: CaptionTrainConfig) -> None:
     """Refuses an SCST phase that cannot work, naming the keys to change."""
-    if train.scst_from is not None and train.scst_after_steps > 0:
+    starts = [key for key, value in SCST_STARTS.items() if value(train)]
+    if len(starts) > 1:
         raise ConfigError(
-            "train.scst_from and train.scst_after_steps both start a self-critical phase: set one of them "
-            "(scst_from starts this run from another run's weights, scst_after_steps after this run's own steps)"
+            f"{' and '.join(f'train.{key}' for key in starts)} each start a self-critical phase: set one of them "
+            "(scst_from starts this run from another run's weights, scst_after_steps or scst_after_minutes after "
+            "this run's own cross-entropy training)"
         )
     if train.scst() and train.scst_baseline == "others" and train.scst_samples < 2:
         raise ConfigError(
@@ -250,10 +259,19 @@ def prepare_captioning(
         f"{len(task.train)} training pairs of {len(sets['train'])} images, {len(sets['valid'])} validation images, "
         f"vocabulary {len(codec.vocab)}, {config.image_encoder.backbone} backbone"
         + (", features cached" if features is not None else "")
-        + (f", self-critical training from step {phase.start_step}" if phase is not None else "")
+        + (f", self-critical training {describe_start(config.train)}" if phase is not None else "")
         + (f" from the weights of {start.directory}" if start is not None else "")
     )
     return PreparedRun(model, task, {"codec": codec.to_dict()}, description, phase)
+
+
+def describe_start(train: CaptionTrainConfig) -> str:
+    """When the self-critical phase begins, in words."""
+    if train.scst_after_steps:
+        return f"from step {train.scst_after_steps}"
+    if train.scst_after_minutes:
+        return f"after {train.scst_after_minutes:g} minutes"
+    return "from the start"
 
 
 @dataclass(frozen=True)
@@ -307,7 +325,9 @@ def self_critical_phase(
         cross_entropy,
         runtime.device,
     )
-    return TrainingPhase("self-critical training", train.scst_after_steps, task, train.scst_lr)
+    return TrainingPhase(
+        "self-critical training", task, train.scst_lr, train.scst_after_steps, train.scst_after_minutes * 60
+    )
 
 
 def cached_features(

@@ -65,21 +65,6 @@ class TrainingTask(Protocol):
     def load_state_dict(self, state: dict[str, Tensor]) -> None: ...
 
 
-@dataclass(frozen=True)
-class TrainingPhase:
-    """A later phase of a run: its own task (batches, loss, validation) and constant learning rate.
-
-    name: recorded in ``Progress.phase`` once the phase has begun
-    start_step: the optimizer steps before it (0: the whole run is this phase); the first
-        phase's learning-rate schedule spans those steps
-    """
-
-    name: str
-    start_step: int
-    task: TrainingTask
-    lr: float
-
-
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
@@ -96,6 +81,34 @@ class Progress:
     validations_without_improvement: int = 0
     lr_scale: float = 1.0  # reductions by the plateau schedule
     phase: str = ""  # the name of the TrainingPhase in progress; "" before it (or without one)
+
+
+@dataclass(frozen=True)
+class TrainingPhase:
+    """A later phase of a run: its own task (batches, loss, validation) and constant learning rate.
+
+    name: recorded in ``Progress.phase`` once the phase has begun
+    task, lr: its task and learning rate
+    start_step, start_seconds: it begins once this many optimizer steps are done and this many
+        seconds of training have passed (both 0: the whole run is this phase); the first
+        phase's learning-rate schedule spans those steps or seconds
+    """
+
+    name: str
+    task: TrainingTask
+    lr: float
+    start_step: int = 0
+    start_seconds: float = 0.0
+
+    def due(self, progress: Progress) -> bool:
+        """Whether training has reached the phase's start."""
+        return progress.step >= self.start_step and progress.elapsed >= self.start_seconds
+
+    def share_before(self, progress: Progress) -> float:
+        """How much of the training before the phase is done, 0 to 1."""
+        steps = progress.step / self.start_step if self.start_step else 0.0
+        seconds = progress.elapsed / self.start_seconds if self.start_seconds else 0.0
+        return min(max(steps, seconds), 1.0)
 
 
 class TrainingBar:
@@ -234,7 +247,7 @@ class Trainer:
     def _phase_begins(self) -> bool:
         """Begins the later phase when its start step is reached: its data from its first batch on."""
         phase, progress = self.phase, self.progress
-        if phase is None or self._in_phase() or progress.step < phase.start_step:
+        if phase is None or self._in_phase() or not phase.due(progress):
             return False
         progress.phase, progress.epoch, progress.position = phase.name, 0, 0
         log.info("step %d: %s begins (learning rate %.3g)", progress.step, phase.name, phase.lr)
@@ -323,7 +336,7 @@ class Trainer:
         follows, else over max_steps or the time budget, whichever is nearer its end."""
         config, progress = self.config, self.progress
         if self.phase is not None:
-            done = progress.step / max(self.phase.start_step, 1)
+            done = self.phase.share_before(progress)
         else:
             budget_progress = progress.elapsed / (config.max_minutes * 60) if config.max_minutes > 0 else 0.0
             done = max(progress.step / config.max_steps, budget_progress)
