@@ -45,10 +45,18 @@ from seq2seq.training.caption_task import score_captions
 
 BASELINES = ("none", "pixels", "features")
 METRIC_SETS = ("default", "coco")
+SCST_HELP = (
+    "Self-critical training (SCST): after cross-entropy, K sampled captions per image are rewarded by their "
+    "CIDEr-D against the image's references, above a baseline. --config emoji_scst does both in one run "
+    "(train.scst_after_minutes, or train.scst_after_steps); --set train.scst_from=RUN_OR_CHECKPOINT starts a "
+    "run in SCST from a cross-entropy run of the same model and data. train.scst_samples, scst_baseline "
+    "(others | greedy), scst_bleu4_weight and scst_lr tune it; the log records reward, baseline and "
+    "above_baseline."
+)
 
 
 def add_verbs(verbs: argparse._SubParsersAction) -> None:
-    add_train_verb(verbs, "caption", "captioning")
+    add_train_verb(verbs, "caption", "captioning", SCST_HELP)
 
     cap = verbs.add_parser(
         "caption",
