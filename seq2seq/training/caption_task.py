@@ -50,12 +50,12 @@ from seq2seq.metrics import perplexity
 from seq2seq.models import CNNEncoder, Seq2Seq, build_captioning_model
 from seq2seq.run_configs import MODEL_SECTIONS, CaptionConfig, CaptionTrainConfig, CaptionValidationConfig
 from seq2seq.text import Vocab
+from seq2seq.text.vocab import vocabulary_change
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
 from seq2seq.training.run import PreparedRun, TaskTraining, seeded_model
 from seq2seq.training.runtime import Runtime, gather_objects
 from seq2seq.training.scst import CaptionReward, ImageBatching, ScstSettings, SelfCriticalTask
 from seq2seq.training.trainer import BatchLoss, TrainingPhase
-from seq2seq.training.translation_task import vocabulary_change
 
 
 def caption_loss(

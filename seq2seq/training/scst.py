@@ -35,7 +35,7 @@ from seq2seq.data.text_files import DataError
 from seq2seq.decoding import Hypotheses, generate
 from seq2seq.inference.hypothesis import SPECIAL_IDS
 from seq2seq.models import Seq2Seq
-from seq2seq.run_configs import CaptionTrainConfig
+from seq2seq.run_configs import CaptionTrainConfig, ScstBaseline
 from seq2seq.training.trainer import BatchLoss, TrainingTask
 
 Words = list[str]
@@ -78,7 +78,7 @@ class ScstSettings:
     """
 
     samples: int
-    baseline: str
+    baseline: ScstBaseline
     max_length: int
     ban_unk: bool
 

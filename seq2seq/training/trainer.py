@@ -247,7 +247,12 @@ class Trainer:
     def _phase_begins(self) -> bool:
         """Begins the later phase when its start step is reached: its data from its first batch on."""
         phase, progress = self.phase, self.progress
-        if phase is None or self._in_phase() or not phase.due(progress):
+        if phase is None or self._in_phase():
+            return False
+        due = phase.due(progress)
+        if phase.start_seconds > 0:  # each process measures its own time: they begin when the first is due
+            due = any_process(due, self.runtime)
+        if not due:
             return False
         progress.phase, progress.epoch, progress.position = phase.name, 0, 0
         log.info("step %d: %s begins (learning rate %.3g)", progress.step, phase.name, phase.lr)
