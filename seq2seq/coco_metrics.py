@@ -72,13 +72,21 @@ def coco_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) 
     reference_streams(hypotheses, references)  # checks the counts and types
     result = CocoScores()
     java = java_available()
+    tokenized: tuple[Captions, Captions] | None = None
     if java:
-        result.tokenization = "PTB tokenizer (Stanford CoreNLP), lowercased, punctuation removed"
-        tokenized_references, tokenized_hypotheses = ptb_tokenized(references), ptb_tokenized([[h] for h in hypotheses])
+        try:
+            tokenized = ptb_tokenized(references), ptb_tokenized([[h] for h in hypotheses])
+            result.tokenization = "PTB tokenizer (Stanford CoreNLP), lowercased, punctuation removed"
+        except (OSError, subprocess.CalledProcessError) as error:  # e.g. a read-only pycocoevalcap folder
+            result.tokenization = f"caption words (the PTB tokenizer failed: {error})"
     else:
         result.tokenization = f"caption words (the PTB tokenizer needs Java: {JRE_INSTALL})"
-        tokenized_references = {i: [" ".join(caption_words(r)) for r in refs] for i, refs in enumerate(references)}
-        tokenized_hypotheses = {i: [" ".join(caption_words(h))] for i, h in enumerate(hypotheses)}
+    if tokenized is None:
+        tokenized = (
+            {i: [" ".join(caption_words(r)) for r in refs] for i, refs in enumerate(references)},
+            {i: [" ".join(caption_words(h))] for i, h in enumerate(hypotheses)},
+        )
+    tokenized_references, tokenized_hypotheses = tokenized
     scorers: list[tuple[tuple[str, ...], Callable[[], object]]] = [
         (("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"), Bleu),
         (("METEOR",), _meteor),
