@@ -310,6 +310,9 @@ class Trainer:
                 if progress.step % config.validate_every == 0 or done or phase_begins:
                     stop_early = self._validate_and_save()
                     done = done or stop_early
+                if phase_begins:  # the next log record is the new phase's alone
+                    window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+                    window_stats = StatsWindow()
                 if done or phase_begins:
                     break
             else:
