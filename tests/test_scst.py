@@ -23,13 +23,14 @@ from seq2seq.config import ConfigError, load_config
 from seq2seq.data.captions import CaptionImages, ImageCaptions, caption_batches, load_caption_sets
 from seq2seq.data.images import build_transform
 from seq2seq.run_configs import CaptionConfig
-from seq2seq.training.caption_task import check_caption_config, scst_start
+from seq2seq.training.caption_task import check_caption_config
 from seq2seq.training.scst import (
     CaptionReward,
     ImageBatching,
     ScstSettings,
     SelfCriticalTask,
     sampled_log_probs,
+    scst_start,
 )
 from tests.conftest import REPO_ROOT, run_recipe
 from tests.test_caption_recipe import TINY_CAPTION, train_args, write_dataset

@@ -16,7 +16,7 @@ captions of the validation images against all their references.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -24,16 +24,15 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from seq2seq.caption_metrics import CaptionScores, caption_scores, caption_words
+from seq2seq.caption_metrics import CaptionScores, caption_scores
 from seq2seq.checkpoint import load_weights
-from seq2seq.config import ConfigError, DecodeConfig, config_differences, to_dict
+from seq2seq.config import ConfigError, DecodeConfig, to_dict
 from seq2seq.data.captions import (
     CaptionBatch,
     CaptionImages,
     CaptionPairs,
     ImageCaptions,
     caption_batches,
-    caption_vocab,
     load_caption_sets,
     make_caption_codec,
 )
@@ -44,18 +43,16 @@ from seq2seq.data.text_files import DataError
 from seq2seq.decoding import check_decode_config
 from seq2seq.inference.captioner import caption_images
 from seq2seq.inference.hypothesis import Hypothesis
-from seq2seq.inference.loading import metadata_entry, read_trained_run
 from seq2seq.inference.options import search_options
 from seq2seq.metrics import perplexity
 from seq2seq.models import CNNEncoder, Seq2Seq, build_captioning_model
-from seq2seq.run_configs import MODEL_SECTIONS, CaptionConfig, CaptionTrainConfig, CaptionValidationConfig
+from seq2seq.run_configs import MODEL_SECTIONS, CaptionConfig, CaptionValidationConfig
 from seq2seq.text import Vocab
-from seq2seq.text.vocab import vocabulary_change
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
 from seq2seq.training.run import PreparedRun, TaskTraining, seeded_model
 from seq2seq.training.runtime import Runtime, gather_objects
-from seq2seq.training.scst import CaptionReward, ImageBatching, ScstSettings, SelfCriticalTask
-from seq2seq.training.trainer import BatchLoss, TrainingPhase
+from seq2seq.training.scst import check_scst_config, describe_start, scst_start, self_critical_phase
+from seq2seq.training.trainer import BatchLoss
 
 
 def caption_loss(
@@ -194,39 +191,12 @@ def unreadable_images(what: str, pairs: CaptionPairs) -> DataError:
 # ---- preparing a run ------------------------------------------------------------------------
 
 
-#: The keys that start a self-critical phase, and whether each one is set.
-SCST_STARTS: dict[str, Callable[[CaptionTrainConfig], bool]] = {
-    "scst_from": lambda train: train.scst_from is not None,
-    "scst_after_steps": lambda train: train.scst_after_steps > 0,
-    "scst_after_minutes": lambda train: train.scst_after_minutes > 0,
-}
-
-#: The sections an SCST run must share with the cross-entropy run it starts from (train.scst_from).
-SCST_MODEL_SECTIONS = ("image_encoder", "decoder")
-
-
 def check_caption_config(config: CaptionConfig) -> None:
     """Refuses validation, decoding and self-critical settings that cannot work, before anything is written."""
     config.validation.check(config.train.best_metric)
     search_options(config.decoding)
     check_decode_config(config.validation.decode_config(config.decoding))
     check_scst_config(config.train)
-
-
-def check_scst_config(train: CaptionTrainConfig) -> None:
-    """Refuses an SCST phase that cannot work, naming the keys to change."""
-    starts = [key for key, value in SCST_STARTS.items() if value(train)]
-    if len(starts) > 1:
-        raise ConfigError(
-            f"{' and '.join(f'train.{key}' for key in starts)} each start a self-critical phase: set one of them "
-            "(scst_from starts this run from another run's weights, scst_after_steps or scst_after_minutes after "
-            "this run's own cross-entropy training)"
-        )
-    if train.scst() and train.scst_baseline == "others" and train.scst_samples < 2:
-        raise ConfigError(
-            "train.scst_baseline=others averages the rewards of an image's other samples: "
-            "set train.scst_samples to 2 or more, or train.scst_baseline=greedy"
-        )
 
 
 def prepare_captioning(
@@ -263,71 +233,6 @@ def prepare_captioning(
         + (f" from the weights of {start.directory}" if start is not None else "")
     )
     return PreparedRun(model, task, {"codec": codec.to_dict()}, description, phase)
-
-
-def describe_start(train: CaptionTrainConfig) -> str:
-    """When the self-critical phase begins, in words."""
-    if train.scst_after_steps:
-        return f"from step {train.scst_after_steps}"
-    if train.scst_after_minutes:
-        return f"after {train.scst_after_minutes:g} minutes"
-    return "from the start"
-
-
-@dataclass(frozen=True)
-class ScstStart:
-    """The cross-entropy checkpoint an SCST run starts from: its step directory and its codec."""
-
-    directory: Path
-    codec: TextCodec
-
-
-def scst_start(config: CaptionConfig, train_sets: list[ImageCaptions]) -> ScstStart:
-    """The checkpoint ``train.scst_from`` names, once it is known to fit this run: a captioning
-    model with this config's image_encoder and decoder sections, whose vocabulary is the one
-    this config's training captions give."""
-    source = read_trained_run(cast(str, config.train.scst_from), "caption")
-    advice = (
-        f"train.scst_from ({config.train.scst_from}) must be a cross-entropy run of this model and data: "
-        "train SCST with the config of that run (base: it and change only train), or train a cross-entropy "
-        "run with this config first"
-    )
-    mine = to_dict(config)
-    changed = config_differences(
-        {key: to_dict(getattr(source.config, key)) for key in SCST_MODEL_SECTIONS},
-        {key: mine[key] for key in SCST_MODEL_SECTIONS},
-    )
-    if changed:
-        raise ConfigError(f"{source.directory} has another model:\n  " + "\n  ".join(changed) + f"\n{advice}")
-    codec = TextCodec.from_dict(metadata_entry(source, "codec"))
-    vocab = caption_vocab(config.data, train_sets, codec.tokenizer)
-    if vocab != codec.vocab:
-        raise ConfigError(
-            f"{source.directory} has a vocabulary of {len(codec.vocab)} tokens, but this config's training captions "
-            f"give {len(vocab)} ({vocabulary_change(codec.vocab, vocab)}). {advice}"
-        )
-    return ScstStart(source.directory, codec)
-
-
-def self_critical_phase(
-    config: CaptionConfig, train_sets: list[ImageCaptions], cross_entropy: CaptionTask, runtime: Runtime
-) -> TrainingPhase:
-    """SCST over the training images of ``cross_entropy`` (read through its store), validated as it validates."""
-    train = config.train
-    references = [[caption_words(caption) for caption in image.captions] for image in train_sets]
-    task = SelfCriticalTask(
-        CaptionImages.of_pairs(train_sets, cross_entropy.train),
-        references,
-        CaptionReward(references, train.scst_bleu4_weight),
-        cross_entropy.codec,
-        ScstSettings.of(train, config.decoding),
-        ImageBatching(config.data.batch_size, train.seed, runtime.rank, runtime.world_size, config.data.num_workers),
-        cross_entropy,
-        runtime.device,
-    )
-    return TrainingPhase(
-        "self-critical training", task, train.scst_lr, train.scst_after_steps, train.scst_after_minutes * 60
-    )
 
 
 def cached_features(

@@ -13,13 +13,18 @@ log-probabilities of the sampled tokens, and the loss is
 so captions better than the baseline become more likely and worse ones less. The CIDEr-D
 document frequencies are those of the training references, computed once (``CaptionReward``).
 Validation is the cross-entropy phase's (loss, BLEU-4, CIDEr-D, exact names).
+
+The phase begins after ``train.scst_after_steps`` or ``scst_after_minutes`` of cross-entropy in
+the same run, or a fresh run starts in it from the weights of another (``train.scst_from``,
+checked by ``scst_start``); ``self_critical_phase`` builds it for the trainer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from sacrebleu.metrics import BLEU
@@ -28,15 +33,21 @@ from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.caption_metrics import caption_words
 from seq2seq.cider_d import CiderD, TfIdf
-from seq2seq.config import DecodeConfig
-from seq2seq.data.captions import CaptionBatch, CaptionImages, caption_batches
+from seq2seq.config import ConfigError, DecodeConfig, config_differences, to_dict
+from seq2seq.data.captions import CaptionBatch, CaptionImages, ImageCaptions, caption_batches, caption_vocab
 from seq2seq.data.parallel import TextCodec
 from seq2seq.data.text_files import DataError
 from seq2seq.decoding import Hypotheses, generate
 from seq2seq.inference.hypothesis import SPECIAL_IDS
+from seq2seq.inference.loading import metadata_entry, read_trained_run
 from seq2seq.models import Seq2Seq
-from seq2seq.run_configs import CaptionTrainConfig, ScstBaseline
-from seq2seq.training.trainer import BatchLoss, TrainingTask
+from seq2seq.run_configs import CaptionConfig, CaptionTrainConfig, ScstBaseline
+from seq2seq.text.vocab import vocabulary_change
+from seq2seq.training.runtime import Runtime
+from seq2seq.training.trainer import BatchLoss, TrainingPhase, TrainingTask
+
+if TYPE_CHECKING:
+    from seq2seq.training.caption_task import CaptionTask
 
 Words = list[str]
 
@@ -208,3 +219,98 @@ def sampled_log_probs(model: nn.Module, images: Tensor, tokens: Tensor) -> tuple
     logits, _ = model(images, target_in, None, False, True, samples)  # (B * K, T, V)
     log_probs = logits.float().log_softmax(dim=-1).gather(-1, target_out.unsqueeze(-1)).squeeze(-1)  # (B * K, T)
     return log_probs, (target_out != SPECIAL_IDS.pad).float()
+
+
+# ---- preparing the phase ------------------------------------------------------------------
+
+
+#: The keys that start a self-critical phase, and whether each one is set.
+SCST_STARTS: dict[str, Callable[[CaptionTrainConfig], bool]] = {
+    "scst_from": lambda train: train.scst_from is not None,
+    "scst_after_steps": lambda train: train.scst_after_steps > 0,
+    "scst_after_minutes": lambda train: train.scst_after_minutes > 0,
+}
+
+#: The sections an SCST run must share with the cross-entropy run it starts from (train.scst_from).
+SCST_MODEL_SECTIONS = ("image_encoder", "decoder")
+
+
+def check_scst_config(train: CaptionTrainConfig) -> None:
+    """Refuses an SCST phase that cannot work, naming the keys to change."""
+    starts = [key for key, value in SCST_STARTS.items() if value(train)]
+    if len(starts) > 1:
+        raise ConfigError(
+            f"{' and '.join(f'train.{key}' for key in starts)} each start a self-critical phase: set one of them "
+            "(scst_from starts this run from another run's weights, scst_after_steps or scst_after_minutes after "
+            "this run's own cross-entropy training)"
+        )
+    if train.scst() and train.scst_baseline == "others" and train.scst_samples < 2:
+        raise ConfigError(
+            "train.scst_baseline=others averages the rewards of an image's other samples: "
+            "set train.scst_samples to 2 or more, or train.scst_baseline=greedy"
+        )
+
+
+def describe_start(train: CaptionTrainConfig) -> str:
+    """When the self-critical phase begins, in words."""
+    if train.scst_after_steps:
+        return f"from step {train.scst_after_steps}"
+    if train.scst_after_minutes:
+        return f"after {train.scst_after_minutes:g} minutes"
+    return "from the start"
+
+
+@dataclass(frozen=True)
+class ScstStart:
+    """The cross-entropy checkpoint an SCST run starts from: its step directory and its codec."""
+
+    directory: Path
+    codec: TextCodec
+
+
+def scst_start(config: CaptionConfig, train_sets: list[ImageCaptions]) -> ScstStart:
+    """The checkpoint ``train.scst_from`` names, once it is known to fit this run: a captioning
+    model with this config's image_encoder and decoder sections, whose vocabulary is the one
+    this config's training captions give."""
+    source = read_trained_run(cast(str, config.train.scst_from), "caption")
+    advice = (
+        f"train.scst_from ({config.train.scst_from}) must be a cross-entropy run of this model and data: "
+        "train SCST with the config of that run (base: it and change only train), or train a cross-entropy "
+        "run with this config first"
+    )
+    mine = to_dict(config)
+    changed = config_differences(
+        {key: to_dict(getattr(source.config, key)) for key in SCST_MODEL_SECTIONS},
+        {key: mine[key] for key in SCST_MODEL_SECTIONS},
+    )
+    if changed:
+        raise ConfigError(f"{source.directory} has another model:\n  " + "\n  ".join(changed) + f"\n{advice}")
+    codec = TextCodec.from_dict(metadata_entry(source, "codec"))
+    vocab = caption_vocab(config.data, train_sets, codec.tokenizer)
+    if vocab != codec.vocab:
+        raise ConfigError(
+            f"{source.directory} has a vocabulary of {len(codec.vocab)} tokens, but this config's training captions "
+            f"give {len(vocab)} ({vocabulary_change(codec.vocab, vocab)}). {advice}"
+        )
+    return ScstStart(source.directory, codec)
+
+
+def self_critical_phase(
+    config: CaptionConfig, train_sets: list[ImageCaptions], cross_entropy: CaptionTask, runtime: Runtime
+) -> TrainingPhase:
+    """SCST over the training images of ``cross_entropy`` (read through its store), validated as it validates."""
+    train = config.train
+    references = [[caption_words(caption) for caption in image.captions] for image in train_sets]
+    task = SelfCriticalTask(
+        CaptionImages.of_pairs(train_sets, cross_entropy.train),
+        references,
+        CaptionReward(references, train.scst_bleu4_weight),
+        cross_entropy.codec,
+        ScstSettings.of(train, config.decoding),
+        ImageBatching(config.data.batch_size, train.seed, runtime.rank, runtime.world_size, config.data.num_workers),
+        cross_entropy,
+        runtime.device,
+    )
+    return TrainingPhase(
+        "self-critical training", task, train.scst_lr, train.scst_after_steps, train.scst_after_minutes * 60
+    )
