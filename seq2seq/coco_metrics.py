@@ -18,6 +18,7 @@ import contextlib
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +148,7 @@ def _spice() -> object:
         from pycocoevalcap.spice.get_stanford_models import get_stanford_models
 
         try:
-            with _download_timeout(DOWNLOAD_TIMEOUT_S):
+            with _download_timeout(DOWNLOAD_TIMEOUT_S), contextlib.redirect_stdout(sys.stderr):  # its progress
                 get_stanford_models()
         except OSError as error:  # URLError, timeouts, no space
             raise MetricUnavailable(
