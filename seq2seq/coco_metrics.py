@@ -76,7 +76,7 @@ def coco_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) 
     tokenized: tuple[Captions, Captions] | None = None
     if java:
         try:
-            tokenized = ptb_tokenized(references), ptb_tokenized([[h] for h in hypotheses])
+            tokenized = ptb_tokenized(references, hypotheses)
             result.tokenization = "PTB tokenizer (Stanford CoreNLP), lowercased, punctuation removed"
         except (OSError, subprocess.CalledProcessError) as error:  # e.g. a read-only pycocoevalcap folder
             result.tokenization = f"caption words (the PTB tokenizer failed: {error})"
@@ -117,13 +117,18 @@ class MetricUnavailable(RuntimeError):
     """A metric that cannot run on this machine; the message says why and what to do."""
 
 
-def ptb_tokenized(captions: Sequence[Sequence[str]]) -> Captions:
-    """Each image's captions through the COCO evaluation's PTB tokenizer (Java)."""
+def ptb_tokenized(references: Sequence[Sequence[str]], hypotheses: Sequence[str]) -> tuple[Captions, Captions]:
+    """Each image's references and hypothesis through the COCO evaluation's PTB tokenizer (Java),
+    all in one run of it."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    numbered = {i: [{"caption": caption} for caption in texts] for i, texts in enumerate(captions)}
-    tokenized: Captions = PTBTokenizer().tokenize(numbered)
-    return tokenized
+    captions = {("reference", i): [{"caption": caption} for caption in texts] for i, texts in enumerate(references)}
+    captions.update({("hypothesis", i): [{"caption": caption}] for i, caption in enumerate(hypotheses)})
+    tokenized = PTBTokenizer().tokenize(captions)
+    return (
+        {i: tokenized[("reference", i)] for i in range(len(references))},
+        {i: tokenized[("hypothesis", i)] for i in range(len(hypotheses))},
+    )
 
 
 def _score(scorer: object, references: Captions, hypotheses: Captions) -> float | list[float]:

@@ -148,12 +148,19 @@ def latest_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "checkpoints" / index["latest"][0] / "model.safetensors")
 
 
+@pytest.fixture(scope="module")
+def phased_run(dataset: list[str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A run of 3 cross-entropy steps, then 5 of SCST; its directory and standard error."""
+    run_dir = tmp_path_factory.mktemp("scst") / "whole"
+    result = run_recipe("caption.py", *train_args(dataset, run_dir, *SCST_RUN, "train.scst_after_steps=3"))
+    return run_dir, result.stderr
+
+
 def test_scst_after_cross_entropy_steps_logs_rewards_and_resumes_exactly_after_a_kill(
-    dataset: list[str], tmp_path: Path
+    dataset: list[str], phased_run: tuple[Path, str], tmp_path: Path
 ) -> None:
-    whole = tmp_path / "whole"
-    result = run_recipe("caption.py", *train_args(dataset, whole, *SCST_RUN, "train.scst_after_steps=3"))
-    assert "step 3: self-critical training begins" in result.stderr
+    whole, stderr = phased_run
+    assert "step 3: self-critical training begins" in stderr
     logged = records(whole)
     assert any(r["step"] == 3 and "val_cider_d" in r for r in logged)  # the cross-entropy phase's end is kept
     scst = [r for r in logged if "train_loss" in r and r["step"] > 4]
@@ -183,11 +190,10 @@ def test_scst_after_cross_entropy_steps_logs_rewards_and_resumes_exactly_after_a
         assert torch.equal(expected[name], actual[name]), name
 
 
-def test_scst_from_a_cross_entropy_run_starts_from_its_weights_and_refuses_what_does_not_fit(
-    dataset: list[str], tmp_path: Path
+def test_scst_from_a_captioning_run_starts_from_its_weights_and_refuses_what_does_not_fit(
+    dataset: list[str], phased_run: tuple[Path, str], tmp_path: Path
 ) -> None:
-    cross_entropy = tmp_path / "xe"
-    run_recipe("caption.py", *train_args(dataset, cross_entropy, "train.max_steps=2", "train.validate_every=2"))
+    cross_entropy = phased_run[0]  # any captioning run of the same model and data will do
     scst = tmp_path / "scst"
     started = run_recipe(
         "caption.py", *train_args(dataset, scst, *SCST_RUN, "train.max_steps=2", f"train.scst_from={cross_entropy}")
