@@ -142,10 +142,12 @@ def scst_images_per_second(run_dir: Path, batch_images: int, validate_every: int
     with a reward), over windows without a validation, times images per step; None without two."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     logged = [record for record in records if "reward" in record]
+    # A step that validates does so after its record: a window from step a to step b holds the
+    # validations of steps a .. b - 1.
     rates = [
         (later["step"] - earlier["step"]) * batch_images / (later["elapsed_s"] - earlier["elapsed_s"])
         for earlier, later in itertools.pairwise(logged)
-        if later["step"] // validate_every == earlier["step"] // validate_every
+        if not any(step % validate_every == 0 for step in range(earlier["step"], later["step"]))
         and later["elapsed_s"] > earlier["elapsed_s"]
     ]
     return statistics.median(rates) if rates else None
