@@ -23,10 +23,9 @@ from seq2seq.config import ConfigError, load_config
 from seq2seq.data.captions import CaptionImages, ImageCaptions, caption_batches, load_caption_sets
 from seq2seq.data.images import build_transform
 from seq2seq.run_configs import CaptionConfig
-from seq2seq.training.caption_task import check_caption_config
+from seq2seq.training.caption_task import CaptionBatching, check_caption_config
 from seq2seq.training.scst import (
     CaptionReward,
-    ImageBatching,
     ScstSettings,
     SelfCriticalTask,
     sampled_log_probs,
@@ -58,7 +57,7 @@ def scst_task(images: list[ImageCaptions], baseline: str = "others", samples: in
         CaptionReward(REFERENCES),
         codec(),
         ScstSettings(samples=samples, baseline=baseline, max_length=6, ban_unk=True),
-        ImageBatching(batch_images=4, seed=0),
+        CaptionBatching(batch_size=4, seed=0),
         validation=None,  # type: ignore[arg-type]  (these tests do not validate)
         device=torch.device("cpu"),
     )

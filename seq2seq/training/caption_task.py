@@ -224,7 +224,7 @@ def prepare_captioning(
         load_weights(start.directory, model, runtime.device)
     features = cached_features(config, model, sets, run_dir, runtime)
     task = caption_task(config, sets, codec, runtime, features)
-    phase = self_critical_phase(config, sets["train"], task, runtime) if config.train.scst() else None
+    phase = self_critical_phase(config, sets["train"], task) if config.train.scst() else None
     description = (
         f"{len(task.train)} training pairs of {len(sets['train'])} images, {len(sets['valid'])} validation images, "
         f"vocabulary {len(codec.vocab)}, {config.image_encoder.backbone} backbone"

@@ -43,11 +43,10 @@ from seq2seq.inference.loading import metadata_entry, read_trained_run
 from seq2seq.models import Seq2Seq
 from seq2seq.run_configs import CaptionConfig, CaptionTrainConfig, ScstBaseline
 from seq2seq.text.vocab import vocabulary_change
-from seq2seq.training.runtime import Runtime
 from seq2seq.training.trainer import BatchLoss, TrainingPhase, TrainingTask
 
 if TYPE_CHECKING:
-    from seq2seq.training.caption_task import CaptionTask
+    from seq2seq.training.caption_task import CaptionBatching, CaptionTask
 
 Words = list[str]
 
@@ -105,22 +104,12 @@ class ScstSettings:
         return DecodeConfig(method="greedy", max_length=self.max_length, ban_unk=self.ban_unk)
 
 
-@dataclass(frozen=True)
-class ImageBatching:
-    """How this process draws its batches of training images."""
-
-    batch_images: int  # images per batch, all processes together
-    seed: int
-    rank: int = 0
-    world_size: int = 1
-    num_workers: int = 0
-
-
 class SelfCriticalTask:
     """Batches of training images, the self-critical loss, and the cross-entropy task's validation.
 
     images: the training images (with the training transform); references: each one's
-    references as caption words, in the same order.
+    references as caption words, in the same order; batching: as the cross-entropy task's, in
+    images instead of (image, caption) pairs.
     """
 
     def __init__(
@@ -130,7 +119,7 @@ class SelfCriticalTask:
         reward: CaptionReward,
         codec: TextCodec,
         settings: ScstSettings,
-        batching: ImageBatching,
+        batching: CaptionBatching,
         validation: TrainingTask,
         device: torch.device,
     ) -> None:
@@ -147,7 +136,7 @@ class SelfCriticalTask:
         b = self.batching
         made = 0
         for batch in caption_batches(
-            self.images, b.batch_images, epoch, start, b.seed, b.rank, b.world_size, b.num_workers
+            self.images, b.batch_size, epoch, start, b.seed, b.rank, b.world_size, b.num_workers
         ):
             made += 1
             yield batch.to(self.device)
@@ -296,7 +285,7 @@ def scst_start(config: CaptionConfig, train_sets: list[ImageCaptions]) -> ScstSt
 
 
 def self_critical_phase(
-    config: CaptionConfig, train_sets: list[ImageCaptions], cross_entropy: CaptionTask, runtime: Runtime
+    config: CaptionConfig, train_sets: list[ImageCaptions], cross_entropy: CaptionTask
 ) -> TrainingPhase:
     """SCST over the training images of ``cross_entropy`` (read through its store), validated as it validates."""
     train = config.train
@@ -307,9 +296,9 @@ def self_critical_phase(
         CaptionReward(references, train.scst_bleu4_weight),
         cross_entropy.codec,
         ScstSettings.of(train, config.decoding),
-        ImageBatching(config.data.batch_size, train.seed, runtime.rank, runtime.world_size, config.data.num_workers),
+        cross_entropy.batching,  # data.batch_size images per step
         cross_entropy,
-        runtime.device,
+        cross_entropy.device,
     )
     return TrainingPhase(
         "self-critical training", task, train.scst_lr, train.scst_after_steps, train.scst_after_minutes * 60
