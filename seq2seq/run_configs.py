@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from seq2seq.config import (
     DecodeConfig,
@@ -105,13 +105,37 @@ class TextGenConfig:
     decoding: DecodeConfig = field(default_factory=DecodeConfig)  # defaults of the generate command
 
 
+ScstBaseline = Literal["others", "greedy"]
+
+
+@dataclass
+class CaptionTrainConfig(TrainConfig):
+    """The shared training loop, and captioning's self-critical phase (SCST, Rennie et al. 2017):
+    sampled captions rewarded by their CIDEr-D against the image's references, above a baseline."""
+
+    # Start this run in SCST from the weights of a cross-entropy captioning run (its best
+    # checkpoint) or of a step directory; null: no such start.
+    scst_from: str | None = None
+    scst_after_steps: int = bounded(0, at_least=0)  # or begin SCST after this many cross-entropy steps; 0: never
+    scst_after_minutes: float = bounded(0.0, at_least=0)  # or after this many minutes of cross-entropy; 0: never
+    scst_samples: int = bounded(5, at_least=1)  # captions sampled per image (K)
+    # others: the mean reward of the image's other K - 1 samples | greedy: the greedy caption's reward
+    scst_baseline: ScstBaseline = "others"
+    scst_bleu4_weight: float = bounded(0.0, at_least=0, at_most=1)  # reward = (1 - w) CIDEr-D + w BLEU-4
+    scst_lr: float = bounded(5e-5, above=0)  # the constant learning rate of the SCST phase
+
+    def scst(self) -> bool:
+        """Whether this run has an SCST phase."""
+        return self.scst_from is not None or self.scst_after_steps > 0 or self.scst_after_minutes > 0
+
+
 @dataclass
 class CaptionConfig:
     name: str = "caption"  # the run directory is runs/<name> unless --run-dir says otherwise
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     decoder: DecoderConfig = field(default_factory=lambda: DecoderConfig(attention="bahdanau"))
     data: CaptionDataConfig = field(default_factory=CaptionDataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: CaptionTrainConfig = field(default_factory=CaptionTrainConfig)
     # Weight of the doubly stochastic attention regularisation (Show, Attend and Tell); 0 turns it off.
     attention_regularization: float = bounded(0.0, at_least=0)
     # With a frozen backbone: compute each image's features once into <run dir>/features and train from them.

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from seq2seq import coco_metrics
+from seq2seq.commands import main
 from tests.conftest import overrides, run_recipe
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 30)}
@@ -182,6 +184,19 @@ def test_evaluate_prints_metrics_settings_and_baselines(trained_run: Path, tmp_p
     )
     assert "features space" in features.stdout
     assert len(list((tmp_path / "maps").glob("*.png"))) == 2
+
+
+def test_evaluate_with_coco_metrics_without_java_prints_the_others_and_the_install_line(
+    trained_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(coco_metrics, "java_available", lambda: False)
+    arguments = ["--checkpoint", str(trained_run), "--device", "cpu", "--greedy", "--baseline", "none"]
+    assert main(["caption", "evaluate", *arguments, "--metrics", "coco"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("model:") and "exact" in line for line in lines)  # the default metrics stay
+    coco = next(line for line in lines if line.startswith("model, COCO caption evaluation:"))
+    assert "ROUGE-L" in coco and "CIDEr-D" in coco and "METEOR" not in coco
+    assert any("METEOR unavailable" in line and coco_metrics.JRE_INSTALL in line for line in lines)
 
 
 def test_training_resumes_from_its_checkpoint(dataset: tuple[Path, list[str]], tmp_path: Path) -> None:

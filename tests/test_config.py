@@ -39,6 +39,7 @@ from seq2seq.run_configs import (
     TranslationConfig,
     upgrade_config,
 )
+from seq2seq.training.caption_task import check_caption_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "seq2seq" / "configs"
@@ -619,7 +620,7 @@ def test_every_shipped_config_loads_and_builds_its_model(path: Path) -> None:
         config.validation.check(config.train.best_metric)
         model = build_translation_model(config.encoder, config.decoder, 50, 60, pad_id=0)
     else:
-        config.validation.check(config.train.best_metric)
+        check_caption_config(config)  # validation, decoding and the self-critical phase
         encoder = dataclasses.replace(config.image_encoder, pretrained=False)  # no download in tests
         model = build_captioning_model(encoder, config.decoder, vocab_size=50, pad_id=0)
         assert model.encoder.frozen == (config.image_encoder.finetune_blocks == 0)
@@ -628,7 +629,7 @@ def test_every_shipped_config_loads_and_builds_its_model(path: Path) -> None:
 
 def test_shipped_configs_cover_every_task() -> None:
     tasks = {path.stem: shipped_task(path) for path in SHIPPED}
-    assert {"emoji_scratch", "flickr8k_resnet", "coco_resnet"} <= {
+    assert {"emoji_scratch", "emoji_scst", "emoji_scst_gpu", "flickr8k_resnet", "flickr8k_scst", "coco_scst"} <= {
         name for name, task in tasks.items() if task == "caption"
     }
     assert {"shakespeare_char", "alice_word"} <= {name for name, task in tasks.items() if task == "textgen"}

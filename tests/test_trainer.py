@@ -17,15 +17,15 @@ from seq2seq.models import build_language_model
 from seq2seq.training import trainer as trainer_module
 from seq2seq.training.lm_task import LanguageModelTask
 from seq2seq.training.runtime import Runtime
-from seq2seq.training.trainer import BatchLoss, Progress, Trainer, TrainingBar, TrainingDiverged
+from seq2seq.training.trainer import BatchLoss, Progress, Trainer, TrainingBar, TrainingDiverged, TrainingPhase
 
 CPU = Runtime(torch.device("cpu"))
 
 
-def tiny_task(vocab_size: int = 12) -> LanguageModelTask:
+def tiny_task(vocab_size: int = 12, kind: type[LanguageModelTask] = LanguageModelTask) -> LanguageModelTask:
     torch.manual_seed(0)
     stream = torch.arange(4, 4 + 8).repeat(200)  # a repeating pattern of 8 tokens
-    return LanguageModelTask(
+    return kind(
         LMStream(stream[:1500], batch_size=4, window=8),
         LMStream(stream[1500:], 4, 8, shift_per_epoch=False),
         CPU.device,
@@ -183,3 +183,43 @@ def test_best_metric_in_max_mode_picks_highest(tmp_path: Path) -> None:
     make_trainer(tmp_path, task=task, max_steps=30, validate_every=10, best_metric="bleu", best_mode="max").fit()
     index = json.loads((tmp_path / "run" / "checkpoints.json").read_text())
     assert index["best"][0][1] == "step_000020"
+
+
+class StatsTask(LanguageModelTask):
+    """A later phase's task: the language model's loss, with a figure of each batch for the log."""
+
+    batches_started: ClassVar[list[tuple[int, int]]] = []
+
+    def batches(self, epoch: int, start: int):
+        StatsTask.batches_started.append((epoch, start))
+        return super().batches(epoch, start)
+
+    def batch_loss(self, model: torch.nn.Module, batch: Window) -> BatchLoss:
+        return BatchLoss(super().batch_loss(model, batch).loss, batch.targets.numel(), {"figure": 2.0})
+
+
+def test_a_later_phase_takes_over_the_batches_and_loss_at_its_own_rate_and_is_checkpointed(tmp_path: Path) -> None:
+    StatsTask.batches_started.clear()
+    phase = TrainingPhase("second", tiny_task(kind=StatsTask), lr=0.001, start_step=7)
+    trainer = make_trainer(tmp_path, max_steps=12, log_every=1, schedule="linear", min_lr_ratio=0.5)
+    trainer.phase = phase
+    progress = trainer.fit()
+    assert progress.phase == "second" and StatsTask.batches_started == [(0, 0)]  # its own data from its start
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r for r in records if "lr" in r}
+    assert logged[7]["lr"] == pytest.approx(0.01 * (1 - 0.5 * 6 / 7))  # the first schedule spans the 7 steps
+    assert all(logged[step]["lr"] == 0.001 and logged[step]["figure"] == 2.0 for step in range(8, 13))
+    assert "figure" not in logged[7]
+    assert any(r["step"] == 7 and "val_loss" in r for r in records)  # validated and saved where it began
+
+    resumed = make_trainer(tmp_path, max_steps=14)
+    resumed.phase = phase
+    assert resumed.resume_if_possible() and resumed.progress.phase == "second"
+    assert resumed.fit().step == 14 and StatsTask.batches_started[-1][0] == progress.epoch
+
+
+def test_a_phase_can_begin_after_some_time_or_at_once() -> None:
+    phase = TrainingPhase("second", tiny_task(), lr=0.001, start_seconds=60.0)
+    assert not phase.due(Progress(step=100, elapsed=30.0)) and phase.due(Progress(step=1, elapsed=61.0))
+    assert phase.share_before(Progress(elapsed=15.0)) == 0.25
+    assert TrainingPhase("whole run", tiny_task(), lr=0.001).due(Progress())

@@ -28,6 +28,7 @@ from typing import cast
 
 from seq2seq.baselines import feature_vectors, nearest_neighbour_captions, pixel_vectors
 from seq2seq.caption_metrics import CaptionScores, caption_scores
+from seq2seq.coco_metrics import JRE_INSTALL, coco_scores
 from seq2seq.commands.common import (
     add_average_verb,
     add_checkpoint_arguments,
@@ -49,10 +50,19 @@ from seq2seq.models.ensemble import first_model
 from seq2seq.training.caption_task import score_captions
 
 BASELINES = ("none", "pixels", "features")
+METRIC_SETS = ("default", "coco")
+SCST_HELP = (
+    "Self-critical training (SCST): after cross-entropy, K sampled captions per image are rewarded by their "
+    "CIDEr-D against the image's references, above a baseline. --config emoji_scst does both in one run "
+    "(train.scst_after_minutes, or train.scst_after_steps); --set train.scst_from=RUN_OR_CHECKPOINT starts a "
+    "run in SCST from a cross-entropy run of the same model and data. train.scst_samples, scst_baseline "
+    "(others | greedy), scst_bleu4_weight and scst_lr tune it; the log records reward, baseline and "
+    "above_baseline."
+)
 
 
 def add_verbs(verbs: argparse._SubParsersAction) -> None:
-    add_train_verb(verbs, "caption", "captioning")
+    add_train_verb(verbs, "caption", "captioning", SCST_HELP)
 
     cap = verbs.add_parser(
         "caption",
@@ -73,7 +83,7 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 
     ev = verbs.add_parser(
         "evaluate",
-        help="BLEU-1..4, CIDEr-D and exact matches on the test or validation split",
+        help="BLEU-1..4, CIDEr-D and exact matches (--metrics coco: the COCO caption evaluation) on a split",
         description="Caption a split of the training config's data and score the captions against all "
         "references (BLEU-1..4 by sacreBLEU, CIDEr-D by the COCO caption evaluation, exact matches), printing "
         "the decoding settings; --baseline also scores the nearest-neighbour captioner. With --int8 the fp32 model "
@@ -87,6 +97,14 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
         default="pixels",
         help="also score the nearest-neighbour captioner in pixel (32x32 RGB) or the model's feature space "
         "(default: pixels)",
+    )
+    ev.add_argument(
+        "--metrics",
+        choices=METRIC_SETS,
+        default="default",
+        help="default: BLEU-1..4, CIDEr-D and exact matches over caption words, no Java needed; coco: also the "
+        "COCO caption evaluation as published tables report it (PTB tokens, BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, "
+        f"SPICE; the tokenizer, METEOR and SPICE need Java: {JRE_INSTALL})",
     )
     ev.add_argument("--attention-maps", metavar="DIR", help="write attention maps of the first --max-maps images")
     ev.add_argument("--max-maps", type=positive_int, default=10, help="attention maps written (default: 10)")
@@ -186,6 +204,9 @@ def evaluate(args: argparse.Namespace) -> None:
     if images.skips.total:
         print(f"unreadable images (scored with empty captions): {images.skips.summary()}")
     print(f"model:    {scored.scores}")
+    if args.metrics == "coco":
+        first = ["" if found is None else found[0].text for found in scored.results]
+        print(f"model, COCO caption evaluation: {coco_scores(first, [image.captions for image in references])}")
     if args.int8:
         fp32 = score_split(Captioner.from_checkpoint(args.checkpoint, args.device), images, decode, args.batch_size)
         print(f"fp32:     {fp32.scores}")

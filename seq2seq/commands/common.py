@@ -81,14 +81,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def add_train_verb(verbs: argparse._SubParsersAction, task: str, what: str) -> None:
-    """``train``: a config (a shipped name or a YAML file), overrides, the run directory."""
+def add_train_verb(verbs: argparse._SubParsersAction, task: str, what: str, epilog: str | None = None) -> None:
+    """``train``: a config (a shipped name or a YAML file), overrides, the run directory; ``epilog``:
+    what else the task's training can do."""
     default = DEFAULT_CONFIGS[task]
     parser = verbs.add_parser(
         "train",
         help=f"train a {what} model (resumes when the run directory has a checkpoint)",
         description=f"Train a {what} model from a config. Running the same command again resumes from the "
         "latest checkpoint; under `torchrun --nproc_per_node N` the same command trains on N processes.",
+        epilog=epilog,
     )
     parser.add_argument(
         "--config",

@@ -338,10 +338,17 @@ def make_caption_codec(
     if not captions:
         raise DataError(f"there are no training captions in {config.annotations}: the train split is empty")
     tokenizer = _caption_tokenizer(config, captions, Path(work_dir))
-    token_lists = [tokens for tokens in map(tokenizer.tokenize, captions) if _trainable(len(tokens), config.max_length)]
-    vocab = Vocab.build(token_lists, min_freq=config.min_freq)
+    vocab = caption_vocab(config, train_sets, tokenizer)
     log.info("caption vocabulary: %d entries (%s tokenizer, min_freq %d)", len(vocab), tokenizer.kind, config.min_freq)
     return TextCodec(tokenizer, vocab)
+
+
+def caption_vocab(config: CaptionDataConfig, train_sets: Sequence[ImageCaptions], tokenizer: Tokenizer) -> Vocab:
+    """The vocabulary of the training captions that training keeps (1 to ``max_length`` tokens),
+    tokens seen at least ``min_freq`` times."""
+    captions = (caption for image in train_sets for caption in image.captions)
+    token_lists = [tokens for tokens in map(tokenizer.tokenize, captions) if _trainable(len(tokens), config.max_length)]
+    return Vocab.build(token_lists, min_freq=config.min_freq)
 
 
 def _caption_tokenizer(config: CaptionDataConfig, captions: list[str], work_dir: Path) -> Tokenizer:
@@ -532,6 +539,15 @@ class CaptionImages(_StoredImages):
         self.images = list(images)
         self.store = _ImageStore(images, transform, max_pixels, preload, features)
 
+    @classmethod
+    def of_pairs(cls, images: Sequence[ImageCaptions], pairs: CaptionPairs) -> CaptionImages:
+        """``images``, those ``pairs`` was made from in the same order, read through the pairs'
+        store: the same transform and cache, and no second preloaded copy."""
+        dataset = cls.__new__(cls)
+        dataset.images = list(images)
+        dataset.store = pairs.store
+        return dataset
+
     def __len__(self) -> int:
         return len(self.images)
 
@@ -669,7 +685,12 @@ def caption_batches(
     plan = plan_batches(len(dataset), batch_size, epoch, seed, world_size, shuffle)
     parts = [rows[rank::world_size] for rows in plan[start:]]
     collate = _WorkerCollate(dataset.collate)
-    loader = DataLoader(dataset, batch_sampler=parts, collate_fn=collate, num_workers=num_workers)
+    # The loader draws its workers' seed from this generator, not from torch's global one, which
+    # would then differ between a run resumed mid-epoch and the same run uninterrupted.
+    workers_seed = torch.Generator().manual_seed((seed * 100_003 + epoch) * 100_003 + start)
+    loader = DataLoader(
+        dataset, batch_sampler=parts, collate_fn=collate, num_workers=num_workers, generator=workers_seed
+    )
     empty = 0
     for batch, worker_skips in loader:
         if worker_skips is not None:

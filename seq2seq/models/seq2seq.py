@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
+import torch
 from torch import Tensor, nn
 
 from seq2seq.config import DecoderConfig, TextEncoderConfig
@@ -32,11 +33,18 @@ class Seq2Seq(nn.Module):
         state: DecoderState | None = None,
         return_attention: bool = False,
         project: bool = True,
+        copies: int = 1,
     ) -> tuple[Tensor, DecoderState] | tuple[Tensor, DecoderState, Tensor | None]:
-        """Teacher forcing. source: task input; target_in: (B, T). Returns (B, T, V) logits (with
-        ``project=False`` the output layer's inputs) and the state, and with ``return_attention`` the
-        (B, T, S) attention weights (see ``RNNDecoder.forward``)."""
-        return self.decoder(target_in, self.encode(source), state, return_attention, project)
+        """Teacher forcing. source: task input (B, ...); target_in: (B * copies, T), ``copies``
+        consecutive rows per input (several captions of one image, encoded once). Returns
+        (B * copies, T, V) logits (with ``project=False`` the output layer's inputs) and the state,
+        and with ``return_attention`` the (B * copies, T, S) attention weights (see
+        ``RNNDecoder.forward``)."""
+        encoder_output = self.encode(source)
+        if copies > 1:
+            rows = torch.arange(encoder_output.batch_size, device=target_in.device).repeat_interleave(copies)
+            encoder_output = encoder_output.index_select(rows)
+        return self.decoder(target_in, encoder_output, state, return_attention, project)
 
 
 def build_language_model(decoder: DecoderConfig, vocab_size: int, pad_id: int) -> Seq2Seq:

@@ -179,3 +179,14 @@ class Vocab:
         except json.JSONDecodeError as error:
             raise ValueError(f"vocabulary file {path} is not valid JSON: {error}") from error
         return cls.from_dict(d)
+
+
+def vocabulary_change(old: Vocab, new: Vocab) -> str:
+    """A short account of how two vocabularies differ."""
+    old_tokens, new_tokens = old.to_dict()["tokens"], new.to_dict()["tokens"]
+    old_set, new_set = set(old_tokens), set(new_tokens)
+    added = [token for token in new_tokens if token not in old_set]
+    gone = [token for token in old_tokens if token not in new_set]
+    if not added and not gone:
+        return "the same tokens in another order, as their frequencies changed"
+    return f"{len(added)} new, e.g. {added[:5]}; {len(gone)} gone, e.g. {gone[:5]}"

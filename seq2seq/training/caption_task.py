@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.caption_metrics import CaptionScores, caption_scores
+from seq2seq.checkpoint import load_weights
 from seq2seq.config import ConfigError, DecodeConfig, to_dict
 from seq2seq.data.captions import (
     CaptionBatch,
@@ -50,6 +51,7 @@ from seq2seq.text import Vocab
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
 from seq2seq.training.run import PreparedRun, TaskTraining, seeded_model
 from seq2seq.training.runtime import Runtime, gather_objects
+from seq2seq.training.scst import check_scst_config, describe_start, scst_start, self_critical_phase
 from seq2seq.training.trainer import BatchLoss
 
 
@@ -190,10 +192,11 @@ def unreadable_images(what: str, pairs: CaptionPairs) -> DataError:
 
 
 def check_caption_config(config: CaptionConfig) -> None:
-    """Refuses validation and decoding settings that cannot work, before anything is written."""
+    """Refuses validation, decoding and self-critical settings that cannot work, before anything is written."""
     config.validation.check(config.train.best_metric)
     search_options(config.decoding)
     check_decode_config(config.validation.decode_config(config.decoding))
+    check_scst_config(config.train)
 
 
 def prepare_captioning(
@@ -202,26 +205,34 @@ def prepare_captioning(
     """The image-caption sets, the caption codec (a fresh run's made now, or a resumed run's own),
     the model, the feature cache of a frozen backbone and this process's training task."""
     sets = load_caption_sets(config.data)
-    if saved is None:
+    start = scst_start(config, sets["train"]) if saved is None and config.train.scst_from is not None else None
+    if saved is not None:
+        codec = TextCodec.from_dict(saved["codec"])
+    elif start is not None:
+        codec = start.codec
+    else:
         made = make_caption_codec(config.data, sets["train"], run_dir).to_dict() if runtime.is_main else None
         main = gather_objects(made, runtime)[0]
         assert main is not None  # the main process made it
         codec = TextCodec.from_dict(main)
-    else:
-        codec = TextCodec.from_dict(saved["codec"])
     model = seeded_model(
         lambda: build_captioning_model(config.image_encoder, config.decoder, len(codec.vocab), Vocab.pad_id),
         runtime,
         config.train.seed,
     )
+    if start is not None:
+        load_weights(start.directory, model, runtime.device)
     features = cached_features(config, model, sets, run_dir, runtime)
     task = caption_task(config, sets, codec, runtime, features)
+    phase = self_critical_phase(config, sets["train"], task) if config.train.scst() else None
     description = (
         f"{len(task.train)} training pairs of {len(sets['train'])} images, {len(sets['valid'])} validation images, "
         f"vocabulary {len(codec.vocab)}, {config.image_encoder.backbone} backbone"
         + (", features cached" if features is not None else "")
+        + (f", self-critical training {describe_start(config.train)}" if phase is not None else "")
+        + (f" from the weights of {start.directory}" if start is not None else "")
     )
-    return PreparedRun(model, task, {"codec": codec.to_dict()}, description)
+    return PreparedRun(model, task, {"codec": codec.to_dict()}, description, phase)
 
 
 def cached_features(

@@ -26,7 +26,7 @@ from seq2seq.run_configs import METADATA_ENTRIES, upgrade_config
 from seq2seq.training.run_files import Previous, move_run_files_aside
 from seq2seq.training.run_lock import hold_run_lock
 from seq2seq.training.runtime import Runtime, seed_everything, start_runtime, stop_runtime
-from seq2seq.training.trainer import Progress, Trainer, TrainingTask
+from seq2seq.training.trainer import Progress, Trainer, TrainingPhase, TrainingTask
 
 log = logging.getLogger("seq2seq.train")
 
@@ -39,12 +39,15 @@ class PreparedRun:
     task: its batches, loss and validation (``TrainingTask``)
     metadata: what checkpoints must carry besides the task and config (tokenizers, vocabularies)
     description: one line for the log (data sizes, vocabularies)
+    phase: a later phase of training with a task of its own (captioning's self-critical
+        training), or None
     """
 
     model: Seq2Seq
     task: TrainingTask
     metadata: dict[str, Any]
     description: str
+    phase: TrainingPhase | None = None
 
 
 #: A task's preparation: (config, run_dir, runtime, saved metadata of a resumed run or None) -> PreparedRun.
@@ -94,7 +97,7 @@ def train_locked(
     point = None if fresh else resume_point(name, training, run_dir, config)
     prepared = prepare_or_restore(training, config, run_dir, runtime, point, previous)
     metadata = {"task": name, "config": to_dict(config), **prepared.metadata}
-    trainer = Trainer(prepared.model, prepared.task, config.train, run_dir, metadata, runtime)
+    trainer = Trainer(prepared.model, prepared.task, config.train, run_dir, metadata, runtime, prepared.phase)
     log.info(
         "%s: %s, %.2fM trainable parameters, device %s, %s, %d process(es)",
         config.name,

@@ -4,6 +4,11 @@ A task (language modelling, translation, captioning) supplies batches, the loss 
 and a validation; the ``Trainer`` does everything else: optimisation, clipping, gradient
 accumulation, the learning-rate schedule, mixed precision, data-parallel processes,
 validation, early stopping, checkpoints, exact resume, logs and the training-curve plot.
+
+A run may have a second phase (``TrainingPhase``, e.g. captioning's self-critical training):
+from its first step on, another task supplies the batches and the loss, at the phase's own
+constant learning rate. The step it starts at is validated and checkpointed, and the data
+position restarts at the phase's own first batch, so a run resumes exactly in either phase.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,10 +40,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BatchLoss:
-    """loss: scalar mean loss to backpropagate; tokens: how many target tokens it covers."""
+    """loss: scalar mean loss to backpropagate; tokens: how many target tokens it covers;
+    stats: figures of the batch (e.g. a mean reward) that the training log averages over its window."""
 
     loss: Tensor
     tokens: int
+    stats: dict[str, float] = field(default_factory=dict)
 
 
 class TrainingTask(Protocol):
@@ -74,6 +81,35 @@ class Progress:
     best_metric: float = math.nan  # best value of the config's best_metric so far
     validations_without_improvement: int = 0
     lr_scale: float = 1.0  # reductions by the plateau schedule
+    phase: str = ""  # the name of the TrainingPhase in progress; "" before it (or without one)
+
+
+@dataclass(frozen=True)
+class TrainingPhase:
+    """A later phase of a run: its own task (batches, loss, validation) and constant learning rate.
+
+    name: recorded in ``Progress.phase`` once the phase has begun
+    task, lr: its task and learning rate
+    start_step, start_seconds: it begins once this many optimizer steps are done and this many
+        seconds of training have passed (both 0: the whole run is this phase); the first
+        phase's learning-rate schedule spans those steps or seconds
+    """
+
+    name: str
+    task: TrainingTask
+    lr: float
+    start_step: int = 0
+    start_seconds: float = 0.0
+
+    def due(self, progress: Progress) -> bool:
+        """Whether training has reached the phase's start."""
+        return progress.step >= self.start_step and progress.elapsed >= self.start_seconds
+
+    def share_before(self, progress: Progress) -> float:
+        """How much of the training before the phase is done, 0 to 1."""
+        steps = progress.step / self.start_step if self.start_step else 0.0
+        seconds = progress.elapsed / self.start_seconds if self.start_seconds else 0.0
+        return min(max(steps, seconds), 1.0)
 
 
 class TrainingBar:
@@ -135,9 +171,11 @@ class Trainer:
         run_dir: Path,
         metadata: dict[str, Any],
         runtime: Runtime,
+        phase: TrainingPhase | None = None,
     ) -> None:
         self.model = model
         self.task = task
+        self.phase = phase
         self.config = config
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +221,7 @@ class Trainer:
         processes = state["processes"]
         if len(processes) == self.runtime.world_size:
             own = processes[self.runtime.rank]
-            self.task.load_state_dict(own["task"])
+            self._current_task().load_state_dict(own["task"])
         else:
             own = processes[0]
             log.warning(
@@ -199,6 +237,29 @@ class Trainer:
                 kept = self.checkpoints.set_aside(skipped)
                 log.warning("%s could not be resumed; its files are kept as %s", skipped.name, kept)
         log.info("resumed from %s at step %d", latest, self.progress.step)
+
+    # ---- phases -------------------------------------------------------------------------------
+
+    def _in_phase(self) -> bool:
+        return self.phase is not None and self.progress.phase == self.phase.name
+
+    def _current_task(self) -> TrainingTask:
+        """The task of the phase in progress."""
+        return self.phase.task if self.phase is not None and self._in_phase() else self.task
+
+    def _phase_begins(self) -> bool:
+        """Begins the later phase when its start step is reached: its data from its first batch on."""
+        phase, progress = self.phase, self.progress
+        if phase is None or self._in_phase():
+            return False
+        due = phase.due(progress)
+        if phase.start_seconds > 0:  # each process measures its own time: they begin when the first is due
+            due = any_process(due, self.runtime)
+        if not due:
+            return False
+        progress.phase, progress.epoch, progress.position = phase.name, 0, 0
+        log.info("step %d: %s begins (learning rate %.3g)", progress.step, phase.name, phase.lr)
+        return True
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -216,17 +277,21 @@ class Trainer:
         config, progress = self.config, self.progress
         started = time.perf_counter() - progress.elapsed
         window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+        window_stats = StatsWindow()
         micro_batch = 0
         done = progress.step >= config.max_steps
+        self._phase_begins()  # a run that is the later phase from its first step
         while not done:
-            for batch in self.task.batches(progress.epoch, progress.position):
+            task = self._current_task()
+            for batch in task.batches(progress.epoch, progress.position):
                 progress.position += 1
                 with self._autocast():
-                    result = self.task.batch_loss(self.trained_model, batch)
+                    result = task.batch_loss(self.trained_model, batch)
                 (result.loss / config.accumulate_steps).backward()
                 micro_batch += 1
                 window_loss += result.loss.item() * result.tokens
                 window_tokens += result.tokens
+                window_stats.add(result.stats)
                 self._check_finite(result.loss)
                 if micro_batch % config.accumulate_steps:
                     continue
@@ -237,16 +302,21 @@ class Trainer:
                     seconds = time.perf_counter() - window_start
                     train_loss = window_loss / max(window_tokens, 1)
                     tokens_per_second = window_tokens * self.runtime.world_size / max(seconds, 1e-9)
-                    self._log_train(train_loss, lr, tokens_per_second)
+                    self._log_train(train_loss, lr, tokens_per_second, window_stats.means())
                     bar.show(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_second:,.0f}", lr=f"{lr:.2e}")
                     window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+                    window_stats = StatsWindow()
                 bar.advance(progress)
                 out_of_time = config.max_minutes > 0 and progress.elapsed >= config.max_minutes * 60
                 done = progress.step >= config.max_steps or any_process(out_of_time, self.runtime)
-                if progress.step % config.validate_every == 0 or done:
+                phase_begins = not done and self._phase_begins()
+                if progress.step % config.validate_every == 0 or done or phase_begins:
                     stop_early = self._validate_and_save()
                     done = done or stop_early
-                if done:
+                if phase_begins:  # the next log record is the new phase's alone
+                    window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+                    window_stats = StatsWindow()
+                if done or phase_begins:
                     break
             else:
                 if progress.position == 0:  # a whole epoch, from its start, without a batch
@@ -256,15 +326,7 @@ class Trainer:
 
     def _optimizer_step(self) -> float:
         config, progress = self.config, self.progress
-        budget_progress = progress.elapsed / (config.max_minutes * 60) if config.max_minutes > 0 else 0.0
-        lr = progress.lr_scale * learning_rate(
-            config.lr,
-            config.schedule,
-            progress.step,
-            max(progress.step / config.max_steps, budget_progress),
-            config.warmup_steps,
-            config.min_lr_ratio,
-        )
+        lr = progress.lr_scale * (self.phase.lr if self.phase is not None and self._in_phase() else self._first_lr())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if config.clip_grad_norm > 0:
@@ -279,6 +341,17 @@ class Trainer:
             ) from None
         self.optimizer.zero_grad(set_to_none=True)
         return lr
+
+    def _first_lr(self) -> float:
+        """The schedule's learning rate before any later phase: over the phase's steps when one
+        follows, else over max_steps or the time budget, whichever is nearer its end."""
+        config, progress = self.config, self.progress
+        if self.phase is not None:
+            done = self.phase.share_before(progress)
+        else:
+            budget_progress = progress.elapsed / (config.max_minutes * 60) if config.max_minutes > 0 else 0.0
+            done = max(progress.step / config.max_steps, budget_progress)
+        return learning_rate(config.lr, config.schedule, progress.step, done, config.warmup_steps, config.min_lr_ratio)
 
     def _check_finite(self, loss: Tensor) -> None:
         if not torch.isfinite(loss):
@@ -298,7 +371,7 @@ class Trainer:
         progress = self.progress
         self.model.eval()
         with torch.no_grad(), self._autocast():
-            metrics = self.task.validate(self.model)
+            metrics = self._current_task().validate(self.model)
         self.model.train()
         self._track_best(metrics)
         record = {"step": progress.step, "epoch": progress.epoch, **metrics}
@@ -341,14 +414,14 @@ class Trainer:
 
     def _training_state(self) -> dict[str, Any]:
         """Optimizer and progress (shared), and each process's RNG and task state."""
-        own = {"rng": rng_state(), "task": _to_cpu(self.task.state_dict())}
+        own = {"rng": rng_state(), "task": _to_cpu(self._current_task().state_dict())}
         return {
             "optimizer": self.optimizer.state_dict(),
             "progress": vars(self.progress).copy(),
             "processes": gather_objects(own, self.runtime),
         }
 
-    def _log_train(self, train_loss: float, lr: float, tokens_per_second: float) -> None:
+    def _log_train(self, train_loss: float, lr: float, tokens_per_second: float, stats: dict[str, float]) -> None:
         record = {
             "step": self.progress.step,
             "epoch": self.progress.epoch,
@@ -356,10 +429,27 @@ class Trainer:
             "lr": lr,
             "tokens_per_s": tokens_per_second,
             "elapsed_s": self.progress.elapsed,
+            **stats,
         }
         if self.runtime.is_main:
             self.metrics.write(record)
         log.debug("%s", record)
+
+
+class StatsWindow:
+    """The batches' ``BatchLoss.stats`` since the last training log record, averaged per batch."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.batches = 0
+
+    def add(self, stats: dict[str, float]) -> None:
+        for key, value in stats.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.batches += 1 if stats else 0
+
+    def means(self) -> dict[str, float]:
+        return {key: total / self.batches for key, total in self.sums.items()}
 
 
 def rng_state() -> dict[str, Any]:

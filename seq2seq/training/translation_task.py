@@ -36,6 +36,7 @@ from seq2seq.metrics import corpus_bleu, corpus_chrf, perplexity
 from seq2seq.models import Seq2Seq, build_translation_model
 from seq2seq.run_configs import MODEL_SECTIONS, TranslationConfig, TranslationValidationConfig
 from seq2seq.text import Tokenizer, Vocab, tokenizer_from_dict
+from seq2seq.text.vocab import vocabulary_change
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
 from seq2seq.training.run import PreparedRun, TaskTraining, seeded_model
 from seq2seq.training.runtime import Runtime, gather_objects
@@ -223,17 +224,6 @@ def resumed_corpus(data: ParallelDataConfig, saved: dict[str, Any]) -> ParallelC
                 "or pass --fresh to start over."
             )
     return corpus
-
-
-def vocabulary_change(old: Vocab, new: Vocab) -> str:
-    """A short account of how two vocabularies differ."""
-    old_tokens, new_tokens = old.to_dict()["tokens"], new.to_dict()["tokens"]
-    old_set, new_set = set(old_tokens), set(new_tokens)
-    added = [token for token in new_tokens if token not in old_set]
-    gone = [token for token in old_tokens if token not in new_set]
-    if not added and not gone:
-        return "the same tokens in another order, as their frequencies changed"
-    return f"{len(added)} new, e.g. {added[:5]}; {len(gone)} gone, e.g. {gone[:5]}"
 
 
 TRANSLATION = TaskTraining(check_translation_config, MODEL_SECTIONS["translate"], prepare_translation)
