@@ -201,6 +201,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: Precision = "fp32"  # fp32 | bf16 (autocast, CUDA only)
     threads: int = bounded(0, at_least=0)  # CPU threads for torch; 0 keeps torch's default
+    tensorboard: bool = False  # also write TensorBoard event files into the run directory (pip extra: tensorboard)
 
 
 @dataclass

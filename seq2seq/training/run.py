@@ -26,6 +26,7 @@ from seq2seq.run_configs import METADATA_ENTRIES, upgrade_config
 from seq2seq.training.run_files import Previous, move_run_files_aside
 from seq2seq.training.run_lock import hold_run_lock
 from seq2seq.training.runtime import Runtime, seed_everything, start_runtime, stop_runtime
+from seq2seq.training.tensorboard_log import check_tensorboard_installed
 from seq2seq.training.trainer import Progress, Trainer, TrainingTask
 
 log = logging.getLogger("seq2seq.train")
@@ -77,6 +78,8 @@ class TrainingResult:
 def run_training(name: str, training: TaskTraining, config: Any, run_dir: Path, fresh: bool = False) -> TrainingResult:
     """Train (or resume) the run in ``run_dir``; under torchrun, this process's part of it."""
     training.check(config)
+    if config.train.tensorboard:
+        check_tensorboard_installed()
     runtime = start_runtime(config.train.device, config.train.threads)
     try:
         with hold_run_lock(run_dir, runtime):
