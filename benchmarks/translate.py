@@ -74,7 +74,7 @@ from seq2seq.run_configs import TranslationConfig
 from seq2seq.text import Vocab
 from seq2seq.training.metrics_log import MetricsLog
 from seq2seq.training.runtime import Runtime
-from seq2seq.training.translation_task import translation_task
+from seq2seq.training.translation_task import training_batcher
 
 TASK = "translate"  # the seq2seq command line's name of the task
 DEFAULT_CONFIG = "multi30k_de_en"  # shipped configs, by name
@@ -283,7 +283,7 @@ class StepWork:
 def planned_work(config: TranslationConfig, corpus: ParallelCorpus, steps: int) -> list[StepWork]:
     """The work of each of the first ``steps`` training steps, from the batches the package's
     translation task gives (the same seed, so the same batches the child process trains on)."""
-    batcher = translation_task(config, corpus, Runtime(CPU)).train
+    batcher = training_batcher(config, corpus.train, Runtime(CPU))
     flops = model_flops(config.encoder, config.decoder, len(corpus.target.vocab))
     per_step = config.train.accumulate_steps
     targets = corpus.train.targets

@@ -111,6 +111,35 @@ def add_train_verb(verbs: argparse._SubParsersAction, task: str, what: str) -> N
     parser.set_defaults(func=lambda args: train(task, args.config, args.overrides, args.run_dir, args.fresh))
 
 
+def add_prepare_arguments(parser: argparse.ArgumentParser, task: str) -> None:
+    """The arguments of ``prepare``: the run's config and overrides, the output folder, workers."""
+    default = DEFAULT_CONFIGS[task]
+    parser.add_argument(
+        "--config", default=default, help=f"a shipped config's name or a YAML file (default: {default})"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, as for train (repeatable); the data settings decide the prepared ids",
+    )
+    parser.add_argument("--output", required=True, help="the folder to write the shards and manifest.json into")
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=0,
+        help="tokenising processes (default 0: one per available CPU core)",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="instead of preparing: check every file of the prepared folder --output against its manifest "
+        "(sizes and SHA-256)",
+    )
+
+
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     """--checkpoint (a run directory or one step directory) and --device."""
     parser.add_argument(
