@@ -16,6 +16,7 @@ from seq2seq.config import ConfigError
 from seq2seq.data.text_files import DataError
 from seq2seq.text import UnknownTokensError
 from seq2seq.training.run_lock import RunDirectoryBusy
+from seq2seq.training.runtime import PeersLost
 from seq2seq.training.tasks import DEFAULT_CONFIGS, train
 from seq2seq.training.trainer import TrainingDiverged
 
@@ -29,6 +30,7 @@ USER_ERRORS = (
     ValueError,
     RunDirectoryBusy,
     TrainingDiverged,
+    PeersLost,
 )
 
 Command = Callable[[argparse.Namespace], Any]
