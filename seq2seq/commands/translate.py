@@ -1,6 +1,7 @@
 """`seq2seq translate`: machine translation (many-to-many).
 
   seq2seq translate train --config multi30k_de_en
+  seq2seq translate prepare --config multi30k_de_en --output data/prepared/multi30k   # then --set data.prepared=...
   echo "Ein Mann fährt Fahrrad." | seq2seq translate translate --checkpoint runs/multi30k_de_en --beam 5
   seq2seq translate translate --checkpoint runs/multi30k_de_en --input test.de --output test.hyp --n-best 3
   seq2seq translate evaluate --checkpoint runs/multi30k_de_en --split test

@@ -1,11 +1,12 @@
-"""One shard of prepared parallel data, made in a worker process: tokenise a chunk of line-aligned
-source and target lines, drop the pairs training would drop, and write the ids as ``.npy`` arrays.
+"""One shard of prepared data, made in a worker process: tokenise a chunk of lines and write the ids
+as ``.npy`` arrays. Parallel text: line-aligned source and target lines, less the pairs training
+would drop. A language-model stream: the lines of one text, newlines kept.
 
 This module imports neither torch nor the rest of the package's training code, so that the
 worker processes start quickly and stay small. ``start_worker`` runs once in each worker
-(the tokenizers arrive as their ``to_dict()`` descriptions); ``write_parallel_shard`` runs
-once per chunk and returns the shard's record: its counts, each side's distinct tokens with
-their frequencies (to build the vocabularies from), and its files.
+(the tokenizers arrive as their ``to_dict()`` descriptions); ``write_parallel_shard`` or
+``write_stream_shard`` runs once per chunk and returns the shard's record: its counts, each
+side's distinct tokens with their frequencies (to build the vocabularies from), and its files.
 """
 
 from __future__ import annotations
@@ -27,19 +28,17 @@ class WorkerSettings:
     """What every chunk of one preparation shares."""
 
     folder: Path  # where the shards go
-    source_file: Path  # named in errors
-    target_file: Path
-    max_length: int  # pairs with more tokens on a side are dropped; 0 keeps all
+    files: tuple[Path, ...]  # the text files (source and target, or the one text), named in errors
+    max_length: int = 0  # parallel text: pairs with more tokens on a side are dropped; 0 keeps all
 
 
 @dataclass(frozen=True)
-class ChunkOfPairs:
-    """Consecutive lines of both files, as read (UTF-8 bytes, each line with its ``\\n``)."""
+class Chunk:
+    """Consecutive lines of each file, as read (UTF-8 bytes, each line with its ``\\n``)."""
 
     index: int  # the shard's number
     first_line: int  # line number (from 1) of the chunk's first line in the files
-    source: bytes
-    target: bytes
+    lines: tuple[bytes, ...]  # one block per file
 
 
 def shard_name(index: int) -> str:
@@ -49,17 +48,18 @@ def shard_name(index: int) -> str:
 _worker: dict[str, Any] = {}  # this worker process's tokenizers and settings (set by start_worker)
 
 
-def start_worker(source: dict[str, Any], target: dict[str, Any], settings: WorkerSettings) -> None:
-    """The initializer of a worker process: rebuild the tokenizers once."""
-    _worker.update(source=tokenizer_from_dict(source), target=tokenizer_from_dict(target), settings=settings)
+def start_worker(tokenizers: list[dict[str, Any]], settings: WorkerSettings) -> None:
+    """The initializer of a worker process: rebuild the tokenizers (one per file) once."""
+    _worker.update(tokenizers=[tokenizer_from_dict(described) for described in tokenizers], settings=settings)
 
 
-def write_parallel_shard(chunk: ChunkOfPairs) -> dict[str, Any]:
+def write_parallel_shard(chunk: Chunk) -> dict[str, Any]:
     """Tokenise ``chunk`` with the worker's tokenizers and write its shard; returns its record."""
     settings: WorkerSettings = _worker["settings"]
-    sources = chunk_lines(chunk.source, settings.source_file, chunk.first_line)
-    targets = chunk_lines(chunk.target, settings.target_file, chunk.first_line)
-    source_side, target_side = SideWriter(_worker["source"]), SideWriter(_worker["target"])
+    sources, targets = (
+        split_lines(chunk_text(raw, path, chunk.first_line)) for raw, path in zip(chunk.lines, settings.files)
+    )
+    source_side, target_side = (SideWriter(tokenizer) for tokenizer in _worker["tokenizers"])
     empty = long = 0
     for source_line, target_line in zip(sources, targets):
         source_tokens = source_side.tokenizer.tokenize(source_line) if source_line.strip() else []
@@ -89,8 +89,26 @@ def write_parallel_shard(chunk: ChunkOfPairs) -> dict[str, Any]:
     }
 
 
-def chunk_lines(raw: bytes, path: Path, first_line: int) -> list[str]:
-    """The chunk's lines as text; invalid UTF-8 is named by file and line number."""
+def write_stream_shard(chunk: Chunk) -> dict[str, Any]:
+    """Tokenise the chunk of one text (newlines kept) and write its shard; returns its record."""
+    settings: WorkerSettings = _worker["settings"]
+    text = SideWriter(_worker["tokenizers"][0])
+    text.add(text.tokenizer.tokenize(chunk_text(chunk.lines[0], settings.files[0], chunk.first_line)))
+    name = shard_name(chunk.index)
+    file_name = f"{name}.tokens.npy"
+    save_array_atomically(settings.folder / file_name, text.ids())
+    return {
+        "name": name,
+        "lines": chunk.lines[0].count(b"\n") + (not chunk.lines[0].endswith(b"\n")),
+        "tokens": len(text.flat),
+        "text": text.types_and_counts(),
+        "files": describe_files(settings.folder, [file_name]),
+    }
+
+
+def chunk_text(raw: bytes, path: Path, first_line: int) -> str:
+    """The chunk as text, without the byte-order mark a file may start with; invalid UTF-8 is named
+    by file and line number."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -98,7 +116,7 @@ def chunk_lines(raw: bytes, path: Path, first_line: int) -> list[str]:
         raise
     if first_line == 1:
         text = text.removeprefix("\ufeff")
-    return split_lines(text)
+    return text
 
 
 class SideWriter:
