@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -76,10 +76,11 @@ def check_files(folder: Path, files: dict[str, dict[str, Any]], checksums: bool,
             raise DataError(f"prepared data file {path} is corrupt: its SHA-256 is not the manifest's. {remedy}")
 
 
-def load_array(path: Path, remedy: str) -> np.ndarray:
-    """The ``.npy`` file as a read-only memory map; a file NumPy cannot read is named with ``remedy``."""
+def load_array(path: Path, remedy: str, mode: Literal["r", "c"] = "r") -> np.ndarray:
+    """The ``.npy`` file as a memory map, read-only or copy-on-write (``mode``); a file NumPy cannot
+    read is named with ``remedy``."""
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        return np.load(path, mmap_mode=mode, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise DataError(f"prepared data file {path} cannot be read ({error}). {remedy}") from None
 
