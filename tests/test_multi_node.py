@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import REPO_ROOT, TINY_TEXTGEN, overrides
+from tests.conftest import DATA_PARALLEL, REPO_ROOT, TINY_TEXTGEN, overrides
 from tests.test_textgen_recipe import latest_weights, wait_for_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -57,22 +57,11 @@ def wait_for_rendezvous(port: int, first: subprocess.Popen, timeout: float = 60)
     raise AssertionError(f"no rendezvous on port {port} within {timeout} s")
 
 
-SETTINGS = ["data.batch_size=8", "train.max_steps=12", "train.validate_every=6", "decoder.dropout=0"]
-
-
-def test_two_nodes_match_a_single_process(tiny_text: Path, tmp_path: Path) -> None:
-    single = tmp_path / "single"
-    subprocess.run(
-        [sys.executable, *train_command(tiny_text, single, *SETTINGS)],
-        cwd=REPO_ROOT,
-        env=ENV,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+def test_two_nodes_match_a_single_process(single_process_run: tuple[Path, Path], tmp_path: Path) -> None:
+    tiny_text, single = single_process_run
     port, shared = free_port(), tmp_path / "two_nodes"
     logs = [tmp_path / "node0.log", tmp_path / "node1.log"]
-    nodes = [node(port, train_command(tiny_text, shared, *SETTINGS), log) for log in logs]
+    nodes = [node(port, train_command(tiny_text, shared, *DATA_PARALLEL), log) for log in logs]
     for process, log in zip(nodes, logs):
         assert process.wait(timeout=180) == 0, log.read_text()[-3000:]
     assert any("2 process(es)" in log.read_text() for log in logs)

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2seq.config import load_config
 from seq2seq.data import prepare_parallel as preparing
 from seq2seq.data.parallel import Batch, ParallelDataConfig
 from seq2seq.data.prepared_parallel import PreparedParallel, ShardedBatcher, open_prepared_parallel
+from seq2seq.run_configs import TranslationConfig
 from tests.conftest import REPO_ROOT, overrides
 from tests.test_prepare_parallel import write_awkward_corpus
 from tests.test_textgen_recipe import latest_weights, wait_for_checkpoint
@@ -86,11 +88,11 @@ def test_a_killed_run_on_prepared_data_resumes_to_the_same_weights(tmp_path: Pat
     the uninterrupted run did."""
     data = write_corpus(tmp_path / "text")
     folder = tmp_path / "prepared"
+    config = load_config(TranslationConfig, "multi30k_de_en", [*TINY_TRANSLATE, *data])
+    preparing.prepare_parallel(config.data, folder, workers=1, shard_pairs=70)
     common = ["--config", "multi30k_de_en", *overrides(*TINY_TRANSLATE, *data)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "seq2seq", "translate"]
-    prepare = [*command, "prepare", *common, "--output", str(folder), "--shard-size", "70", "--workers", "1"]
-    subprocess.run(prepare, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=120)
     settings = overrides("train.max_steps=45", "data.pool_size=40", f"data.prepared={folder}", "validation.bleu=false")
     settings += overrides("train.best_metric=val_loss", "train.best_mode=min")
 

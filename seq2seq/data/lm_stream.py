@@ -28,6 +28,9 @@ class LMDataConfig:
     lowercase: bool = False  # word level only
     sentencepiece_model: str | None = None  # an existing .model file; None trains one
     sentencepiece_vocab_size: int = bounded(4000, at_least=1)  # when training a SentencePiece model
+    sentencepiece_sample_size: int | None = bounded(
+        None, at_least=1
+    )  # learn the pieces from this many lines of the text drawn at random; None: from all of them
     min_freq: int = bounded(1, at_least=1)  # rarer tokens become <unk> (word level)
     validation_fraction: float = bounded(0.1, above=0, below=1)  # the last part of the text validates
     batch_size: int = bounded(64, at_least=1)  # parallel streams per step (all processes together)

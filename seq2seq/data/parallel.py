@@ -201,12 +201,16 @@ def tokenize_lines(lines: Iterable[str], tokenizer: Tokenizer) -> TokenizedLines
     return TokenizedLines(list(index), sentences)
 
 
-def make_tokenizers(config: ParallelDataConfig, work_dir: Path) -> tuple[Tokenizer, Tokenizer]:
+def make_tokenizers(
+    config: ParallelDataConfig, work_dir: Path, read_files_first: bool = True
+) -> tuple[Tokenizer, Tokenizer]:
     """The (source, target) tokenizers the config asks for.
 
     SentencePiece models not given in the config are trained on the training files and
     written to ``work_dir`` (``sentencepiece.model``, or ``sentencepiece.<lang>.model`` each
-    when the models are separate).
+    when the models are separate). ``read_files_first`` reads the files whole beforehand, for
+    a clear error about unusable files (``prepare``, whose corpus may not fit in memory, checks
+    them as it reads them instead).
     """
     if config.tokenizer not in TOKENIZER_KINDS:
         raise ConfigError(f"data.tokenizer must be one of {list(TOKENIZER_KINDS)}, got {config.tokenizer!r}")
@@ -224,7 +228,7 @@ def make_tokenizers(config: ParallelDataConfig, work_dir: Path) -> tuple[Tokeniz
     needs_training = config.source_sentencepiece_model is None or (
         not config.joint_sentencepiece and config.target_sentencepiece_model is None
     )
-    if needs_training:
+    if needs_training and read_files_first:
         read_parallel(source_file, target_file)  # a clear error before SentencePiece reads bad files
     if config.joint_sentencepiece:
         files = [source_file, target_file]

@@ -77,7 +77,9 @@ def prepare_parallel(
     finished = finished_preparation(folder, KIND, wanted, prepare_command(folder))
     if finished is not None:
         return finished
-    tokenizers = tokenizers_under_way(folder, wanted, lambda: list(make_tokenizers(config, folder)))
+    tokenizers = tokenizers_under_way(
+        folder, wanted, lambda: list(make_tokenizers(config, folder, read_files_first=False))
+    )
     settings = WorkerSettings(folder, files, config.max_length)
     records = make_shards(settings, tokenizers, write_parallel_shard, workers or available_cores(), shard_pairs)
     manifest = finish(folder, config, wanted, tokenizers, records)

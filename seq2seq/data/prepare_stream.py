@@ -54,6 +54,7 @@ PREPARED_SETTINGS = (
     "lowercase",
     "sentencepiece_model",
     "sentencepiece_vocab_size",
+    "sentencepiece_sample_size",
     "min_freq",
     "validation_fraction",
 )
