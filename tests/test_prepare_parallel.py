@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from seq2seq.checkpoint import CheckpointError
 from seq2seq.data import prepare_parallel as preparing
-from seq2seq.data.parallel import ParallelDataConfig, load_parallel_corpus, make_tokenizers
+from seq2seq.data.parallel import ParallelDataConfig, TextCodec, load_parallel_corpus, make_tokenizers
 from seq2seq.data.prepared_parallel import MappedShard, open_prepared_parallel
 from seq2seq.data.text_files import DataError
-from seq2seq.text import SentencePieceTokenizer
+from seq2seq.text import SentencePieceTokenizer, Vocab
+from seq2seq.training.translation_task import check_prepared_codecs
 from tests.conftest import REPO_ROOT
 from tests.test_translate_recipe import make_pairs, write_lines
 
@@ -187,3 +189,19 @@ def test_sentencepiece_learns_from_a_fixed_sample_of_a_large_text(tmp_path: Path
 
     assert trained("first", 200) == trained("again", 200)  # the same sample every time
     assert trained("first", 200) != trained("all", None)
+
+
+def test_resuming_on_a_set_prepared_again_with_another_vocabulary_is_refused(
+    awkward: ParallelDataConfig, tmp_path: Path
+) -> None:
+    folder = tmp_path / "prepared"
+    manifest = preparing.prepare_parallel(awkward, folder, workers=1, shard_pairs=100)
+    prepared = open_prepared_parallel(ParallelDataConfig(**{**vars(awkward), "prepared": str(folder)}))
+    check_prepared_codecs(prepared, manifest.codecs)  # the run's own codecs: resumes
+    vocab = Vocab.from_dict(manifest.codecs["target"]["vocab"])
+    older = {
+        **manifest.codecs,
+        "target": TextCodec(prepared.target.tokenizer, Vocab(vocab.decode(range(5, len(vocab))))).to_dict(),
+    }
+    with pytest.raises(CheckpointError, match=rf"{folder} has another target vocabulary than the run .*--fresh"):
+        check_prepared_codecs(prepared, older)

@@ -80,8 +80,8 @@ class MappedShard:
         self.source = load_array(folder / f"{name}.source.npy", remedy)  # (N,) ids into the shard's source types
         self.target = load_array(folder / f"{name}.target.npy", remedy)  # (M,)
         self.offsets = load_array(folder / f"{name}.offsets.npy", remedy)  # (n + 1, 2) source, target starts
-        self.source_lookup = np.load(folder / f"{name}.source_lookup.npy")  # (source types,) vocabulary ids
-        self.target_lookup = np.load(folder / f"{name}.target_lookup.npy")  # (target types,)
+        self.source_lookup = np.array(load_array(folder / f"{name}.source_lookup.npy", remedy))  # (types,) vocab ids
+        self.target_lookup = np.array(load_array(folder / f"{name}.target_lookup.npy", remedy))  # (target types,)
         if (
             self.offsets.ndim != 2
             or self.offsets.shape[1] != 2
