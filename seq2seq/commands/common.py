@@ -88,7 +88,9 @@ def add_train_verb(verbs: argparse._SubParsersAction, task: str, what: str) -> N
         "train",
         help=f"train a {what} model (resumes when the run directory has a checkpoint)",
         description=f"Train a {what} model from a config. Running the same command again resumes from the "
-        "latest checkpoint; under `torchrun --nproc_per_node N` the same command trains on N processes.",
+        "latest checkpoint; under `torchrun --nproc_per_node N` the same command trains on N processes, and "
+        "under `torchrun --nnodes M --rdzv-backend c10d --rdzv-endpoint HOST:PORT ...` on M machines (README: "
+        "Several machines).",
     )
     parser.add_argument(
         "--config",
