@@ -50,7 +50,7 @@ from seq2seq.run_configs import TranslationConfig
 from seq2seq.text import Vocab
 from seq2seq.training.runtime import Runtime
 from seq2seq.training.trainer import build_optimizer
-from seq2seq.training.translation_task import TranslationTask, translation_task
+from seq2seq.training.translation_task import TranslationTask, task_of, training_batcher
 
 CONFIG = "multi30k_de_en_comparison"
 SPLIT_PREFIXES = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
@@ -91,7 +91,8 @@ def comparison_training(data_dir: str, work_dir: Path) -> Training:
     model = build_translation_model(
         config.encoder, config.decoder, len(corpus.source.vocab), len(corpus.target.vocab), Vocab.pad_id
     )
-    task = translation_task(config, corpus, Runtime(torch.device("cpu")))
+    runtime = Runtime(torch.device("cpu"))
+    task = task_of(config, training_batcher(config, corpus.train, runtime), corpus.valid, corpus.target, runtime)
     return Training(model, build_optimizer(model, config.train), task, config.train.clip_grad_norm)
 
 

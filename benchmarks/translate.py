@@ -93,7 +93,7 @@ from seq2seq.run_configs import TranslationConfig
 from seq2seq.text import Vocab
 from seq2seq.training.metrics_log import MetricsLog
 from seq2seq.training.runtime import Runtime
-from seq2seq.training.translation_task import translation_task
+from seq2seq.training.translation_task import training_batcher
 
 TASK = "translate"  # the seq2seq command line's name of the task
 DEFAULT_CONFIG = "multi30k_de_en"  # shipped configs, by name
@@ -323,7 +323,7 @@ class StepWork:
 def planned_work(config: TranslationConfig, corpus: ParallelCorpus, steps: int) -> list[StepWork]:
     """The work of each of the first ``steps`` training steps, from the batches the package's
     translation task gives (the same seed, so the same batches the child process trains on)."""
-    batcher = translation_task(config, corpus, Runtime(CPU)).train
+    batcher = training_batcher(config, corpus.train, Runtime(CPU))
     flops = model_flops(config.encoder, config.decoder, len(corpus.target.vocab))
     per_step = config.train.accumulate_steps
     targets = corpus.train.targets
@@ -752,7 +752,7 @@ def measure_modes(args: argparse.Namespace, checkpoint: Path, test: TestSet) -> 
     say(f"[5/5] decoding modes of {checkpoint}")
     say("  int8 against fp32, batches of 64 sentences:")
     int8 = decoding_modes.int8_against_fp32(checkpoint, test.sources, test.references)
-    say("  fixed sentence batches against token budgets (source tokens x beams):")
+    say("  fixed sentence batches against token budgets (padded source tokens):")
     batching = decoding_modes.batching_runs(checkpoint, test.sources, test.references)
     last = latest_checkpoints(Path(args.run_dir), ENSEMBLE_CHECKPOINTS)
     say(f"  the run's last {len(last)} checkpoints, alone and as an ensemble (beam {BEAM}, batch {SPEED_BATCH}):")

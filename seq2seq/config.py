@@ -201,6 +201,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: Precision = "fp32"  # fp32 | bf16 (autocast) | auto (bf16 where the CPU or GPU has bf16 units)
     threads: int = bounded(0, at_least=0)  # CPU threads for torch; 0 keeps torch's default
+    tensorboard: bool = False  # also write TensorBoard event files into the run directory (pip extra: tensorboard)
+    collective_timeout_s: int = bounded(
+        900, at_least=1
+    )  # torchrun: seconds a process waits for the others at a collective before stopping with an error
 
 
 @dataclass

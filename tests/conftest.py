@@ -78,3 +78,22 @@ def run_recipe(script: str, *args: str, timeout: float = 240, check: bool = True
 def overrides(*items: str) -> list[str]:
     """['a=1', 'b=2'] -> ['--set', 'a=1', '--set', 'b=2']"""
     return [part for item in items for part in ("--set", item)]
+
+
+# Settings of the data-parallel tests (two processes on one machine, two torchrun nodes): no
+# dropout, so that every process's result can be held to one process's.
+DATA_PARALLEL = ["data.batch_size=8", "train.max_steps=12", "train.validate_every=6", "decoder.dropout=0"]
+
+
+@pytest.fixture(scope="session")
+def single_process_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(text, run directory) of one process trained with DATA_PARALLEL, which the data-parallel
+    runs must match."""
+    folder = tmp_path_factory.mktemp("single_process")
+    text = folder / "tiny.txt"
+    text.write_text(make_text(12_000), encoding="utf-8")
+    run_dir = folder / "run"
+    run_recipe(
+        "textgen.py", "train", "--run-dir", str(run_dir), *overrides(*TINY_TEXTGEN, f"data.path={text}", *DATA_PARALLEL)
+    )
+    return text, run_dir

@@ -64,11 +64,11 @@ def test_ten_thousand_lines_come_back_in_input_order(translator: Translator) -> 
 def test_batches_by_token_budget_give_what_batches_by_sentences_give(translator: Translator) -> None:
     sources, _ = make_pairs(60, seed=4)
     by_sentences = translator.translate(sources, beam=3, batch_size=7)
-    by_tokens = translator.translate(sources, beam=3, batch_tokens=60)  # 20 source tokens per batch
+    by_tokens = translator.translate(sources, beam=3, batch_tokens=20)
     assert [r.text for r in by_tokens] == [r.text for r in by_sentences]
     assert [r.score for r in by_tokens] == pytest.approx([r.score for r in by_sentences], abs=1e-4)
     data = translator.encode(sources)
-    planned = DecodeBatching(batch_tokens=60).batcher(data, beam_size=3).plan()
+    planned = DecodeBatching(batch_tokens=20).batcher(data).plan()
     lengths = [len(ids) for ids in data.sources]
     assert len(planned) > 1 and all(max(lengths[i] for i in batch) * len(batch) <= 20 for batch in planned)
     assert DecodeBatching.choose() == DecodeBatching(DEFAULT_BATCH_SENTENCES, DEFAULT_BATCH_TOKENS)

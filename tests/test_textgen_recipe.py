@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO_ROOT, TINY_TEXTGEN, overrides, run_recipe
+from tests.conftest import DATA_PARALLEL, REPO_ROOT, TINY_TEXTGEN, overrides, run_recipe
 
 
 def train_args(text: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -211,11 +211,10 @@ def wait_for_checkpoint(run_dir: Path, min_step: int, process: subprocess.Popen,
     raise AssertionError(f"no checkpoint at step {min_step} within {timeout}s")
 
 
-def test_two_process_ddp_matches_single_process(tiny_text: Path, tmp_path: Path) -> None:
+def test_two_process_ddp_matches_single_process(single_process_run: tuple[Path, Path], tmp_path: Path) -> None:
     """gloo DDP over 2 processes, each reading half the streams, equals one process reading all."""
-    settings = ["data.batch_size=8", "train.max_steps=12", "train.validate_every=6", "decoder.dropout=0"]
-    single = tmp_path / "single"
-    run_recipe("textgen.py", *train_args(tiny_text, single, *settings))
+    tiny_text, single = single_process_run
+    settings = DATA_PARALLEL
     ddp = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(

@@ -383,7 +383,7 @@ def test_n_best_format_has_one_line_per_hypothesis() -> None:
     assert command.format_translations(results, scored=True) == "-1.5000\ta b\n-2.2500\ta\n0.0000\t\n0.0000\t\n"
 
 
-@pytest.mark.parametrize("verb", ["train", "translate", "evaluate", "average"])
+@pytest.mark.parametrize("verb", ["train", "prepare", "translate", "evaluate", "average"])
 def test_every_command_has_help(verb: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["translate", verb, "--help"])

@@ -1,7 +1,7 @@
 """The `seq2seq` command line: ``seq2seq TASK VERB [options]``.
 
-  seq2seq textgen   {train,generate,evaluate,average}
-  seq2seq translate {train,translate,evaluate,average}
+  seq2seq textgen   {train,prepare,generate,evaluate,average}
+  seq2seq translate {train,prepare,translate,evaluate,average}
   seq2seq caption   {train,caption,evaluate,average}
   seq2seq serve     --translate NAME=RUN_DIR --caption ... --textgen ...   (HTTP API and web page)
 

@@ -17,6 +17,7 @@ from seq2seq.data.text_files import DataError
 from seq2seq.quantization import QuantizationUnavailable
 from seq2seq.text import UnknownTokensError
 from seq2seq.training.run_lock import RunDirectoryBusy
+from seq2seq.training.runtime import PeersLost
 from seq2seq.training.tasks import DEFAULT_CONFIGS, train
 from seq2seq.training.trainer import TrainingDiverged
 
@@ -31,6 +32,7 @@ USER_ERRORS = (
     RunDirectoryBusy,
     TrainingDiverged,
     QuantizationUnavailable,
+    PeersLost,
 )
 
 Command = Callable[[argparse.Namespace], Any]
@@ -89,7 +91,9 @@ def add_train_verb(verbs: argparse._SubParsersAction, task: str, what: str, epil
         "train",
         help=f"train a {what} model (resumes when the run directory has a checkpoint)",
         description=f"Train a {what} model from a config. Running the same command again resumes from the "
-        "latest checkpoint; under `torchrun --nproc_per_node N` the same command trains on N processes.",
+        "latest checkpoint; under `torchrun --nproc_per_node N` the same command trains on N processes, and "
+        "under `torchrun --nnodes M --rdzv-backend c10d --rdzv-endpoint HOST:PORT ...` on M machines (README: "
+        "Several machines).",
         epilog=epilog,
     )
     parser.add_argument(
@@ -113,6 +117,35 @@ def add_train_verb(verbs: argparse._SubParsersAction, task: str, what: str, epil
         "run wrote (checkpoints, logs, plot, SentencePiece models, feature cache); other files stay",
     )
     parser.set_defaults(func=lambda args: train(task, args.config, args.overrides, args.run_dir, args.fresh))
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser, task: str) -> None:
+    """The arguments of ``prepare``: the run's config and overrides, the output folder, workers."""
+    default = DEFAULT_CONFIGS[task]
+    parser.add_argument(
+        "--config", default=default, help=f"a shipped config's name or a YAML file (default: {default})"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, as for train (repeatable); the data settings decide the prepared ids",
+    )
+    parser.add_argument("--output", required=True, help="the folder to write the shards and manifest.json into")
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=0,
+        help="tokenising processes (default 0: one per available CPU core)",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="instead of preparing: check every file of the prepared folder --output against its manifest "
+        "(sizes and SHA-256)",
+    )
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser, decoding: bool = True) -> None:

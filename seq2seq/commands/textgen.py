@@ -2,6 +2,7 @@
 language model.
 
   seq2seq textgen train --config shakespeare_char
+  seq2seq textgen prepare --config shakespeare_char --output data/prepared/shakespeare   # then --set data.prepared=...
   seq2seq textgen generate --checkpoint runs/shakespeare_char --prime "ROMEO:" --temperature 0.8
   seq2seq textgen evaluate --checkpoint runs/shakespeare_char
 """
@@ -9,25 +10,46 @@ language model.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from seq2seq.commands.common import (
     add_average_verb,
     add_checkpoint_arguments,
+    add_prepare_arguments,
     add_train_verb,
     loading_options,
     positive_int,
 )
+from seq2seq.config import load_config
 from seq2seq.data.lm_corpus import encode_tokens, load_lm_corpus, unknown_tokens
+from seq2seq.data.prepare_stream import KIND, open_prepared_stream, prepare_command, prepare_stream
+from seq2seq.data.prepared_format import Manifest
 from seq2seq.data.text_files import DataError, decode_utf8, read_bytes, read_text
 from seq2seq.inference.text_generator import TextGenerator
+from seq2seq.run_configs import TextGenConfig
 from seq2seq.training.lm_task import score_stream, validation_stream
 
 
 def add_verbs(verbs: argparse._SubParsersAction) -> None:
     add_train_verb(verbs, "textgen", "language")
+
+    prep = verbs.add_parser(
+        "prepare",
+        help="tokenise the text once into a memory-mapped stream of ids (for texts larger than memory)",
+        description="Tokenise the text of a config (data.path) with the run's tokenizer (training SentencePiece "
+        "into --output when the config asks for it), in worker processes, into one stream of token ids with a "
+        "manifest of counts and checksums. Train from it with --set data.prepared=FOLDER. Running the same "
+        "command again continues an interrupted preparation; a finished one is verified and kept.",
+    )
+    add_prepare_arguments(prep, "textgen")
+    prep.add_argument(
+        "--shard-size", type=positive_int, default=100_000, help="lines per worker task (default: 100000)"
+    )
+    prep.set_defaults(func=prepare)
 
     gen = verbs.add_parser(
         "generate",
@@ -69,6 +91,30 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=evaluate)
 
     add_average_verb(verbs, "textgen")
+
+
+# ---- prepare ------------------------------------------------------------------------------------
+
+
+def prepare(args: argparse.Namespace) -> None:
+    folder = Path(args.output)
+    if args.verify:
+        manifest = Manifest.read(folder, KIND, prepare_command(folder))
+        manifest.verify(folder, checksums=True, command=prepare_command(folder))
+        print(f"{folder}: {manifest.counts['tokens']:,} tokens; every file verifies")
+        return
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True
+    )
+    config = load_config(TextGenConfig, args.config, args.overrides)
+    started = time.perf_counter()
+    manifest = prepare_stream(config.data, folder, args.workers, args.shard_size)
+    counts = manifest.counts
+    print(
+        f"prepared {counts['tokens']:,} tokens ({counts['train_tokens']:,} for training) of {counts['lines']:,} "
+        f"lines into {folder} in {time.perf_counter() - started:.1f} s"
+    )
+    print(f"train from it with: seq2seq textgen train --config {args.config} --set data.prepared={folder}")
 
 
 # ---- generate -----------------------------------------------------------------------------------
@@ -121,6 +167,8 @@ def evaluate(args: argparse.Namespace) -> None:
     if args.text:
         tokens = generator.tokenizer.tokenize(read_text(args.text, empty="there is nothing to score"))
         ids, unknown = encode_tokens(tokens, generator.vocab), unknown_tokens(tokens, generator.vocab)
+    elif data.prepared is not None:
+        ids = open_prepared_stream(data).validation_ids
     else:
         ids = load_lm_corpus(data, generator.tokenizer, generator.vocab).validation_ids
     stream = validation_stream(ids, replace(data, window=args.window or data.window))

@@ -1,6 +1,7 @@
 """`seq2seq translate`: machine translation (many-to-many).
 
   seq2seq translate train --config multi30k_de_en
+  seq2seq translate prepare --config multi30k_de_en --output data/prepared/multi30k   # then --set data.prepared=...
   echo "Ein Mann fährt Fahrrad." | seq2seq translate translate --checkpoint runs/multi30k_de_en --beam 5
   seq2seq translate translate --checkpoint runs/multi30k_de_en --input test.de --output test.hyp --n-best 3
   seq2seq translate evaluate --checkpoint runs/multi30k_de_en --split test
@@ -20,6 +21,7 @@ could not fill); an empty input line gives N lines ``0.0000<TAB>``.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -28,6 +30,7 @@ from pathlib import Path
 from seq2seq.commands.common import (
     add_average_verb,
     add_checkpoint_arguments,
+    add_prepare_arguments,
     add_search_arguments,
     add_train_verb,
     describe_checkpoints,
@@ -35,17 +38,33 @@ from seq2seq.commands.common import (
     non_negative_int,
     positive_int,
 )
-from seq2seq.config import DecodeConfig
+from seq2seq.config import DecodeConfig, load_config
 from seq2seq.data.parallel import ParallelData, load_split, split_files
+from seq2seq.data.prepare_parallel import KIND, prepare_command, prepare_parallel
+from seq2seq.data.prepared_format import Manifest
 from seq2seq.data.text_files import DataError, decode_utf8, split_lines
 from seq2seq.decoding import describe_decoding
 from seq2seq.inference.translator import DEFAULT_BATCH_TOKENS, DecodeBatching, Translation, Translator
 from seq2seq.metrics import Score, corpus_bleu, corpus_chrf
 from seq2seq.plots import plot_attention
+from seq2seq.run_configs import TranslationConfig
 
 
 def add_verbs(verbs: argparse._SubParsersAction) -> None:
     add_train_verb(verbs, "translate", "translation")
+
+    prep = verbs.add_parser(
+        "prepare",
+        help="tokenise the training corpus once into memory-mapped shards (for corpora larger than memory)",
+        description="Tokenise the training split of a config (data.train_prefix) with the run's tokenizers "
+        "(training SentencePiece into --output when the config asks for it, on data.sentencepiece_sample_size "
+        "sentences), in worker processes, into shards of token ids with a manifest of counts and checksums. "
+        "Train from it with --set data.prepared=FOLDER. Running the same command again continues an "
+        "interrupted preparation; a finished one is verified and kept.",
+    )
+    add_prepare_arguments(prep, "translate")
+    prep.add_argument("--shard-size", type=positive_int, default=100_000, help="line pairs per shard (default: 100000)")
+    prep.set_defaults(func=prepare)
 
     tr = verbs.add_parser(
         "translate",
@@ -91,7 +110,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-tokens",
         type=non_negative_int,
-        help=f"source tokens times beams translated together, sentences grouped by length (default: "
+        help=f"padded source tokens translated together, sentences grouped by length (default: "
         f"{DEFAULT_BATCH_TOKENS:,}; 0: --batch-size sentences instead)",
     )
     parser.add_argument(
@@ -112,6 +131,31 @@ def decode_from_args(translator: Translator, args: argparse.Namespace) -> Decode
     return translator.decode_config(
         beam=args.beam, greedy=args.greedy, n_best=args.n_best, max_length_ratio=args.max_length_ratio
     )
+
+
+# ---- prepare ------------------------------------------------------------------------------------
+
+
+def prepare(args: argparse.Namespace) -> None:
+    folder = Path(args.output)
+    if args.verify:
+        manifest = Manifest.read(folder, KIND, prepare_command(folder))
+        manifest.verify(folder, checksums=True, command=prepare_command(folder))
+        print(f"{folder}: {len(manifest.shards)} shards, {manifest.counts['pairs']:,} pairs; every file verifies")
+        return
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True
+    )
+    config = load_config(TranslationConfig, args.config, args.overrides)
+    started = time.perf_counter()
+    manifest = prepare_parallel(config.data, folder, args.workers, args.shard_size)
+    counts = manifest.counts
+    print(
+        f"prepared {counts['pairs']:,} of {counts['lines']:,} pairs ({counts['source_tokens']:,} source and "
+        f"{counts['target_tokens']:,} target tokens) into {len(manifest.shards)} shards in {folder} "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+    print(f"train from it with: seq2seq translate train --config {args.config} --set data.prepared={folder}")
 
 
 # ---- translate ----------------------------------------------------------------------------------

@@ -35,7 +35,10 @@ def make_tokenizer(config: LMDataConfig, work_dir: Path) -> Tokenizer:
     work_dir.mkdir(parents=True, exist_ok=True)
     log.info("training a SentencePiece model of %d pieces on %s", config.sentencepiece_vocab_size, config.path)
     return SentencePieceTokenizer.train(
-        [Path(config.path)], config.sentencepiece_vocab_size, model_prefix=work_dir / "sentencepiece"
+        [Path(config.path)],
+        config.sentencepiece_vocab_size,
+        model_prefix=work_dir / "sentencepiece",
+        sample_sentences=config.sentencepiece_sample_size,
     )
 
 

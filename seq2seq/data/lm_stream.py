@@ -23,10 +23,14 @@ class LMDataConfig:
     """Where the text is and how it is cut."""
 
     path: str = "data/tinyshakespeare/input.txt"  # plain or .gz UTF-8 text
+    prepared: str | None = None  # a folder made by `seq2seq textgen prepare`: train from it instead of path
     tokenizer: Literal["char", "word", "sentencepiece"] = "char"  # char | word | sentencepiece
     lowercase: bool = False  # word level only
     sentencepiece_model: str | None = None  # an existing .model file; None trains one
     sentencepiece_vocab_size: int = bounded(4000, at_least=1)  # when training a SentencePiece model
+    sentencepiece_sample_size: int | None = bounded(
+        None, at_least=1
+    )  # learn the pieces from this many lines of the text drawn at random; None: from all of them
     min_freq: int = bounded(1, at_least=1)  # rarer tokens become <unk> (word level)
     validation_fraction: float = bounded(0.1, above=0, below=1)  # the last part of the text validates
     batch_size: int = bounded(64, at_least=1)  # parallel streams per step (all processes together)
@@ -61,6 +65,9 @@ def cut_rows(stream: Tensor, rows: int) -> tuple[Tensor, Tensor]:
 
 class LMStream:
     """Windows over one token stream, for one process of ``world_size``.
+
+    The stream (N,) may be any integer dtype (a prepared text's is an int32 memory map); the
+    windows are int64.
 
     The B rows are split between processes: process r reads rows r*B/W .. (r+1)*B/W - 1,
     so each keeps its own carried state and together they cover the batch.
@@ -106,7 +113,7 @@ class LMStream:
         count = inputs.shape[1] // self.window
         for index in range(start, count):
             span = slice(index * self.window, (index + 1) * self.window)
-            yield Window(inputs[:, span], targets[:, span], index)
+            yield Window(inputs[:, span].long(), targets[:, span].long(), index)
 
     def evaluation_windows(self) -> Iterator[Window]:
         """Every token once, in order, but the last (N - 1) % B, which cannot fill every row.
@@ -117,4 +124,4 @@ class LMStream:
         inputs, targets = inputs[self.rows], targets[self.rows]
         for index, begin in enumerate(range(0, inputs.shape[1], self.window)):
             span = slice(begin, begin + self.window)
-            yield Window(inputs[:, span], targets[:, span], index)
+            yield Window(inputs[:, span].long(), targets[:, span].long(), index)

@@ -56,6 +56,7 @@ class ParallelDataConfig:
     """Where the parallel text is, how it is tokenised, and how it is batched."""
 
     train_prefix: str = "data/multi30k/train"  # training files: <prefix>.<lang> or <prefix>.<lang>.gz
+    prepared: str | None = None  # a folder made by `seq2seq translate prepare`: train from it instead of train_prefix
     valid_prefix: str = "data/multi30k/val"  # validation files, same naming
     test_prefix: str = "data/multi30k/test_2016_flickr"  # test files, same naming
     source_lang: str = "de"  # file suffix of the source language
@@ -64,6 +65,9 @@ class ParallelDataConfig:
     joint_sentencepiece: bool = True  # one SentencePiece model for both languages; False: one per language
     sentencepiece_vocab_size: int = bounded(8000, at_least=1)  # pieces of each SentencePiece model that is trained
     sentencepiece_model_type: Literal["unigram", "bpe"] = "unigram"  # unigram | bpe
+    sentencepiece_sample_size: int | None = bounded(
+        None, at_least=1
+    )  # learn the pieces from this many training sentences drawn at random; None: from all of them
     source_sentencepiece_model: str | None = None  # a .model for the source (both sides when joint); None trains one
     target_sentencepiece_model: str | None = None  # a .model for the target (separate models only); None trains one
     lowercase: bool = False  # lowercase the text first (word and char tokenizers only)
@@ -197,12 +201,16 @@ def tokenize_lines(lines: Iterable[str], tokenizer: Tokenizer) -> TokenizedLines
     return TokenizedLines(list(index), sentences)
 
 
-def make_tokenizers(config: ParallelDataConfig, work_dir: Path) -> tuple[Tokenizer, Tokenizer]:
+def make_tokenizers(
+    config: ParallelDataConfig, work_dir: Path, read_files_first: bool = True
+) -> tuple[Tokenizer, Tokenizer]:
     """The (source, target) tokenizers the config asks for.
 
     SentencePiece models not given in the config are trained on the training files and
     written to ``work_dir`` (``sentencepiece.model``, or ``sentencepiece.<lang>.model`` each
-    when the models are separate).
+    when the models are separate). ``read_files_first`` reads the files whole beforehand, for
+    a clear error about unusable files (``prepare``, whose corpus may not fit in memory, checks
+    them as it reads them instead).
     """
     if config.tokenizer not in TOKENIZER_KINDS:
         raise ConfigError(f"data.tokenizer must be one of {list(TOKENIZER_KINDS)}, got {config.tokenizer!r}")
@@ -220,7 +228,7 @@ def make_tokenizers(config: ParallelDataConfig, work_dir: Path) -> tuple[Tokeniz
     needs_training = config.source_sentencepiece_model is None or (
         not config.joint_sentencepiece and config.target_sentencepiece_model is None
     )
-    if needs_training:
+    if needs_training and read_files_first:
         read_parallel(source_file, target_file)  # a clear error before SentencePiece reads bad files
     if config.joint_sentencepiece:
         files = [source_file, target_file]
@@ -247,7 +255,11 @@ def _sentencepiece(config: ParallelDataConfig, model: str | None, files: list[Pa
     )
     try:
         return SentencePieceTokenizer.train(
-            files, config.sentencepiece_vocab_size, config.sentencepiece_model_type, model_prefix=prefix
+            files,
+            config.sentencepiece_vocab_size,
+            config.sentencepiece_model_type,
+            model_prefix=prefix,
+            sample_sentences=config.sentencepiece_sample_size,
         )
     except ValueError as error:  # e.g. more pieces asked for than the text can give
         reason = str(error).rstrip(".")
@@ -425,17 +437,35 @@ def collate(data: ParallelData, indices: Sequence[int], index: int = 0) -> Batch
     if not indices:
         raise ValueError("cannot collate an empty batch")
     sources = [data.sources[i] for i in indices]
+    targets = None if data.targets is None else [data.targets[i] for i in indices]
+    return collate_pairs(sources, targets, indices, index)
+
+
+def collate_pairs(sources: list[Tensor], targets: list[Tensor] | None, indices: Sequence[int], index: int = 0) -> Batch:
+    """Each row's source ids (S_i,) and target ids (T_i,) (no specials) as one padded batch;
+    ``indices`` name the rows' pairs."""
     source = pad_sequence(sources, batch_first=True, padding_value=Vocab.pad_id)  # (B, S)
     source_lengths = torch.tensor([len(ids) for ids in sources], dtype=torch.long)  # (B,)
     target_in = target_out = None
     target_tokens = 0
-    if data.targets is not None:
-        targets = [data.targets[i] for i in indices]
+    if targets is not None:
         bos, eos = torch.tensor([Vocab.bos_id]), torch.tensor([Vocab.eos_id])
         target_in = pad_sequence([torch.cat([bos, ids]) for ids in targets], batch_first=True)  # (B, T)
         target_out = pad_sequence([torch.cat([ids, eos]) for ids in targets], batch_first=True)  # (B, T)
         target_tokens = sum(len(ids) + 1 for ids in targets)
     return Batch(source, source_lengths, target_in, target_out, torch.tensor(list(indices)), target_tokens, index)
+
+
+def check_batching(batch_tokens: int, batch_sentences: int, pool_size: int, world_size: int) -> None:
+    """Refuse batching settings that cannot work for ``world_size`` processes, naming the key."""
+    if batch_sentences < 0 or (batch_sentences == 0 and batch_tokens < 1):
+        raise ConfigError(
+            f"give data.batch_tokens >= 1 or data.batch_sentences >= 1 (got {batch_tokens} and {batch_sentences})"
+        )
+    if 0 < batch_sentences < world_size:
+        raise ConfigError(f"data.batch_sentences ({batch_sentences}) must be at least the process count ({world_size})")
+    if pool_size < 2 * world_size:
+        raise ConfigError(f"data.pool_size ({pool_size}) must be at least twice the process count ({world_size})")
 
 
 class TokenBudgetBatcher:
@@ -462,16 +492,7 @@ class TokenBudgetBatcher:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if batch_sentences < 0 or (batch_sentences == 0 and batch_tokens < 1):
-            raise ConfigError(
-                f"give data.batch_tokens >= 1 or data.batch_sentences >= 1 (got {batch_tokens} and {batch_sentences})"
-            )
-        if 0 < batch_sentences < world_size:
-            raise ConfigError(
-                f"data.batch_sentences ({batch_sentences}) must be at least the process count ({world_size})"
-            )
-        if pool_size < 2 * world_size:
-            raise ConfigError(f"data.pool_size ({pool_size}) must be at least twice the process count ({world_size})")
+        check_batching(batch_tokens, batch_sentences, pool_size, world_size)
         self.data = data
         self.batch_tokens = batch_tokens
         self.batch_sentences = batch_sentences
@@ -515,24 +536,30 @@ class TokenBudgetBatcher:
             yield collate(self.data, plan[index][self.rank :: self.world_size], index)
 
     def _cut(self, order: list[int]) -> list[list[int]]:
-        """Consecutive runs of ``order`` within the budget, each of at least ``world_size`` rows.
+        """Consecutive runs of ``order`` within the budget (see ``cut_batches``)."""
+        spans = cut_batches([self.cost(i) for i in order], self.batch_tokens, self.batch_sentences, self.world_size)
+        return [order[start:end] for start, end in spans]
 
-        A final run too short to share is added to the one before it.
-        """
-        if self.batch_sentences:
-            batches = [order[k : k + self.batch_sentences] for k in range(0, len(order), self.batch_sentences)]
-        else:
-            current: list[int] = []
-            batches, longest = [], 0
-            for i in order:
-                widest = max(longest, self.cost(i))
-                if len(current) >= self.world_size and widest * (len(current) + 1) > self.batch_tokens:
-                    batches.append(current)
-                    current, widest = [], self.cost(i)
-                current.append(i)
-                longest = widest
-            batches.append(current)
-        if len(batches) > 1 and len(batches[-1]) < self.world_size:
-            last = batches.pop()
-            batches[-1] += last
-        return batches
+
+def cut_batches(
+    costs: Sequence[int], batch_tokens: int, batch_sentences: int, world_size: int
+) -> list[tuple[int, int]]:
+    """(start, end) spans of consecutive positions of ``costs`` (each pair's padded tokens per row),
+    each within ``batch_tokens`` (longest cost x rows) or of ``batch_sentences`` rows, and each of at
+    least ``world_size`` rows. A final span too short to share is added to the one before it."""
+    if batch_sentences:
+        spans = [(k, min(k + batch_sentences, len(costs))) for k in range(0, len(costs), batch_sentences)]
+    else:
+        spans, start, longest = [], 0, 0
+        for position, cost in enumerate(costs):
+            widest = max(longest, cost)
+            rows = position - start
+            if rows >= world_size and widest * (rows + 1) > batch_tokens:
+                spans.append((start, position))
+                start, widest = position, cost
+            longest = widest
+        spans.append((start, len(costs)))
+    if len(spans) > 1 and spans[-1][1] - spans[-1][0] < world_size:
+        last_end = spans.pop()[1]
+        spans[-1] = (spans[-1][0], last_end)
+    return spans

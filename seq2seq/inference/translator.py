@@ -38,9 +38,10 @@ TASK = "translate"
 #: or UNBOUNDED_TRAINING_LIMIT when training kept pairs of every length.
 SOURCE_LIMIT_FACTOR = 4
 UNBOUNDED_TRAINING_LIMIT = 1024
-#: Source tokens times beams per batch when translating (``DecodeBatching``), and the
+#: Padded source tokens per batch when translating (``DecodeBatching``): the fastest budget
+#: measured for beam 5 and for greedy search alike (benchmarks/translate.py, part 5), and the
 #: sentences per batch when batching by sentences.
-DEFAULT_BATCH_TOKENS = 6000
+DEFAULT_BATCH_TOKENS = 5000
 DEFAULT_BATCH_SENTENCES = 64
 
 
@@ -154,8 +155,8 @@ class Translator:
     ) -> list[Translation]:
         """The translations of raw text lines, one ``Translation`` per line, in input order.
 
-        Lines are batched in order of length (``DecodeBatching.choose``): ``batch_tokens`` source
-        tokens times beams at a time, or ``batch_size`` sentences when only that is given;
+        Lines are batched in order of length (``DecodeBatching.choose``): ``batch_tokens`` padded
+        source tokens at a time, or ``batch_size`` sentences when only that is given;
         an empty line gets the empty translation. ``options`` choose the search
         (``decode_config``), e.g. ``beam=5, n_best=2``; attention: keep each hypothesis's
         (T, S) attention over the source tokens. A line of more than ``max_source_tokens``
@@ -246,8 +247,8 @@ def _padded(rows: list[list[int]], pad: int) -> torch.Tensor:
 class DecodeBatching:
     """How sources are grouped for decoding, longest first.
 
-    batch_tokens: each batch holds at most this many padded source tokens times the beam size
-                  (the rows the decoder runs); 0: ``batch_sentences`` sources per batch instead
+    batch_tokens: each batch holds at most this many padded source tokens (beam search runs
+                  beam-size rows for each); 0: ``batch_sentences`` sources per batch instead
     """
 
     batch_sentences: int = DEFAULT_BATCH_SENTENCES
@@ -264,15 +265,14 @@ class DecodeBatching:
             batch_tokens = 0 if batch_size is not None else DEFAULT_BATCH_TOKENS
         return cls(batch_size or DEFAULT_BATCH_SENTENCES, batch_tokens)
 
-    def batcher(self, data: ParallelData, beam_size: int) -> TokenBudgetBatcher:
+    def batcher(self, data: ParallelData) -> TokenBudgetBatcher:
         if self.batch_tokens:
-            per_row = max(1, self.batch_tokens // beam_size)
-            return TokenBudgetBatcher(data, batch_tokens=per_row, shuffle=False)
+            return TokenBudgetBatcher(data, batch_tokens=self.batch_tokens, shuffle=False)
         return TokenBudgetBatcher(data, batch_sentences=self.batch_sentences, shuffle=False)
 
     def describe(self) -> str:
         if self.batch_tokens:
-            return f"batches of {self.batch_tokens:,} source tokens x beams"
+            return f"batches of {self.batch_tokens:,} source tokens"
         return f"batches of {self.batch_sentences} sentences"
 
 
@@ -295,7 +295,7 @@ def translate_data(
     results = [[EMPTY] * decode.n_best for _ in range(len(data))]
     if not any(len(ids) for ids in data.sources):
         return results
-    for batch in batching.batcher(data, decode.beam_size).batches():
+    for batch in batching.batcher(data).batches():
         found = generate(model, batch.source.to(device), decode, SPECIAL_IDS)  # tokens (B, N, T)
         indices = batch.indices.tolist()
         lengths = [len(data.sources[index]) for index in indices]

@@ -19,6 +19,7 @@ import base64
 import gzip
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -188,13 +189,16 @@ class SentencePieceTokenizer:
         character_coverage: float = 1.0,
         *,
         model_prefix: Path,
+        sample_sentences: int | None = None,
     ) -> SentencePieceTokenizer:
         """Train a model on text files (plain or ``.gz``, one sentence per line).
 
         Writes ``<model_prefix>.model`` and ``<model_prefix>.vocab`` and returns the
         tokenizer. ``model_type`` is one of sentencepiece's ``unigram``, ``bpe``, ``char`` or
         ``word``; ``character_coverage`` below 1.0 maps the rarest characters to unknown
-        (useful for languages with very large alphabets).
+        (useful for languages with very large alphabets). ``sample_sentences`` learns the
+        pieces from that many sentences drawn at random from a larger text, the same ones every
+        time; None learns from every sentence.
         """
         if not files:
             raise ValueError("cannot train sentencepiece: no text files given")
@@ -203,8 +207,12 @@ class SentencePieceTokenizer:
             raise FileNotFoundError(f"cannot train sentencepiece: text files not found: {missing}")
         model_prefix = Path(model_prefix)
         model_prefix.parent.mkdir(parents=True, exist_ok=True)
-        settings = {"vocab_size": vocab_size, "model_type": model_type, "character_coverage": character_coverage}
-        failure = _train_in_child_process([Path(path) for path in files], model_prefix, settings)
+        settings: dict[str, Any] = {
+            "vocab_size": vocab_size,
+            "model_type": model_type,
+            "character_coverage": character_coverage,
+        }
+        failure = _train_in_child_process([Path(path) for path in files], model_prefix, settings, sample_sentences)
         if failure is not None:
             raise ValueError(f"cannot train sentencepiece on {[str(f) for f in files]}: {failure}")
         return cls.load(model_prefix.with_name(model_prefix.name + ".model"))
@@ -235,6 +243,8 @@ class SentencePieceTokenizer:
         return f"SentencePieceTokenizer(pieces={self._processor.get_piece_size()})"
 
 
+SAMPLING_SEED = 1234  # draws the sample of ``sample_sentences``
+
 # What the child process of ``_train_in_child_process`` runs: arguments in on stdin, the result out on stdout.
 _CHILD_PROGRAM = (
     "import json, sys; from seq2seq.text.tokenizers import _train_sentencepiece; "
@@ -243,11 +253,13 @@ _CHILD_PROGRAM = (
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _train_in_child_process(files: list[Path], model_prefix: Path, settings: dict[str, Any]) -> str | None:
+def _train_in_child_process(
+    files: list[Path], model_prefix: Path, settings: dict[str, Any], sample: int | None
+) -> str | None:
     """``_train_sentencepiece`` in a fresh Python process (which imports sentencepiece, not
     torch): the trainer's working memory, hundreds of MB for a large corpus, goes back to the
     system when it ends instead of staying in this process's heap."""
-    arguments = json.dumps([[str(path) for path in files], str(model_prefix), settings])
+    arguments = json.dumps([[str(path) for path in files], str(model_prefix), settings, sample])
     path = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
     child = subprocess.run(
         [sys.executable, "-c", _CHILD_PROGRAM],
@@ -262,12 +274,23 @@ def _train_in_child_process(files: list[Path], model_prefix: Path, settings: dic
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def _train_sentencepiece(files: list[str], model_prefix: str, settings: dict[str, Any]) -> str | None:
-    """Train a sentencepiece model on ``files`` into ``<model_prefix>.model``; the reason it
-    could not be trained, or None."""
+def _train_sentencepiece(
+    files: list[str], model_prefix: str, settings: dict[str, Any], sample: int | None = None
+) -> str | None:
+    """Train a sentencepiece model on ``files`` (or ``sample`` of their sentences) into
+    ``<model_prefix>.model``; the reason it could not be trained, or None.
+
+    The sample is drawn here rather than by sentencepiece's own ``input_sentence_size``, whose
+    draw differs from one process to the next whatever its seed; sentencepiece is still told
+    the sample's size, so that it never holds more sentences than that.
+    """
+    sentences = _read_sentences([Path(path) for path in files])
+    if sample is not None:
+        sentences = iter(_reservoir_sample(sentences, sample))
+        settings = {**settings, "input_sentence_size": sample}
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=_read_sentences([Path(path) for path in files]),
+            sentence_iterator=sentences,
             model_prefix=model_prefix,
             unk_id=0,
             bos_id=-1,
@@ -290,6 +313,21 @@ def _read_sentences(files: list[Path]) -> Iterator[str]:
                 sentence = line.rstrip("\r\n")
                 if sentence.strip():
                     yield sentence
+
+
+def _reservoir_sample(items: Iterator[str], size: int) -> list[str]:
+    """``size`` of ``items`` drawn uniformly at random (the same ones every time), keeping no more
+    than that many at once; all of them when there are fewer."""
+    generator = random.Random(SAMPLING_SEED)
+    sample: list[str] = []
+    for seen, item in enumerate(items):
+        if seen < size:
+            sample.append(item)
+        else:
+            slot = generator.randrange(seen + 1)
+            if slot < size:
+                sample[slot] = item
+    return sample
 
 
 _TokenizerClass = type[CharTokenizer] | type[WordTokenizer] | type[SentencePieceTokenizer]

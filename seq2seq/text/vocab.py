@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +68,17 @@ class Vocab:
         Tokens equal to a special string are skipped. ``max_size`` limits the number of
         ordinary tokens (the four specials are not counted); ``None`` keeps all.
         """
+        counts = Counter(token for tokens in token_lists for token in tokens)
+        return cls.from_counts(counts, min_freq, max_size)
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int], min_freq: int = 1, max_size: int | None = None) -> Vocab:
+        """``build`` from each token's count (as when the counts were made in several processes)."""
         if min_freq < 1:
             raise ValueError(f"min_freq must be at least 1, got {min_freq}")
         if max_size is not None and max_size < 0:
             raise ValueError(f"max_size must be non-negative or None, got {max_size}")
-        counts = Counter(token for tokens in token_lists for token in tokens if token not in SPECIALS)
-        frequent = [(token, count) for token, count in counts.items() if count >= min_freq]
+        frequent = [(token, count) for token, count in counts.items() if count >= min_freq and token not in SPECIALS]
         frequent.sort(key=lambda token_count: (-token_count[1], token_count[0]))
         return cls([token for token, _ in frequent[:max_size]])
 

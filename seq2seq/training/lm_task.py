@@ -12,8 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from seq2seq.data.lm_corpus import load_lm_corpus, make_tokenizer
+from seq2seq.checkpoint import CheckpointError
+from seq2seq.data.lm_corpus import LMCorpus, load_lm_corpus, make_tokenizer
 from seq2seq.data.lm_stream import LMDataConfig, LMStream, Window
+from seq2seq.data.prepare_stream import open_prepared_stream
 from seq2seq.decoding import check_decode_config
 from seq2seq.models import build_language_model
 from seq2seq.models.decoder import DecoderState
@@ -119,11 +121,13 @@ def prepare_language_model(
 ) -> PreparedRun:
     """The corpus (a fresh run's tokenizer made now, or a resumed run's own tokenizer and
     vocabulary), the model and this process's stream of training windows."""
-    if saved is None:
-        tokenizer, vocab = make_tokenizer(config.data, run_dir), None
+    if config.data.prepared is not None:
+        corpus = prepared_corpus(config.data, saved)
+    elif saved is None:
+        corpus = load_lm_corpus(config.data, make_tokenizer(config.data, run_dir))
     else:
         tokenizer, vocab = tokenizer_from_dict(saved["tokenizer"]), Vocab.from_dict(saved["vocab"])
-    corpus = load_lm_corpus(config.data, tokenizer, vocab)
+        corpus = load_lm_corpus(config.data, tokenizer, vocab)
     model = seeded_model(
         lambda: build_language_model(config.decoder, len(corpus.vocab), corpus.vocab.pad_id), runtime, config.train.seed
     )
@@ -142,6 +146,21 @@ def prepare_language_model(
     )
     metadata = {"vocab": corpus.vocab.to_dict(), "tokenizer": corpus.tokenizer.to_dict()}
     return PreparedRun(model, task, metadata, description)
+
+
+def prepared_corpus(data: LMDataConfig, saved: dict[str, Any] | None) -> LMCorpus:
+    """The prepared text of ``data.prepared``; a resumed run refuses one prepared again since with
+    another tokenizer or vocabulary."""
+    prepared = open_prepared_stream(data)
+    if saved is not None and (
+        saved["tokenizer"] != prepared.tokenizer.to_dict() or Vocab.from_dict(saved["vocab"]) != prepared.vocab
+    ):
+        raise CheckpointError(
+            f"the prepared data in {prepared.folder} has another tokenizer or vocabulary than the run: it was "
+            "prepared again since the run started. Point data.prepared at the data the run started with, choose "
+            "another --run-dir, or pass --fresh to start over."
+        )
+    return LMCorpus(prepared.tokenizer, prepared.vocab, prepared.train_ids, prepared.validation_ids)
 
 
 def validation_stream(ids: Tensor, data: LMDataConfig) -> LMStream:

@@ -25,7 +25,8 @@ from seq2seq.models.decoder import count_parameters
 from seq2seq.run_configs import METADATA_ENTRIES, upgrade_config
 from seq2seq.training.run_files import Previous, move_run_files_aside
 from seq2seq.training.run_lock import hold_run_lock
-from seq2seq.training.runtime import Runtime, seed_everything, start_runtime, stop_runtime
+from seq2seq.training.runtime import Runtime, peers_watched, seed_everything, start_runtime, stop_runtime
+from seq2seq.training.tensorboard_log import check_tensorboard_installed
 from seq2seq.training.trainer import Progress, Trainer, TrainingPhase, TrainingTask
 
 log = logging.getLogger("seq2seq.train")
@@ -80,9 +81,11 @@ class TrainingResult:
 def run_training(name: str, training: TaskTraining, config: Any, run_dir: Path, fresh: bool = False) -> TrainingResult:
     """Train (or resume) the run in ``run_dir``; under torchrun, this process's part of it."""
     training.check(config)
-    runtime = start_runtime(config.train.device, config.train.threads)
+    if config.train.tensorboard:
+        check_tensorboard_installed()
+    runtime = start_runtime(config.train.device, config.train.threads, config.train.collective_timeout_s)
     try:
-        with hold_run_lock(run_dir, runtime):
+        with peers_watched(runtime, config.train.collective_timeout_s), hold_run_lock(run_dir, runtime):
             return train_locked(name, training, config, run_dir, runtime, fresh)
     finally:
         stop_runtime(runtime)

@@ -19,9 +19,15 @@ from pathlib import Path
 log = logging.getLogger("seq2seq.train")
 
 #: What a run writes: the checkpoints and their index, the logs and the plot, the caption
-#: feature cache, SentencePiece models trained for the run, and checkpoints a resume set aside.
+#: feature cache, SentencePiece models trained for the run, TensorBoard event files, and
+#: checkpoints a resume set aside.
 RUN_FILES = ("checkpoints", "checkpoints.json", "metrics.jsonl", "train.log", "training_curve.png", "features")
-RUN_FILE_PATTERNS = ("sentencepiece*.model", "sentencepiece*.vocab", "sentencepiece.captions.txt")
+RUN_FILE_PATTERNS = (
+    "sentencepiece*.model",
+    "sentencepiece*.vocab",
+    "sentencepiece.captions.txt",
+    "events.out.tfevents.*",
+)
 PREVIOUS_DIR = ".previous-run"  # where --fresh keeps the replaced run until the new one is ready
 
 

@@ -1,15 +1,24 @@
 """Where training runs: device choice, seeding, threads and the distributed process group.
 
-``torchrun --nproc_per_node N`` sets RANK, WORLD_SIZE and LOCAL_RANK; ``start_runtime``
-reads them, joins the process group (NCCL on CUDA, gloo on CPU) and picks each process's
-device. Without torchrun everything is a single process.
+``torchrun`` (on one machine, ``--nproc_per_node N``; on several, ``--nnodes M --rdzv-backend
+c10d ...`` on each) sets RANK, WORLD_SIZE and LOCAL_RANK; ``start_runtime`` reads them, joins the
+process group (NCCL on CUDA, gloo on CPU) and picks each process's device. Without torchrun
+everything is a single process.
+
+A process that waits for the others at a collective operation longer than the timeout
+(``train.collective_timeout_s``), or whose peer's connection breaks (a process or a whole node
+stopped), stops with ``PeersLost``, which says so, instead of hanging.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -41,7 +50,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def start_runtime(device_name: str, threads: int = 0) -> Runtime:
+class PeersLost(RuntimeError):
+    """The other training processes stopped answering: one of them, or its node, stopped."""
+
+
+def start_runtime(device_name: str, threads: int = 0, collective_timeout_s: float = 900) -> Runtime:
     """Join the torchrun process group when launched by torchrun; pick the device. Also fixes
     malloc's mmap threshold, which keeps the process's memory from creeping up (see host_memory)."""
     fix_mmap_threshold()
@@ -56,8 +69,35 @@ def start_runtime(device_name: str, threads: int = 0) -> Runtime:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(seconds=collective_timeout_s))
     return Runtime(device, rank, world_size)
+
+
+@contextmanager
+def peers_watched(runtime: Runtime, collective_timeout_s: float) -> Iterator[None]:
+    """Turn the error of a collective operation whose peers are gone into ``PeersLost``."""
+    try:
+        yield
+    except RuntimeError as error:
+        if not runtime.distributed or not lost_peers(error):
+            raise
+        host = socket.gethostname()
+        reason = str(error).strip().splitlines()[-1][:300]
+        raise PeersLost(
+            f"process {runtime.rank} of {runtime.world_size} (on {host}) lost the other training processes: "
+            f"one of them, or its node, stopped, or did not answer within train.collective_timeout_s "
+            f"({collective_timeout_s:g} s) ({reason}). Its own log says why. Start the same command on every "
+            "node again to resume from the last checkpoint."
+        ) from error
+
+
+def lost_peers(error: RuntimeError) -> bool:
+    """Whether ``error`` is a collective operation failing because peers went away or timed out."""
+    if isinstance(error, dist.DistError):
+        return True
+    text = str(error).lower()
+    return any(sign in text for sign in ("connection closed", "connection reset", "timed out", "timeout", "gloo"))
 
 
 def stop_runtime(runtime: Runtime) -> None:

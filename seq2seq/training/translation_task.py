@@ -27,8 +27,10 @@ from seq2seq.data.parallel import (
     TextCodec,
     TokenBudgetBatcher,
     load_parallel_corpus,
+    load_split,
     make_tokenizers,
 )
+from seq2seq.data.prepared_parallel import PreparedParallel, ShardedBatcher, open_prepared_parallel
 from seq2seq.decoding import check_decode_config
 from seq2seq.inference.options import search_options
 from seq2seq.inference.translator import DecodeBatching, translate_data
@@ -61,6 +63,10 @@ def first_sentences(data: ParallelData, count: int) -> ParallelData:
     return ParallelData(data.source_lines[:count], target_lines, data.sources[:count], targets)
 
 
+#: Where training batches come from: text read into memory, or a prepared set's shards.
+TrainingBatcher = TokenBudgetBatcher | ShardedBatcher
+
+
 class TranslationTask:
     """Batches, loss and validation of a translation model for the shared trainer.
 
@@ -73,7 +79,7 @@ class TranslationTask:
 
     def __init__(
         self,
-        train: TokenBudgetBatcher,
+        train: TrainingBatcher,
         valid: ParallelData,
         target: TextCodec,
         device: torch.device,
@@ -149,32 +155,52 @@ def check_translation_config(config: TranslationConfig) -> None:
 def prepare_translation(
     config: TranslationConfig, run_dir: Path, runtime: Runtime, saved: dict[str, Any] | None
 ) -> PreparedRun:
-    """The corpus (a fresh run's tokenizers made now, or a resumed run's own), the model and
-    this process's training task."""
-    if saved is None:
-        corpus = load_parallel_corpus(config.data, shared_tokenizers(config.data, run_dir, runtime))
+    """The data (text files read now, or a prepared set when ``data.prepared`` is set; a fresh
+    run's tokenizers made now, or a resumed run's own), the model and this process's training task."""
+    data = config.data
+    if data.prepared is not None:
+        prepared = open_prepared_parallel(data)
+        if saved is not None:
+            check_prepared_codecs(prepared, saved)
+        source, target = prepared.source, prepared.target
+        valid = load_split(data, "valid", source, target)
+        train: TrainingBatcher = ShardedBatcher(
+            prepared,
+            data.batch_tokens,
+            data.batch_sentences,
+            data.pool_size,
+            seed=config.train.seed,
+            rank=runtime.rank,
+            world_size=runtime.world_size,
+        )
+        sizes = f"{len(prepared)} prepared training pairs ({len(prepared.manifest.shards)} shards in {prepared.folder})"
     else:
-        corpus = resumed_corpus(config.data, saved)
-    source_size, target_size = len(corpus.source.vocab), len(corpus.target.vocab)
+        if saved is None:
+            corpus = load_parallel_corpus(data, shared_tokenizers(data, run_dir, runtime))
+        else:
+            corpus = resumed_corpus(data, saved)
+        source, target, valid = corpus.source, corpus.target, corpus.valid
+        train = training_batcher(config, corpus.train, runtime)
+        sizes = f"{len(corpus.train)} training"
+    source_size, target_size = len(source.vocab), len(target.vocab)
     model = seeded_model(
         lambda: build_translation_model(config.encoder, config.decoder, source_size, target_size, Vocab.pad_id),
         runtime,
         config.train.seed,
     )
-    data = config.data
     description = (
-        f"{len(corpus.train)} training / {len(corpus.valid)} validation pairs, vocabularies "
+        f"{sizes} / {len(valid)} validation pairs, vocabularies "
         f"{source_size} ({data.source_lang}) and {target_size} ({data.target_lang})"
     )
-    metadata = {"source": corpus.source.to_dict(), "target": corpus.target.to_dict()}
-    return PreparedRun(model, translation_task(config, corpus, runtime), metadata, description)
+    metadata = {"source": source.to_dict(), "target": target.to_dict()}
+    return PreparedRun(model, task_of(config, train, valid, target, runtime), metadata, description)
 
 
-def translation_task(config: TranslationConfig, corpus: ParallelCorpus, runtime: Runtime) -> TranslationTask:
-    """The training batches of this process and the validation, as the config says."""
+def training_batcher(config: TranslationConfig, train: ParallelData, runtime: Runtime) -> TokenBudgetBatcher:
+    """The training batches of text read into memory, for this process."""
     data = config.data
-    batches = TokenBudgetBatcher(
-        corpus.train,
+    return TokenBudgetBatcher(
+        train,
         data.batch_tokens,
         data.batch_sentences,
         data.pool_size,
@@ -183,16 +209,35 @@ def translation_task(config: TranslationConfig, corpus: ParallelCorpus, runtime:
         rank=runtime.rank,
         world_size=runtime.world_size,
     )
+
+
+def task_of(
+    config: TranslationConfig, train: TrainingBatcher, valid: ParallelData, target: TextCodec, runtime: Runtime
+) -> TranslationTask:
     return TranslationTask(
-        batches,
-        corpus.valid,
-        corpus.target,
+        train,
+        valid,
+        target,
         runtime.device,
         config.validation,
         config.decoding,
         label_smoothing=config.train.label_smoothing,
-        validation_batch_tokens=data.batch_tokens,
+        validation_batch_tokens=config.data.batch_tokens,
     )
+
+
+def check_prepared_codecs(prepared: PreparedParallel, saved: dict[str, Any]) -> None:
+    """Refuse to resume a run on a prepared set whose tokenizers or vocabularies are not the run's."""
+    for side in ("source", "target"):
+        if saved[side] != prepared.manifest.codecs[side]:
+            kept, now = Vocab.from_dict(saved[side]["vocab"]), Vocab.from_dict(prepared.manifest.codecs[side]["vocab"])
+            what = "vocabulary" if kept != now else "tokenizer"
+            detail = f" ({vocabulary_change(kept, now)})" if kept != now else ""
+            raise CheckpointError(
+                f"the prepared data in {prepared.folder} has another {side} {what} than the run{detail}: it was "
+                "prepared again since the run started. Point data.prepared at the data the run started with, "
+                "choose another --run-dir, or pass --fresh to start over."
+            )
 
 
 def shared_tokenizers(data: ParallelDataConfig, run_dir: Path, runtime: Runtime) -> tuple[Tokenizer, Tokenizer]:
