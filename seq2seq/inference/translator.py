@@ -38,9 +38,9 @@ TASK = "translate"
 #: or UNBOUNDED_TRAINING_LIMIT when training kept pairs of every length.
 SOURCE_LIMIT_FACTOR = 4
 UNBOUNDED_TRAINING_LIMIT = 1024
-#: Padded source tokens per batch when translating (``DecodeBatching``): the fastest budget
-#: measured for beam 5 and for greedy search alike (benchmarks/translate.py, part 5), and the
-#: sentences per batch when batching by sentences.
+#: Padded source tokens per batch when translating (``DecodeBatching``): on 2 CPU cores the
+#: fastest budget for greedy search and level with the best fixed batch for beam 5
+#: (benchmarks/translate.py, part 5); and the sentences per batch when batching by sentences.
 DEFAULT_BATCH_TOKENS = 5000
 DEFAULT_BATCH_SENTENCES = 64
 
