@@ -10,7 +10,6 @@ language model.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from dataclasses import replace
@@ -26,12 +25,13 @@ from seq2seq.commands.common import (
 )
 from seq2seq.config import load_config
 from seq2seq.data.lm_corpus import encode_tokens, load_lm_corpus, unknown_tokens
-from seq2seq.data.prepare_stream import KIND, open_prepared_stream, prepare_command, prepare_stream
-from seq2seq.data.prepared_format import Manifest
+from seq2seq.data.prepare_stream import KIND, TASK, open_prepared_stream, prepare_stream
+from seq2seq.data.prepared_format import verified_manifest
 from seq2seq.data.text_files import DataError, decode_utf8, read_bytes, read_text
 from seq2seq.inference.text_generator import TextGenerator
 from seq2seq.run_configs import TextGenConfig
 from seq2seq.training.lm_task import score_stream, validation_stream
+from seq2seq.training.run import setup_logging
 
 
 def add_verbs(verbs: argparse._SubParsersAction) -> None:
@@ -99,13 +99,10 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 def prepare(args: argparse.Namespace) -> None:
     folder = Path(args.output)
     if args.verify:
-        manifest = Manifest.read(folder, KIND, prepare_command(folder))
-        manifest.verify(folder, checksums=True, command=prepare_command(folder))
+        manifest = verified_manifest(folder, KIND, TASK)
         print(f"{folder}: {manifest.counts['tokens']:,} tokens; every file verifies")
         return
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True
-    )
+    setup_logging()
     config = load_config(TextGenConfig, args.config, args.overrides)
     started = time.perf_counter()
     manifest = prepare_stream(config.data, folder, args.workers, args.shard_size)

@@ -21,7 +21,6 @@ could not fill); an empty input line gives N lines ``0.0000<TAB>``.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -40,14 +39,15 @@ from seq2seq.commands.common import (
 )
 from seq2seq.config import DecodeConfig, load_config
 from seq2seq.data.parallel import ParallelData, load_split, split_files
-from seq2seq.data.prepare_parallel import KIND, prepare_command, prepare_parallel
-from seq2seq.data.prepared_format import Manifest
+from seq2seq.data.prepare_parallel import KIND, TASK, prepare_parallel
+from seq2seq.data.prepared_format import verified_manifest
 from seq2seq.data.text_files import DataError, decode_utf8, split_lines
 from seq2seq.decoding import describe_decoding
 from seq2seq.inference.translator import DEFAULT_BATCH_TOKENS, DecodeBatching, Translation, Translator
 from seq2seq.metrics import Score, corpus_bleu, corpus_chrf
 from seq2seq.plots import plot_attention
 from seq2seq.run_configs import TranslationConfig
+from seq2seq.training.run import setup_logging
 
 
 def add_verbs(verbs: argparse._SubParsersAction) -> None:
@@ -139,13 +139,10 @@ def decode_from_args(translator: Translator, args: argparse.Namespace) -> Decode
 def prepare(args: argparse.Namespace) -> None:
     folder = Path(args.output)
     if args.verify:
-        manifest = Manifest.read(folder, KIND, prepare_command(folder))
-        manifest.verify(folder, checksums=True, command=prepare_command(folder))
+        manifest = verified_manifest(folder, KIND, TASK)
         print(f"{folder}: {len(manifest.shards)} shards, {manifest.counts['pairs']:,} pairs; every file verifies")
         return
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True
-    )
+    setup_logging()
     config = load_config(TranslationConfig, args.config, args.overrides)
     started = time.perf_counter()
     manifest = prepare_parallel(config.data, folder, args.workers, args.shard_size)

@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from seq2seq.data.parallel import ParallelDataConfig, TextCodec, make_tokenizers, split_files
-from seq2seq.data.prepared_format import ID_DTYPE, Manifest, describe_files, save_array_atomically
+from seq2seq.data.prepared_format import (
+    ID_DTYPE,
+    Manifest,
+    describe_files,
+    prepare_command,
+    save_array_atomically,
+    settings_of,
+)
 from seq2seq.data.shard_pool import (
     PROGRESS,
     available_cores,
@@ -52,13 +59,7 @@ PREPARED_SETTINGS = (
 )
 
 
-def prepared_settings(config: ParallelDataConfig) -> dict[str, Any]:
-    return {key: getattr(config, key) for key in PREPARED_SETTINGS}
-
-
-def prepare_command(folder: Path) -> str:
-    """The command that (re)makes ``folder``, for error messages."""
-    return f"seq2seq translate prepare --config CONFIG --output {folder}"
+TASK = "translate"  # whose prepare verb makes such a folder
 
 
 def prepare_parallel(
@@ -73,8 +74,8 @@ def prepare_parallel(
     folder.mkdir(parents=True, exist_ok=True)
     files = split_files(config, "train")
     inputs = describe_inputs({"source": files[0], "target": files[1]})
-    wanted = {"settings": prepared_settings(config), "inputs": inputs, "shard_pairs": shard_pairs}
-    finished = finished_preparation(folder, KIND, wanted, prepare_command(folder))
+    wanted = {"settings": settings_of(config, PREPARED_SETTINGS), "inputs": inputs, "shard_pairs": shard_pairs}
+    finished = finished_preparation(folder, KIND, wanted, prepare_command(TASK, folder))
     if finished is not None:
         return finished
     tokenizers = tokenizers_under_way(

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seq2seq.config import ConfigError
 from seq2seq.data.lm_corpus import make_tokenizer
 from seq2seq.data.lm_stream import LMDataConfig, split_point
 from seq2seq.data.prepared_format import (
@@ -30,7 +29,9 @@ from seq2seq.data.prepared_format import (
     Manifest,
     describe_files,
     load_array,
-    settings_differences,
+    open_manifest,
+    prepare_command,
+    settings_of,
 )
 from seq2seq.data.shard_pool import (
     PROGRESS,
@@ -60,13 +61,7 @@ PREPARED_SETTINGS = (
 )
 
 
-def prepared_settings(config: LMDataConfig) -> dict[str, Any]:
-    return {key: getattr(config, key) for key in PREPARED_SETTINGS}
-
-
-def prepare_command(folder: Path) -> str:
-    """The command that (re)makes ``folder``, for error messages."""
-    return f"seq2seq textgen prepare --config CONFIG --output {folder}"
+TASK = "textgen"  # whose prepare verb makes such a folder
 
 
 def prepare_stream(config: LMDataConfig, folder: Path, workers: int = 0, shard_lines: int = 100_000) -> Manifest:
@@ -78,11 +73,11 @@ def prepare_stream(config: LMDataConfig, folder: Path, workers: int = 0, shard_l
     if not text.is_file():
         raise DataError(f"text file not found: {text}. Check data.path, or run the matching data_scripts/ script.")
     wanted = {
-        "settings": prepared_settings(config),
+        "settings": settings_of(config, PREPARED_SETTINGS),
         "inputs": describe_inputs({"text": text}),
         "shard_pairs": shard_lines,
     }
-    finished = finished_preparation(folder, KIND, wanted, prepare_command(folder))
+    finished = finished_preparation(folder, KIND, wanted, prepare_command(TASK, folder))
     if finished is not None:
         return finished
     tokenizers = tokenizers_under_way(folder, wanted, lambda: [make_tokenizer(config, folder)])
@@ -162,20 +157,8 @@ class PreparedStream:
 def open_prepared_stream(config: LMDataConfig) -> PreparedStream:
     """The prepared text at ``config.prepared``, once its settings are the config's and its file
     has the size its manifest gives."""
-    if config.prepared is None:
-        raise ConfigError("data.prepared is not set: there is no prepared data to open")
-    folder = Path(config.prepared)
-    command = prepare_command(folder)
-    manifest = Manifest.read(folder, KIND, command)
-    differences = settings_differences(manifest.settings, prepared_settings(config))
-    if differences:
-        raise DataError(
-            f"the prepared data in {folder} was made with other data settings than the config's:\n  "
-            + "\n  ".join(differences)
-            + f"\nPrepare it again with this config (`{command}`), or point data.prepared at data prepared "
-            "with these settings."
-        )
-    manifest.verify(folder, checksums=False, command=command)
+    folder, manifest = open_manifest(config.prepared, KIND, TASK, settings_of(config, PREPARED_SETTINGS))
+    command = prepare_command(TASK, folder)
     # Copy-on-write: a writable array for torch, whose pages stay those of the file (nothing writes to them).
     stream = torch.from_numpy(load_array(folder / TOKENS, f"Prepare the data again: {command}", mode="c"))  # (N,)
     cut = int(manifest.counts["train_tokens"])

@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from seq2seq.config import ConfigError
 from seq2seq.data.text_files import DataError
 
 MANIFEST = "manifest.json"
@@ -145,3 +147,41 @@ def settings_differences(made_with: dict[str, Any], wanted: dict[str, Any]) -> l
         for key in keys
         if made_with.get(key) != wanted.get(key)
     ]
+
+
+def prepare_command(task: str, folder: Path) -> str:
+    """The command that (re)makes ``folder`` for ``task`` (translate, textgen), for messages."""
+    return f"seq2seq {task} prepare --config CONFIG --output {folder}"
+
+
+def settings_of(config: Any, keys: Sequence[str]) -> dict[str, Any]:
+    """The data settings ``keys`` of ``config``: what prepared ids depend on."""
+    return {key: getattr(config, key) for key in keys}
+
+
+def open_manifest(prepared: str | None, kind: str, task: str, settings: dict[str, Any]) -> tuple[Path, Manifest]:
+    """The folder that ``data.prepared`` names and its manifest, once the manifest's settings are
+    ``settings`` (the config's) and its files have the sizes it gives."""
+    if prepared is None:
+        raise ConfigError("data.prepared is not set: there is no prepared data to open")
+    folder = Path(prepared)
+    command = prepare_command(task, folder)
+    manifest = Manifest.read(folder, kind, command)
+    differences = settings_differences(manifest.settings, settings)
+    if differences:
+        raise DataError(
+            f"the prepared data in {folder} was made with other data settings than the config's:\n  "
+            + "\n  ".join(differences)
+            + f"\nPrepare it again with this config (`{command}`), or point data.prepared at data prepared "
+            "with these settings."
+        )
+    manifest.verify(folder, checksums=False, command=command)
+    return folder, manifest
+
+
+def verified_manifest(folder: Path, kind: str, task: str) -> Manifest:
+    """The manifest of ``folder`` once every file it lists has its size and SHA-256 (``--verify``)."""
+    command = prepare_command(task, folder)
+    manifest = Manifest.read(folder, kind, command)
+    manifest.verify(folder, checksums=True, command=command)
+    return manifest

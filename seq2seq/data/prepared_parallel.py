@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seq2seq.config import ConfigError
 from seq2seq.data.parallel import Batch, ParallelDataConfig, TextCodec, check_batching, collate_pairs, cut_batches
-from seq2seq.data.prepare_parallel import KIND, prepare_command, prepared_settings
-from seq2seq.data.prepared_format import Manifest, load_array, settings_differences
+from seq2seq.data.prepare_parallel import KIND, PREPARED_SETTINGS, TASK
+from seq2seq.data.prepared_format import Manifest, load_array, open_manifest, prepare_command, settings_of
 from seq2seq.data.text_files import DataError
 
 
@@ -55,20 +54,7 @@ class PreparedParallel:
 def open_prepared_parallel(config: ParallelDataConfig) -> PreparedParallel:
     """The prepared set at ``config.prepared``, once its settings are the config's and its files
     have the sizes its manifest gives (``seq2seq translate prepare --verify`` also checks their content)."""
-    if config.prepared is None:
-        raise ConfigError("data.prepared is not set: there is no prepared data to open")
-    folder = Path(config.prepared)
-    command = prepare_command(folder)
-    manifest = Manifest.read(folder, KIND, command)
-    differences = settings_differences(manifest.settings, prepared_settings(config))
-    if differences:
-        raise DataError(
-            f"the prepared data in {folder} was made with other data settings than the config's:\n  "
-            + "\n  ".join(differences)
-            + f"\nPrepare it again with this config (`{command}`), or point data.prepared at data prepared "
-            "with these settings."
-        )
-    manifest.verify(folder, checksums=False, command=command)
+    folder, manifest = open_manifest(config.prepared, KIND, TASK, settings_of(config, PREPARED_SETTINGS))
     source, target = (TextCodec.from_dict(manifest.codecs[side]) for side in ("source", "target"))
     return PreparedParallel(folder, manifest, source, target)
 
@@ -126,7 +112,7 @@ class ShardedBatcher:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.remedy = f"Prepare the data again: {prepare_command(data.folder)}"
+        self.remedy = f"Prepare the data again: {prepare_command(TASK, data.folder)}"
 
     def plan(self, epoch: int = 0) -> Iterator[tuple[MappedShard, int, np.ndarray]]:
         """Every batch of ``epoch`` in order: its shard, that shard's first global index, and the

@@ -26,6 +26,7 @@ from seq2seq.inference.hypothesis import SPECIAL_IDS, Hypothesis, hypotheses_of_
 from seq2seq.inference.loading import (
     Checkpoints,
     DecodableModel,
+    LoadedModel,
     TrainedRun,
     decoding_model,
     metadata_entry,
@@ -61,16 +62,16 @@ class CaptionResult:
         return self.hypotheses[0].score if self.hypotheses else float("-inf")
 
 
-class Captioner:
+class Captioner(LoadedModel):
     """A trained captioning model, loaded once, with its image settings and decoding defaults."""
+
+    config: CaptionConfig
 
     def __init__(
         self, model: DecodableModel, codec: TextCodec, config: CaptionConfig, checkpoints: Sequence[Path]
     ) -> None:
-        self.model = model
+        super().__init__(model, config, checkpoints)
         self.codec = codec
-        self.config = config
-        self.checkpoints = list(checkpoints)
         self.transform = build_transform(config.data.transform, train=False)
 
     @classmethod
@@ -83,11 +84,7 @@ class Captioner:
     ) -> Captioner:
         """Load a run directory (its best checkpoint) or one step checkpoint directory.
 
-        device: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps. Several
-        checkpoints of runs that share the vocabulary decode as an ensemble (their
-        log-probabilities averaged at each step). dtype: float32, or bfloat16 where the CPU
-        (AMX, AVX512-BF16) or GPU has bf16 units; quantize="int8": int8 linear and recurrent
-        layers on the CPU (``seq2seq.inference.numerics``).
+        device, dtype, quantize and several checkpoints (an ensemble): see ``decoding_model``.
         The members of an ensemble must read images alike (the same ``data.transform``); the
         first checkpoint's decoding settings are the defaults. The weights come from the
         checkpoint: no ImageNet download, even for a pretrained backbone.
@@ -103,15 +100,6 @@ class Captioner:
 
         model = decoding_model(runs, build, device, dtype, quantize)
         return cls(model, codec, runs[0].config, [run.directory for run in runs])
-
-    @property
-    def checkpoint(self) -> Path:
-        """The (first) checkpoint's directory."""
-        return self.checkpoints[0]
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     def decode_config(
         self, sample: bool = False, num_samples: int | None = None, **options: Unpack[CaptionOptions]

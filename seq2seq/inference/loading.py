@@ -90,8 +90,15 @@ def decoding_model(
     dtype: str | torch.dtype = "float32",
     quantize: str | None = None,
 ) -> DecodableModel:
-    """The model of each run (``build`` makes it from the run's config) with its weights, on
-    ``device``, in ``dtype`` or quantized (``with_numerics``); an ``Ensemble`` of several."""
+    """The model of each run (``build`` makes it from the run's config) with its weights; an
+    ``Ensemble`` of several. What every ``from_checkpoint`` of the inference classes means:
+
+    device: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps. Several
+    checkpoints of runs that share the vocabulary decode as an ensemble (their
+    log-probabilities averaged at each step; the first checkpoint's decoding settings are the
+    defaults). dtype: float32, or bfloat16 where the CPU (AMX, AVX512-BF16) or GPU has bf16
+    units; quantize="int8": int8 linear and recurrent layers on the CPU (``with_numerics``).
+    """
     device = device if isinstance(device, torch.device) else resolve_device(device)
     models = [with_numerics(ready_for_decoding(build(run), run, device), dtype, quantize) for run in runs]
     return models[0] if len(models) == 1 else Ensemble(models).eval()
@@ -111,3 +118,22 @@ def ready_for_decoding(model: ModelT, run: TrainedRun, device: torch.device) -> 
     """``model`` with the checkpoint's weights, on ``device``, in eval mode."""
     load_weights(run.directory, model, device)
     return model.to(device).eval()
+
+
+class LoadedModel:
+    """What the inference classes share: the model (or ensemble), its config and the
+    checkpoint directories it was loaded from."""
+
+    def __init__(self, model: DecodableModel, config: Any, checkpoints: Sequence[Path]) -> None:
+        self.model = model
+        self.config = config
+        self.checkpoints = list(checkpoints)
+
+    @property
+    def checkpoint(self) -> Path:
+        """The (first) checkpoint's directory."""
+        return self.checkpoints[0]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device

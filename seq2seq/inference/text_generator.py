@@ -23,6 +23,7 @@ from seq2seq.decoding import LogitsProcessor, SpecialIds, check_decode_config, g
 from seq2seq.inference.loading import (
     Checkpoints,
     DecodableModel,
+    LoadedModel,
     TrainedRun,
     decoding_model,
     metadata_entry,
@@ -50,16 +51,16 @@ class GeneratedText:
     token_ids: tuple[int, ...]
 
 
-class TextGenerator:
+class TextGenerator(LoadedModel):
     """A trained language model, loaded once, with its tokenizer and generation defaults."""
+
+    config: TextGenConfig
 
     def __init__(
         self, model: DecodableModel, codec: TextCodec, config: TextGenConfig, checkpoints: Sequence[Path]
     ) -> None:
-        self.model = model
+        super().__init__(model, config, checkpoints)
         self.codec = codec
-        self.config = config
-        self.checkpoints = list(checkpoints)
 
     @classmethod
     def from_checkpoint(
@@ -71,12 +72,7 @@ class TextGenerator:
     ) -> TextGenerator:
         """Load a run directory (its best checkpoint) or one step checkpoint directory.
 
-        device: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps. Several
-        checkpoints of runs that share the vocabulary decode as an ensemble (their
-        log-probabilities averaged at each step). dtype: float32, or bfloat16 where the CPU
-        (AMX, AVX512-BF16) or GPU has bf16 units; quantize="int8": int8 linear and recurrent
-        layers on the CPU (``seq2seq.inference.numerics``).
-        The first checkpoint's generation settings are the defaults.
+        device, dtype, quantize and several checkpoints (an ensemble): see ``decoding_model``.
         """
         runs = read_trained_runs(checkpoint, TASK)
         first = runs[0]
@@ -90,15 +86,6 @@ class TextGenerator:
 
         model = decoding_model(runs, build, device, dtype, quantize)
         return cls(model, codec, first.config, [run.directory for run in runs])
-
-    @property
-    def checkpoint(self) -> Path:
-        """The (first) checkpoint's directory."""
-        return self.checkpoints[0]
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     @property
     def tokenizer(self) -> Tokenizer:

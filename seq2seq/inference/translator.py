@@ -23,6 +23,7 @@ from seq2seq.inference.hypothesis import EMPTY, SPECIAL_IDS, Hypothesis, hypothe
 from seq2seq.inference.loading import (
     Checkpoints,
     DecodableModel,
+    LoadedModel,
     TrainedRun,
     decoding_model,
     metadata_entry,
@@ -82,8 +83,10 @@ class ForcedScore:
         return self.log_probability / len(self.token_log_probabilities)
 
 
-class Translator:
+class Translator(LoadedModel):
     """A trained translation model, loaded once, with its tokenizers and decoding defaults."""
+
+    config: TranslationConfig
 
     def __init__(
         self,
@@ -93,11 +96,9 @@ class Translator:
         config: TranslationConfig,
         checkpoints: Sequence[Path],
     ) -> None:
-        self.model = model
+        super().__init__(model, config, checkpoints)
         self.source = source
         self.target = target
-        self.config = config
-        self.checkpoints = list(checkpoints)
 
     @classmethod
     def from_checkpoint(
@@ -109,12 +110,7 @@ class Translator:
     ) -> Translator:
         """Load a run directory (its best checkpoint) or one step checkpoint directory.
 
-        device: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps. Several
-        checkpoints of runs that share the vocabulary decode as an ensemble (their
-        log-probabilities averaged at each step). dtype: float32, or bfloat16 where the CPU
-        (AMX, AVX512-BF16) or GPU has bf16 units; quantize="int8": int8 linear and recurrent
-        layers on the CPU (``seq2seq.inference.numerics``).
-        The first checkpoint's decoding settings are the defaults.
+        device, dtype, quantize and several checkpoints (an ensemble): see ``decoding_model``.
         """
         runs = read_trained_runs(checkpoint, TASK)
         source = TextCodec.from_dict(metadata_entry(runs[0], "source"))
@@ -128,15 +124,6 @@ class Translator:
 
         model = decoding_model(runs, build, device, dtype, quantize)
         return cls(model, source, target, runs[0].config, [run.directory for run in runs])
-
-    @property
-    def checkpoint(self) -> Path:
-        """The (first) checkpoint's directory."""
-        return self.checkpoints[0]
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     def decode_config(self, **options: Unpack[SearchOptions]) -> DecodeConfig:
         """The checkpoint's ``decoding`` settings with ``options`` on top (``SearchOptions``:

@@ -29,6 +29,7 @@ from seq2seq.checkpoint import load_weights
 from seq2seq.config import ConfigError, DecodeConfig, to_dict
 from seq2seq.data.captions import (
     CaptionBatch,
+    CaptionDataset,
     CaptionImages,
     CaptionPairs,
     ImageCaptions,
@@ -91,6 +92,19 @@ class CaptionBatching:
     world_size: int = 1
     num_workers: int = 0
 
+    def batches(self, images: CaptionDataset, device: torch.device, epoch: int, start: int) -> Iterator[CaptionBatch]:
+        """This process's training batches of ``images`` in ``epoch`` from batch ``start``, on
+        ``device``; an epoch in which not one image can be read is a DataError naming the reasons
+        (images are only read as they are needed, without data.preload)."""
+        made = 0
+        for batch in caption_batches(
+            images, self.batch_size, epoch, start, self.seed, self.rank, self.world_size, self.num_workers
+        ):
+            made += 1
+            yield batch.to(device)
+        if start == 0 and not made:
+            raise unreadable_images(f"epoch {epoch}: not one training image", images)
+
 
 class CaptionTask:
     """Batches, loss and validation of a captioning model for the shared trainer.
@@ -131,17 +145,7 @@ class CaptionTask:
         self.attention_regularization = attention_regularization
 
     def batches(self, epoch: int, start: int) -> Iterator[CaptionBatch]:
-        """The training batches; an epoch in which not one image can be read is a DataError
-        naming the reasons (the images are only read as they are needed, without data.preload)."""
-        b = self.batching
-        made = 0
-        for batch in caption_batches(
-            self.train, b.batch_size, epoch, start, b.seed, b.rank, b.world_size, b.num_workers
-        ):
-            made += 1
-            yield batch.to(self.device)
-        if start == 0 and not made:
-            raise unreadable_images(f"epoch {epoch}: not one training image", self.train)
+        return self.batching.batches(self.train, self.device, epoch, start)
 
     def batch_loss(self, model: nn.Module, batch: CaptionBatch) -> BatchLoss:
         cross_entropy, penalty = caption_loss(model, batch, self.label_smoothing, self.attention_regularization)
@@ -180,9 +184,9 @@ class CaptionTask:
         """Nothing to restore (see ``state_dict``)."""
 
 
-def unreadable_images(what: str, pairs: CaptionPairs) -> DataError:
+def unreadable_images(what: str, images: CaptionDataset) -> DataError:
     """The error for a split none of whose images could be read: how many were skipped and why."""
-    skips = pairs.skips
+    skips = images.skips
     return DataError(
         f"{what} could be read ({skips.summary()}; the first: {skips.first}). Check the image files and data.images."
     )

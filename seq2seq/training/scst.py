@@ -34,9 +34,8 @@ from torch.nn.parallel import DistributedDataParallel
 from seq2seq.caption_metrics import caption_words
 from seq2seq.cider_d import CiderD, TfIdf
 from seq2seq.config import ConfigError, DecodeConfig, config_differences, to_dict
-from seq2seq.data.captions import CaptionBatch, CaptionImages, ImageCaptions, caption_batches, caption_vocab
+from seq2seq.data.captions import CaptionBatch, CaptionImages, ImageCaptions, caption_vocab
 from seq2seq.data.parallel import TextCodec
-from seq2seq.data.text_files import DataError
 from seq2seq.decoding import Hypotheses, generate
 from seq2seq.inference.hypothesis import SPECIAL_IDS
 from seq2seq.inference.loading import metadata_entry, read_trained_run
@@ -133,18 +132,7 @@ class SelfCriticalTask:
         self.device = device
 
     def batches(self, epoch: int, start: int) -> Iterator[CaptionBatch]:
-        b = self.batching
-        made = 0
-        for batch in caption_batches(
-            self.images, b.batch_size, epoch, start, b.seed, b.rank, b.world_size, b.num_workers
-        ):
-            made += 1
-            yield batch.to(self.device)
-        if start == 0 and not made:
-            raise DataError(
-                f"epoch {epoch}: not one training image could be read ({self.images.skips.summary()}); "
-                "check the image files and data.images"
-            )
+        return self.batching.batches(self.images, self.device, epoch, start)
 
     def batch_loss(self, model: nn.Module, batch: CaptionBatch) -> BatchLoss:
         """The policy-gradient loss of K sampled captions per image; stats: the mean reward, the
