@@ -6,17 +6,21 @@
 Four parts:
 
 1. the corpus: ``--pairs`` pairs built deterministically from the Multi30k training data
-   (``--data-dir``): each pair is a Multi30k pair as it is, two pairs joined into one (both
-   sides), or a pair with one word left out on each side, drawn by a seeded generator, so that
-   the corpus is not copies of the same 29,000 lines (written once into ``--work-dir``, reused
-   while ``--pairs`` is the same); a joint SentencePiece model of the default config's size is
+   (``--data-dir``): each pair is a Multi30k pair as it is, the first half of one pair spliced to
+   the second half of another (on both sides), or a pair with one word left out on each side,
+   drawn by a seeded generator, so that the corpus is not copies of the same 29,000 lines while
+   its sentence lengths stay Multi30k's (written once into ``--work-dir``, reused while
+   ``--pairs`` and the recipe are the same); a joint SentencePiece model of the default config's size is
    learnt from ``--sample-sentences`` sentences of it (timed apart from the preparations);
 2. ``seq2seq translate prepare`` of the corpus with that model, with 1 and with 2 workers: wall
    time, speed-up, and the peak resident memory of the largest of its processes;
 3. the default config (``multi30k_de_en``, on THREADS threads, validation by loss only) trained for
    ``--steps`` steps from the prepared shards, and the same on Multi30k's text files (with the same
-   SentencePiece model): peak resident memory of the training process, time from its start to the
-   end of its first step, and target tokens/s over the steps after the first ``--warmup-steps``;
+   SentencePiece model), ``--rounds`` times each in the order prepared, Multi30k, Multi30k,
+   prepared, ... so that a drift of the machine's speed falls on both alike: peak resident memory
+   of the training process, time from its start to the end of its first step (the largest of the
+   rounds), and target tokens/s over the steps after the first ``--warmup-steps`` (the mean of the
+   rounds);
 4. the figures against the targets: preparation >= 1.8 x faster with 2 workers, preparation peak
    <= 1 GiB, training peak within 10% of Multi30k's, first step within 15 s of the start,
    tokens/s within 5% of Multi30k's.
@@ -54,6 +58,7 @@ CONFIG = "multi30k_de_en"
 DEFAULT_DATA_DIR = "data/multi30k"
 DEFAULT_WORK_DIR = "runs/bench_scale"
 CORPUS_SEED = 14
+CORPUS_RECIPE = "as-is 0.4, spliced halves 0.3, one word left out 0.3"
 GIB = 2**30
 TARGETS = "speed-up >= 1.8, preparation peak <= 1 GiB, training peak <= 1.1 x, first step <= 15 s, tokens/s >= 0.95 x"
 
@@ -69,12 +74,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1_000_000,
         help="sentences the SentencePiece model learns from (default: 1 M)",
     )
+    parser.add_argument("--rounds", type=int, default=2, help="training runs on each corpus (default: 2)")
     parser.add_argument("--shard-size", type=int, default=100_000, help="pairs per shard (default: 100000)")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"Multi30k (default: {DEFAULT_DATA_DIR})")
     parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=f"corpus, shards, runs ({DEFAULT_WORK_DIR})")
     args = parser.parse_args(argv)
     if args.steps <= args.warmup_steps:
         parser.error("--steps must be more than --warmup-steps")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     return args
 
 
@@ -85,7 +93,8 @@ def build_corpus(data_dir: Path, pairs: int, prefix: Path) -> None:
     """``<prefix>.de`` and ``<prefix>.en``: ``pairs`` pairs recombined and perturbed from Multi30k's
     training pairs by a generator seeded with CORPUS_SEED (see the module's docstring)."""
     marker = prefix.with_suffix(".json")
-    if marker.is_file() and json.loads(marker.read_text())["pairs"] == pairs:
+    recipe = {"pairs": pairs, "seed": CORPUS_SEED, "recipe": CORPUS_RECIPE}
+    if marker.is_file() and json.loads(marker.read_text()) == recipe:
         say(f"corpus: {pairs:,} pairs already in {prefix}.de/.en")
         return
     sources, targets = read_parallel(data_dir / "train.de.gz", data_dir / "train.en.gz")
@@ -96,20 +105,28 @@ def build_corpus(data_dir: Path, pairs: int, prefix: Path) -> None:
             source, target = recombined_pair(sources, targets, generator)
             de.write(source + "\n")
             en.write(target + "\n")
-    marker.write_text(json.dumps({"pairs": pairs, "seed": CORPUS_SEED}))
+    marker.write_text(json.dumps(recipe))
     say(f"corpus: {pairs:,} pairs written to {prefix}.de/.en in {time.perf_counter() - started:.0f} s")
 
 
 def recombined_pair(sources: list[str], targets: list[str], generator: random.Random) -> tuple[str, str]:
-    """A Multi30k pair as it is (40%), two pairs joined (30%), or a pair missing a word on each side (30%)."""
+    """A Multi30k pair as it is (40%), the halves of two pairs spliced (30%), or a pair missing a word
+    on each side (30%): the mix of CORPUS_RECIPE, whose lengths are close to Multi30k's."""
     first = generator.randrange(len(sources))
     kind = generator.random()
     if kind < 0.4:
         return sources[first], targets[first]
     if kind < 0.7:
         second = generator.randrange(len(sources))
-        return f"{sources[first]} {sources[second]}", f"{targets[first]} {targets[second]}"
+        return spliced(sources[first], sources[second]), spliced(targets[first], targets[second])
     return without_a_word(sources[first], generator), without_a_word(targets[first], generator)
+
+
+def spliced(head: str, tail: str) -> str:
+    """The first half of ``head``'s words followed by the second half of ``tail``'s: on average as
+    long as the two sentences."""
+    head_words, tail_words = head.split(), tail.split()
+    return " ".join(head_words[: len(head_words) // 2] + tail_words[len(tail_words) // 2 :])
 
 
 def without_a_word(sentence: str, generator: random.Random) -> str:
@@ -195,7 +212,7 @@ def first_record_time(metrics: Path, started: float, found: list[float], done: t
         time.sleep(0.01)
 
 
-def train(args: argparse.Namespace, work: Path, name: str, settings: list[str]) -> Training:
+def train(args: argparse.Namespace, work: Path, name: str, settings: list[str], round_number: int) -> Training:
     """Train the default config for ``--steps`` steps; log every step, validate once at the end by loss."""
     run_dir = work / f"run_{name}"
     fixed = [
@@ -218,7 +235,7 @@ def train(args: argparse.Namespace, work: Path, name: str, settings: list[str]) 
     )
     watcher.start()
     try:
-        measured = run_command("train", arguments, work / f"train_{name}.log")
+        measured = run_command("train", arguments, work / f"train_{name}_{round_number}.log")
     finally:
         done.set()
         watcher.join()
@@ -228,10 +245,28 @@ def train(args: argparse.Namespace, work: Path, name: str, settings: list[str]) 
     tokens_per_s = sum(rate * seconds for rate, seconds in timed) / max(sum(seconds for _, seconds in timed), 1e-9)
     result = Training(measured.peak_rss_gib, found[0] if found else float("nan"), tokens_per_s)
     say(
-        f"train on {name}: peak RSS {result.peak_rss_gib:.2f} GiB, first step {result.first_step_s:.1f} s after "
-        f"the start, {result.tokens_per_s:,.0f} target tokens/s"
+        f"train on {name}, round {round_number}: peak RSS {result.peak_rss_gib:.2f} GiB, first step "
+        f"{result.first_step_s:.1f} s after the start, {result.tokens_per_s:,.0f} target tokens/s"
     )
     return result
+
+
+def train_rounds(args: argparse.Namespace, work: Path, corpora: dict[str, list[str]]) -> dict[str, Training]:
+    """Each of the two ``corpora`` (name: data settings) trained ``--rounds`` times, in the order A B B A
+    A B ...; per corpus the largest peak and first step of its rounds and the mean of their tokens/s."""
+    names = list(corpora)
+    runs: dict[str, list[Training]] = {name: [] for name in names}
+    for round_number in range(1, args.rounds + 1):
+        for name in names if round_number % 2 else reversed(names):
+            runs[name].append(train(args, work, name, corpora[name], round_number))
+    return {
+        name: Training(
+            max(run.peak_rss_gib for run in trained),
+            max(run.first_step_s for run in trained),
+            sum(run.tokens_per_s for run in trained) / len(trained),
+        )
+        for name, trained in runs.items()
+    }
 
 
 # ---- 4. figures -----------------------------------------------------------------------------------
@@ -252,12 +287,18 @@ def run_benchmark(args: argparse.Namespace) -> None:
     say(f"SentencePiece model learnt from {args.sample_sentences:,} sampled sentences in {sentencepiece_s:.1f} s")
     model_file = model.with_name(model.name + ".model")
     one, two = (prepare(args, work, corpus, model_file, workers) for workers in (1, 2))
-    scaled = train(
-        args, work, "prepared", [*data_settings(args, corpus, model_file), f"data.prepared={work}/prepared_2"]
+    trained = train_rounds(
+        args,
+        work,
+        {
+            "prepared": [*data_settings(args, corpus, model_file), f"data.prepared={work}/prepared_2"],
+            "multi30k": data_settings(args, data_dir / "train", model_file),
+        },
     )
-    multi30k = train(args, work, "multi30k", data_settings(args, data_dir / "train", model_file))
+    scaled, multi30k = trained["prepared"], trained["multi30k"]
     figures: Figures = {
         "pairs": args.pairs,
+        "training_rounds": args.rounds,
         "sentencepiece_s": round(sentencepiece_s, 1),
         "prepare_1_worker_s": round(one.seconds, 1),
         "prepare_2_workers_s": round(two.seconds, 1),
