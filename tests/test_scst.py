@@ -28,6 +28,7 @@ from seq2seq.training.scst import (
     CaptionReward,
     ScstSettings,
     SelfCriticalTask,
+    distinct_moving_samples,
     sampled_log_probs,
     scst_start,
 )
@@ -96,12 +97,12 @@ def test_a_step_down_the_loss_makes_samples_above_the_baseline_likelier(images: 
     assert result.tokens > 0 and set(result.stats) == {"reward", "baseline", "above_baseline"}
     assert 0 <= result.stats["above_baseline"] <= 1
 
-    fixed = torch.tensor([[[4, 5, 2], [6, 2, 0]]] * 4)  # (B, K, T): two captions per image, eos 2, pad 0
+    fixed = torch.tensor([[4, 5, 2], [6, 2, 0]] * 4)  # (B * K, T): two captions per image, eos 2, pad 0
     advantage = torch.tensor([1.0, -1.0]).repeat(4)  # the first caption above its baseline, the second below
     optimizer = torch.optim.SGD(captioner.parameters(), lr=0.05)
 
     def objective() -> torch.Tensor:
-        log_probs, real = sampled_log_probs(captioner, batch.images, fixed)
+        log_probs, real = sampled_log_probs(captioner, batch.images, fixed, torch.arange(4).repeat_interleave(2))
         return (advantage.view(-1, 1) * log_probs * real).sum()
 
     before = objective()
@@ -123,9 +124,52 @@ def test_sampled_log_probs_are_those_of_the_search_and_masked_after_eos(images: 
         captioner, batch.images, DecodeConfig(method="sample", num_samples=3, max_length=6, seed=1), SPECIAL_IDS
     )
     with torch.no_grad():
-        log_probs, real = sampled_log_probs(captioner, batch.images, found.tokens)
+        image_rows = torch.arange(4).repeat_interleave(3)
+        log_probs, real = sampled_log_probs(captioner, batch.images, found.tokens.flatten(0, 1), image_rows)
     assert real.sum(dim=1).tolist() == found.lengths.flatten().tolist()
     assert (log_probs * real).sum(dim=1).tolist() == pytest.approx(found.scores.flatten().tolist(), abs=1e-4)
+
+
+def test_identical_samples_count_once_with_their_summed_advantage_and_unmoved_ones_not_at_all() -> None:
+    tokens = torch.tensor(
+        [
+            [[4, 2, 0], [4, 2, 0], [5, 6, 2], [4, 2, 0]],  # image 0: one caption three times, another once
+            [[7, 2, 0], [7, 2, 0], [7, 2, 0], [7, 2, 0]],  # image 1: four times the same, no advantage
+            [[4, 2, 0], [6, 2, 0], [5, 6, 2], [5, 6, 2]],  # image 2: the caption of image 0 is another sample here
+        ]
+    )  # (B, K, T)
+    advantage = torch.tensor([[-1.0, -1.0, 3.0, -1.0], [1e-7, -1e-7, 0.0, 0.0], [2.0, -4.0, 1.0, 1.0]])
+    rows, weights = distinct_moving_samples(tokens, advantage)
+    assert rows.tolist() == [0, 2, 8, 9, 10]  # the first of each caption of an image; image 1 left out
+    assert weights.tolist() == pytest.approx([-3.0, 3.0, 2.0, -4.0, 2.0])
+    alone, no_weight = distinct_moving_samples(tokens[1:2], advantage[1:2])
+    assert alone.tolist() == [0] and no_weight.tolist() == [0.0]  # one row stays: every process runs a pass
+
+
+def test_the_loss_of_distinct_samples_is_the_loss_of_every_sample(images: list[ImageCaptions]) -> None:
+    torch.manual_seed(0)
+    captioner = model().eval()  # no dropout: every pass over a caption gives the same log-probabilities
+    batch = next(caption_batches(CaptionImages(images, build_transform(TRANSFORM, train=False)), 4, shuffle=False))
+    tokens = torch.tensor([[[4, 5, 2], [4, 5, 2], [6, 2, 0]], [[6, 2, 0]] * 3, [[5, 2, 0]] * 3, [[4, 2, 0]] * 3])
+    advantage = torch.tensor([[0.5, 0.5, -1.0], [0.0] * 3, [0.0] * 3, [0.0] * 3])  # (B, K)
+
+    def loss_and_gradients(rows: torch.Tensor, weights: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
+        image_rows = rows // tokens.shape[1]
+        log_probs, real = sampled_log_probs(captioner, batch.images, tokens.flatten(0, 1)[rows], image_rows)
+        loss = -(weights.view(-1, 1) * log_probs * real).sum()
+        parameters = [p for p in captioner.parameters() if p.requires_grad]
+        return loss.item(), list(torch.autograd.grad(loss, parameters, allow_unused=True))
+
+    every_loss, every_gradient = loss_and_gradients(torch.arange(12), advantage.flatten())
+    rows, weights = distinct_moving_samples(tokens, advantage)
+    assert rows.tolist() == [0, 2]  # images 1 to 3 are not even encoded
+    distinct_loss, distinct_gradient = loss_and_gradients(rows, weights)
+    assert distinct_loss == pytest.approx(every_loss, abs=1e-5)
+    for every, distinct in zip(every_gradient, distinct_gradient):
+        if every is None:
+            assert distinct is None
+        else:
+            torch.testing.assert_close(distinct, every, atol=1e-5, rtol=1e-4)
 
 
 # ---- runs of `seq2seq caption train` ------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import cast
 
-import torch
 from torch import Tensor, nn
 
 from seq2seq.config import DecoderConfig, TextEncoderConfig
@@ -33,17 +32,16 @@ class Seq2Seq(nn.Module):
         state: DecoderState | None = None,
         return_attention: bool = False,
         project: bool = True,
-        copies: int = 1,
+        source_rows: Tensor | None = None,
     ) -> tuple[Tensor, DecoderState] | tuple[Tensor, DecoderState, Tensor | None]:
-        """Teacher forcing. source: task input (B, ...); target_in: (B * copies, T), ``copies``
-        consecutive rows per input (several captions of one image, encoded once). Returns
-        (B * copies, T, V) logits (with ``project=False`` the output layer's inputs) and the state,
-        and with ``return_attention`` the (B * copies, T, S) attention weights (see
-        ``RNNDecoder.forward``)."""
+        """Teacher forcing. source: task input (B, ...); target_in: (B', T), one row per input, or
+        with ``source_rows`` (B',) the input each row continues (several captions of one image,
+        encoded once). Returns (B', T, V) logits (with ``project=False`` the output layer's
+        inputs) and the state, and with ``return_attention`` the (B', T, S) attention weights
+        (see ``RNNDecoder.forward``)."""
         encoder_output = self.encode(source)
-        if copies > 1:
-            rows = torch.arange(encoder_output.batch_size, device=target_in.device).repeat_interleave(copies)
-            encoder_output = encoder_output.index_select(rows)
+        if source_rows is not None:
+            encoder_output = encoder_output.index_select(source_rows)
         return self.decoder(target_in, encoder_output, state, return_attention, project)
 
 

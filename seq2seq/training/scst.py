@@ -136,17 +136,25 @@ class SelfCriticalTask:
 
     def batch_loss(self, model: nn.Module, batch: CaptionBatch) -> BatchLoss:
         """The policy-gradient loss of K sampled captions per image; stats: the mean reward, the
-        mean baseline and the share of samples above their baseline."""
+        mean baseline and the share of samples above their baseline.
+
+        Identical samples of an image run through the teacher-forced pass once, with the sum of
+        their advantages, and those whose advantages sum to zero (an image whose K samples are
+        all the same) not at all: the loss and its gradient are those of all K samples.
+        """
         decoder_model = unwrapped(model)
         samples = generate(decoder_model, batch.images, self.settings.sampling(), SPECIAL_IDS)  # tokens (B, K, T)
         references = [self.references[i] for i in batch.indices.tolist()]
         rewards = self.reward.rewards(self.caption_words(samples), references)  # (B, K)
         baseline = self._baseline(decoder_model, batch, rewards, references)  # (B, K)
-        advantage = (rewards - baseline).to(self.device)  # (B, K)
-        log_probs, real = sampled_log_probs(model, batch.images, samples.tokens)  # (B * K, T) each
-        weighted = advantage.view(-1, 1) * log_probs * real  # (B * K, T)
-        tokens = int(real.sum())
-        loss = -weighted.sum() / max(tokens, 1)
+        sampled = samples.tokens.to(self.device)
+        rows, weights = distinct_moving_samples(sampled, (rewards - baseline).to(self.device))  # (R,) each
+        flat = sampled.flatten(0, 1).index_select(0, rows)  # (R, T)
+        longest = max(int((flat != SPECIAL_IDS.pad).sum(dim=1).max()), 1)
+        image_rows = rows // sampled.shape[1]  # (R,)
+        log_probs, real = sampled_log_probs(model, batch.images, flat[:, :longest], image_rows)  # (R, T') each
+        tokens = int((sampled != SPECIAL_IDS.pad).sum())  # of all B * K samples
+        loss = -(weights.view(-1, 1) * log_probs * real).sum() / max(tokens, 1)
         stats = {
             "reward": float(rewards.mean()),
             "baseline": float(baseline.mean()),
@@ -183,18 +191,43 @@ def unwrapped(model: nn.Module) -> Seq2Seq:
     return cast(Seq2Seq, inner)
 
 
-def sampled_log_probs(model: nn.Module, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+#: Advantages summing to less than this (in reward units) are rounding: the samples are the image's only caption.
+NO_ADVANTAGE = 1e-4
+
+
+def distinct_moving_samples(tokens: Tensor, advantage: Tensor) -> tuple[Tensor, Tensor]:
+    """The samples the policy gradient needs, each once: tokens (B, K, T), advantage (B, K) ->
+    rows (R,) into the flattened (B * K) samples, ascending, and weights (R,): the summed
+    advantage of the image's samples equal to that row. Rows whose weight is zero are left out,
+    but one row always stays (with weight zero if need be), so that every data-parallel process
+    runs a forward and backward pass."""
+    batch, samples, length = tokens.shape
+    image = torch.arange(batch, device=tokens.device).repeat_interleave(samples).unsqueeze(1)  # (B * K, 1)
+    keyed = torch.cat([image, tokens.reshape(batch * samples, length)], dim=1)  # (B * K, 1 + T)
+    distinct, group = torch.unique(keyed, dim=0, return_inverse=True)  # group: (B * K,)
+    weights = advantage.new_zeros(len(distinct)).index_add_(0, group, advantage.flatten())  # (G,)
+    every_row = torch.arange(batch * samples, device=tokens.device)
+    first = torch.full_like(weights, batch * samples, dtype=torch.long).scatter_reduce_(0, group, every_row, "amin")
+    moving = weights.abs() > NO_ADVANTAGE
+    if not bool(moving.any()):
+        moving[0] = True
+    rows, order = first[moving].sort()
+    return rows, weights[moving][order]
+
+
+def sampled_log_probs(model: nn.Module, images: Tensor, tokens: Tensor, image_rows: Tensor) -> tuple[Tensor, Tensor]:
     """The log-probabilities, with gradients, of sampled captions under teacher forcing.
 
-    images: (B, ...); tokens: (B, K, T) sampled ids, eos included, pad after it. Returns
-    (B * K, T) log-probabilities of each token and a (B * K, T) float mask of the real ones.
+    images: (B, ...); tokens: (R, T) sampled ids, eos included, pad after it; image_rows: (R,)
+    the image of each caption. Only the images some caption needs are encoded, each once.
+    Returns (R, T) log-probabilities of each token and an (R, T) float mask of the real ones.
     """
-    batch, samples, length = tokens.shape
-    target_out = tokens.reshape(batch * samples, length).to(images.device)  # (B * K, T)
-    bos = target_out.new_full((batch * samples, 1), SPECIAL_IDS.bos)
-    target_in = torch.cat([bos, target_out[:, :-1]], dim=1)  # (B * K, T)
-    logits, _ = model(images, target_in, None, False, True, samples)  # (B * K, T, V)
-    log_probs = logits.float().log_softmax(dim=-1).gather(-1, target_out.unsqueeze(-1)).squeeze(-1)  # (B * K, T)
+    target_out = tokens.to(images.device)  # (R, T)
+    used, source_rows = torch.unique(image_rows.to(images.device), return_inverse=True)  # (B',), (R,)
+    bos = target_out.new_full((len(target_out), 1), SPECIAL_IDS.bos)
+    target_in = torch.cat([bos, target_out[:, :-1]], dim=1)  # (R, T)
+    logits, _ = model(images.index_select(0, used), target_in, source_rows=source_rows)  # (R, T, V)
+    log_probs = logits.float().log_softmax(dim=-1).gather(-1, target_out.unsqueeze(-1)).squeeze(-1)  # (R, T)
     return log_probs, (target_out != SPECIAL_IDS.pad).float()
 
 
