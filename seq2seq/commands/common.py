@@ -6,16 +6,19 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from seq2seq.averaging import average_checkpoints, latest_checkpoints
 from seq2seq.checkpoint import CheckpointError
-from seq2seq.config import ConfigError
+from seq2seq.config import ConfigError, load_config
+from seq2seq.data.prepared_format import Manifest, verified_manifest
 from seq2seq.data.text_files import DataError
 from seq2seq.quantization import QuantizationUnavailable
 from seq2seq.text import UnknownTokensError
+from seq2seq.training.run import setup_logging
 from seq2seq.training.run_lock import RunDirectoryBusy
 from seq2seq.training.runtime import PeersLost
 from seq2seq.training.tasks import DEFAULT_CONFIGS, train
@@ -86,7 +89,6 @@ def non_negative_int(text: str) -> int:
 def add_train_verb(verbs: argparse._SubParsersAction, task: str, what: str, epilog: str | None = None) -> None:
     """``train``: a config (a shipped name or a YAML file), overrides, the run directory; ``epilog``:
     what else the task's training can do."""
-    default = DEFAULT_CONFIGS[task]
     parser = verbs.add_parser(
         "train",
         help=f"train a {what} model (resumes when the run directory has a checkpoint)",
@@ -96,18 +98,8 @@ def add_train_verb(verbs: argparse._SubParsersAction, task: str, what: str, epil
         "Several machines).",
         epilog=epilog,
     )
-    parser.add_argument(
-        "--config",
-        default=default,
-        help=f"a shipped config's name (e.g. {default}) or a YAML file (default: {default})",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.lr=0.001 --set data.path=my.txt (repeatable)",
+    add_config_arguments(
+        parser, task, "override a config value, e.g. --set train.lr=0.001 --set data.path=my.txt (repeatable)"
     )
     parser.add_argument("--run-dir", help="where checkpoints and logs go (default: runs/<config name>)")
     parser.add_argument(
@@ -119,19 +111,25 @@ def add_train_verb(verbs: argparse._SubParsersAction, task: str, what: str, epil
     parser.set_defaults(func=lambda args: train(task, args.config, args.overrides, args.run_dir, args.fresh))
 
 
-def add_prepare_arguments(parser: argparse.ArgumentParser, task: str) -> None:
-    """The arguments of ``prepare``: the run's config and overrides, the output folder, workers."""
+def add_config_arguments(parser: argparse.ArgumentParser, task: str, overrides_help: str) -> None:
+    """--config (a shipped config's name or a YAML file, default the task's) and repeatable --set KEY=VALUE."""
     default = DEFAULT_CONFIGS[task]
     parser.add_argument(
-        "--config", default=default, help=f"a shipped config's name or a YAML file (default: {default})"
+        "--config",
+        default=default,
+        help=f"a shipped config's name (e.g. {default}) or a YAML file (default: {default})",
     )
     parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, as for train (repeatable); the data settings decide the prepared ids",
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=overrides_help
+    )
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser, task: str) -> None:
+    """The arguments of ``prepare``: the run's config and overrides, the output folder, workers."""
+    add_config_arguments(
+        parser,
+        task,
+        "override a config value, as for train (repeatable); the data settings decide the prepared ids",
     )
     parser.add_argument("--output", required=True, help="the folder to write the shards and manifest.json into")
     parser.add_argument(
@@ -146,6 +144,29 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, task: str) -> None:
         help="instead of preparing: check every file of the prepared folder --output against its manifest "
         "(sizes and SHA-256)",
     )
+
+
+def run_prepare(
+    args: argparse.Namespace,
+    task: str,
+    kind: str,
+    config_class: type[Any],
+    prepare: Callable[[Any, Path, int, int], Manifest],
+    describe: Callable[[Manifest], str],
+) -> None:
+    """``prepare``: the corpus of the config's data section tokenized into ``--output`` by
+    ``prepare(data, folder, workers, shard_size)``, or with ``--verify`` that folder checked;
+    ``describe`` says what a manifest holds (counts), for both messages."""
+    folder = Path(args.output)
+    if args.verify:
+        print(f"{folder}: {describe(verified_manifest(folder, kind, task))}; every file verifies")
+        return
+    setup_logging()
+    config = load_config(config_class, args.config, args.overrides)
+    started = time.perf_counter()
+    manifest = prepare(config.data, folder, args.workers, args.shard_size)
+    print(f"prepared {describe(manifest)} into {folder} in {time.perf_counter() - started:.1f} s")
+    print(f"train from it with: seq2seq {task} train --config {args.config} --set data.prepared={folder}")
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser, decoding: bool = True) -> None:

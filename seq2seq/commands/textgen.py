@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,16 +21,15 @@ from seq2seq.commands.common import (
     add_train_verb,
     loading_options,
     positive_int,
+    run_prepare,
 )
-from seq2seq.config import load_config
 from seq2seq.data.lm_corpus import encode_tokens, load_lm_corpus, unknown_tokens
 from seq2seq.data.prepare_stream import KIND, TASK, open_prepared_stream, prepare_stream
-from seq2seq.data.prepared_format import verified_manifest
+from seq2seq.data.prepared_format import Manifest
 from seq2seq.data.text_files import DataError, decode_utf8, read_bytes, read_text
 from seq2seq.inference.text_generator import TextGenerator
 from seq2seq.run_configs import TextGenConfig
 from seq2seq.training.lm_task import score_stream, validation_stream
-from seq2seq.training.run import setup_logging
 
 
 def add_verbs(verbs: argparse._SubParsersAction) -> None:
@@ -97,21 +95,12 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 
 
 def prepare(args: argparse.Namespace) -> None:
-    folder = Path(args.output)
-    if args.verify:
-        manifest = verified_manifest(folder, KIND, TASK)
-        print(f"{folder}: {manifest.counts['tokens']:,} tokens; every file verifies")
-        return
-    setup_logging()
-    config = load_config(TextGenConfig, args.config, args.overrides)
-    started = time.perf_counter()
-    manifest = prepare_stream(config.data, folder, args.workers, args.shard_size)
+    run_prepare(args, TASK, KIND, TextGenConfig, prepare_stream, describe_stream)
+
+
+def describe_stream(manifest: Manifest) -> str:
     counts = manifest.counts
-    print(
-        f"prepared {counts['tokens']:,} tokens ({counts['train_tokens']:,} for training) of {counts['lines']:,} "
-        f"lines into {folder} in {time.perf_counter() - started:.1f} s"
-    )
-    print(f"train from it with: seq2seq textgen train --config {args.config} --set data.prepared={folder}")
+    return f"{counts['tokens']:,} tokens ({counts['train_tokens']:,} for training) of {counts['lines']:,} lines"
 
 
 # ---- generate -----------------------------------------------------------------------------------

@@ -36,18 +36,18 @@ from seq2seq.commands.common import (
     loading_options,
     non_negative_int,
     positive_int,
+    run_prepare,
 )
-from seq2seq.config import DecodeConfig, load_config
+from seq2seq.config import DecodeConfig
 from seq2seq.data.parallel import ParallelData, load_split, split_files
 from seq2seq.data.prepare_parallel import KIND, TASK, prepare_parallel
-from seq2seq.data.prepared_format import verified_manifest
+from seq2seq.data.prepared_format import Manifest
 from seq2seq.data.text_files import DataError, decode_utf8, split_lines
 from seq2seq.decoding import describe_decoding
 from seq2seq.inference.translator import DEFAULT_BATCH_TOKENS, DecodeBatching, Translation, Translator
 from seq2seq.metrics import Score, corpus_bleu, corpus_chrf
 from seq2seq.plots import plot_attention
 from seq2seq.run_configs import TranslationConfig
-from seq2seq.training.run import setup_logging
 
 
 def add_verbs(verbs: argparse._SubParsersAction) -> None:
@@ -137,22 +137,15 @@ def decode_from_args(translator: Translator, args: argparse.Namespace) -> Decode
 
 
 def prepare(args: argparse.Namespace) -> None:
-    folder = Path(args.output)
-    if args.verify:
-        manifest = verified_manifest(folder, KIND, TASK)
-        print(f"{folder}: {len(manifest.shards)} shards, {manifest.counts['pairs']:,} pairs; every file verifies")
-        return
-    setup_logging()
-    config = load_config(TranslationConfig, args.config, args.overrides)
-    started = time.perf_counter()
-    manifest = prepare_parallel(config.data, folder, args.workers, args.shard_size)
+    run_prepare(args, TASK, KIND, TranslationConfig, prepare_parallel, describe_shards)
+
+
+def describe_shards(manifest: Manifest) -> str:
     counts = manifest.counts
-    print(
-        f"prepared {counts['pairs']:,} of {counts['lines']:,} pairs ({counts['source_tokens']:,} source and "
-        f"{counts['target_tokens']:,} target tokens) into {len(manifest.shards)} shards in {folder} "
-        f"in {time.perf_counter() - started:.1f} s"
+    return (
+        f"{counts['pairs']:,} of {counts['lines']:,} pairs ({counts['source_tokens']:,} source and "
+        f"{counts['target_tokens']:,} target tokens) in {len(manifest.shards)} shards"
     )
-    print(f"train from it with: seq2seq translate train --config {args.config} --set data.prepared={folder}")
 
 
 # ---- translate ----------------------------------------------------------------------------------
