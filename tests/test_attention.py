@@ -149,10 +149,11 @@ def test_unknown_attention_is_named_with_the_choices() -> None:
         build_attention("luong", 8, 8)
 
 
-def test_additive_attention_recomputed_in_backward_gives_the_direct_gradients() -> None:
+@pytest.mark.parametrize("queries", [1, 3], ids=["one step", "teacher forcing"])
+def test_additive_attention_recomputed_in_backward_gives_the_direct_gradients(queries: int) -> None:
     torch.manual_seed(0)
     attention = BahdanauAttention(query_size=6, memory_size=5, attention_size=4)
-    query, memory = torch.randn(2, 3, 6, requires_grad=True), torch.randn(2, 7, 5, requires_grad=True)
+    query, memory = torch.randn(2, queries, 6, requires_grad=True), torch.randn(2, 7, 5, requires_grad=True)
     context, _ = attention(query, memory, None)
     context.sum().backward()
     checkpointed = (query.grad.clone(), memory.grad.clone(), attention.energy.weight.grad.clone())
@@ -166,11 +167,12 @@ def test_additive_attention_recomputed_in_backward_gives_the_direct_gradients() 
         assert torch.allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.parametrize("queries", [1, 3], ids=["one step", "teacher forcing"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_additive_energies_gradients_pass_gradcheck(device: str) -> None:
+def test_additive_energies_gradients_pass_gradcheck(device: str, queries: int) -> None:
     generator = torch.Generator(device=device).manual_seed(0)
     like = {"dtype": torch.double, "device": device, "generator": generator, "requires_grad": True}
-    projected, keys, energy = torch.randn(2, 3, 4, **like), torch.randn(2, 5, 4, **like), torch.randn(4, **like)
+    projected, keys, energy = torch.randn(2, queries, 4, **like), torch.randn(2, 5, 4, **like), torch.randn(4, **like)
     assert torch.autograd.gradcheck(additive_energies, (projected, keys, energy))
 
 

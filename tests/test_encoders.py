@@ -6,9 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.config import ConfigError, TextEncoderConfig
 from seq2seq.models import RNNEncoder
+from seq2seq.models.unpacked_rnn import rnn_without_packing
 
 VOCAB, PAD = 11, 0
 HIDDEN = 6
@@ -120,6 +122,36 @@ def test_gradients_reach_every_parameter() -> None:
     (output.memory.sum() + output.summary.sum()).backward()
     for name, parameter in encoder.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_training_without_packing_reads_as_packing_does(cell: str, bidirectional: bool, layers: int) -> None:
+    """With gradients on the CPU the encoder runs its RNN over the padded batch; its memory and
+    summary are those of the packed run that decoding uses, and so are the weights' gradients."""
+    encoder = make_encoder(cell, bidirectional, layers)
+    source = padded_source()
+    with torch.no_grad():
+        packed = encoder(source)
+    unpacked = encoder(source)
+    assert unpacked.memory.requires_grad
+    torch.testing.assert_close(unpacked.memory, packed.memory, atol=1e-6, rtol=0)
+    torch.testing.assert_close(unpacked.summary, packed.summary, atol=1e-6, rtol=0)
+
+    inputs = torch.randn(len(LENGTHS), max(LENGTHS), 5)
+    lengths = torch.tensor(LENGTHS)
+    outputs, finals = rnn_without_packing(encoder.rnn, inputs, lengths)
+    (outputs.square().sum() + finals.sum()).backward()
+    without_packing = {name: p.grad.clone() for name, p in encoder.rnn.named_parameters() if p.grad is not None}
+    encoder.rnn.zero_grad()
+    packed_out, final = encoder.rnn(pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False))
+    padded, _ = pad_packed_sequence(packed_out, batch_first=True)
+    final_hidden = final[0] if isinstance(final, tuple) else final  # (L * D, B, H)
+    (padded.square().sum() + final_hidden[-finals.shape[0] :].sum()).backward()
+    assert without_packing.keys() == {name for name, _ in encoder.rnn.named_parameters()}
+    for name, parameter in encoder.rnn.named_parameters():
+        torch.testing.assert_close(without_packing[name], parameter.grad, atol=1e-5, rtol=1e-5, msg=name)
 
 
 def test_unknown_encoder_cell_is_named_with_the_choices() -> None:

@@ -53,7 +53,7 @@ def test_an_ensemble_of_one_model_twice_decodes_as_the_model(config: DecodeConfi
     torch.testing.assert_close(alone.attention, twice.attention)
 
 
-def test_each_step_averages_the_members_log_probabilities() -> None:
+def test_each_step_is_the_normalised_geometric_mean_of_the_members_distributions() -> None:
     first, second = tiny_translation_model(0), tiny_translation_model(1, input_feeding=True)
     ensemble = Ensemble([first, second])
     source = sources()
@@ -66,7 +66,9 @@ def test_each_step_averages_the_members_log_probabilities() -> None:
         member_encoded = member.encode(source)
         logits, _, _ = member.decoder.step(previous, member.decoder.init_state(member_encoded), member_encoded)
         expected.append(logits.log_softmax(-1))
-    torch.testing.assert_close(combined, (expected[0] + expected[1]) / 2)
+    geometric_mean = ((expected[0] + expected[1]) / 2).log_softmax(-1)  # (3, V) log-probabilities
+    torch.testing.assert_close(combined.log_softmax(-1), geometric_mean)
+    assert not torch.allclose(geometric_mean, expected[0], atol=1e-3)  # the members differ
 
 
 @pytest.mark.parametrize("config", [BEAM, GREEDY], ids=["beam", "greedy"])
@@ -83,8 +85,8 @@ def test_ensemble_scores_are_the_ensembles_forced_scores_of_its_hypotheses(confi
             tokens = found.tokens[row, rank, :length]
             target_in = torch.cat([torch.tensor([SPECIAL.bos]), tokens[:-1]]).unsqueeze(0)  # (1, T)
             with torch.no_grad():
-                mean_log_probs, _ = ensemble(sources()[row : row + 1], target_in)  # (1, T, V)
-            forced = mean_log_probs.log_softmax(-1)[0].gather(-1, tokens.unsqueeze(-1)).sum()
+                mean_logits, _ = ensemble(sources()[row : row + 1], target_in)  # (1, T, V)
+            forced = mean_logits.log_softmax(-1)[0].gather(-1, tokens.unsqueeze(-1)).sum()
             assert float(found.scores[row, rank]) == pytest.approx(float(forced), abs=1e-4)
 
 

@@ -186,7 +186,8 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, decoding: bool = T
             action="extend",
             metavar="DIR",
             help="a run directory (its best checkpoint is used) or one checkpoint directory; several (runs or "
-            "checkpoints that share the vocabulary) decode as an ensemble that averages their log-probabilities",
+            "checkpoints that share the vocabulary) decode as an ensemble: the normalised geometric mean of "
+            "their distributions",
         )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     if decoding:

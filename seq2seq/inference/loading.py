@@ -94,9 +94,9 @@ def decoding_model(
     ``Ensemble`` of several. What every ``from_checkpoint`` of the inference classes means:
 
     device: auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps. Several
-    checkpoints of runs that share the vocabulary decode as an ensemble (their
-    log-probabilities averaged at each step; the first checkpoint's decoding settings are the
-    defaults). dtype: float32, or bfloat16 where the CPU (AMX, AVX512-BF16) or GPU has bf16
+    checkpoints of runs that share the vocabulary decode as an ensemble (at each step the
+    normalised geometric mean of their distributions; the first checkpoint's decoding settings
+    are the defaults). dtype: float32, or bfloat16 where the CPU (AMX, AVX512-BF16) or GPU has bf16
     units; quantize="int8": int8 linear and recurrent layers on the CPU (``with_numerics``).
     """
     device = device if isinstance(device, torch.device) else resolve_device(device)

@@ -143,7 +143,9 @@ class _RecomputedAdditiveEnergies(torch.autograd.Function):
         grad_energy = grad_scores.reshape(1, -1) @ hidden.reshape(-1, hidden.shape[-1])  # (1, A)
         # d scores / d (q + k) = v * (1 - tanh^2), built in place of the hidden layer
         grad_sum = hidden.square_().neg_().add_(1.0).mul_(grad_scores).mul_(energy.to(hidden.dtype))
-        return grad_sum.sum(dim=2), grad_sum.sum(dim=1), grad_energy.squeeze(0)  # (B, T, A), (B, S, A), (A,)
+        # A stepping decoder has T = 1: its keys' gradient is a copy out of the workspace, not a sum.
+        grad_keys = grad_sum.sum(dim=1) if grad_sum.shape[1] > 1 else grad_sum.squeeze(1).clone()
+        return grad_sum.sum(dim=2), grad_keys, grad_energy.squeeze(0)  # (B, T, A), (B, S, A), (A,)
 
 
 class DotAttention(Attention):

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.config import TextEncoderConfig, check_config
+from seq2seq.models.unpacked_rnn import rnn_without_packing
 
 RNN_CELLS: dict[str, Callable[..., nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -60,10 +61,12 @@ class RNNEncoder(nn.Module):
     Built from the ``encoder`` section (``TextEncoderConfig``, kind ``rnn``). ``output_size``
     is ``hidden_size``, times 2 when bidirectional: the size of the memory and summary vectors.
 
-    Padding is never read: each sentence runs for its own length, so its memory and summary
-    do not depend on the other sentences of the batch. An empty source sentence (length 0)
-    is read as one pad token, which is then its single real position; the data pipeline
-    may refuse empty lines earlier.
+    Padding never reaches a real position: each sentence runs for its own length, so its memory
+    and summary do not depend on the other sentences of the batch. Decoding runs the RNN over
+    packed sequences; training on the CPU runs it over the padded batch without packing
+    (``seq2seq.models.unpacked_rnn``), which gives the same outputs and a cheaper backward pass.
+    An empty source sentence (length 0) is read as one pad token, which is then its single
+    real position; the data pipeline may refuse empty lines earlier.
     """
 
     def __init__(self, vocab_size: int, config: TextEncoderConfig, pad_id: int) -> None:
@@ -95,13 +98,26 @@ class RNNEncoder(nn.Module):
         lengths = (source != self.pad_id).sum(dim=1).clamp_(min=1)  # (B,)
         mask = torch.arange(source_length, device=source.device) < lengths.unsqueeze(1)  # (B, S)
         embedded = self.embedding_dropout(self.embedding(source))  # (B, S, E)
-        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        packed_out, final = self.rnn(packed)
-        memory, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=source_length)  # (B, S, D*H)
-        final_hidden = final[0] if isinstance(final, tuple) else final  # (L * D, B, H)
-        top = final_hidden[-self.directions :]  # (D, B, H)
+        if self._trains_on_cpu(embedded):
+            memory, top = rnn_without_packing(self.rnn, embedded, lengths)  # (B, S, D*H), (D, B, H)
+        else:
+            memory, top = self._packed(embedded, lengths)
         summary = top.transpose(0, 1).reshape(batch_size, self.output_size)  # (B, D * H)
         return EncoderOutput(batch_size, memory, mask, summary)
+
+    def _trains_on_cpu(self, embedded: Tensor) -> bool:
+        """Whether gradients flow through a plain PyTorch RNN on the CPU, whose backward pass over
+        a packed sequence costs O(S^2) (``seq2seq.models.unpacked_rnn``). Decoding keeps packing,
+        which skips the padding, and so does a quantized RNN, which has no such weights."""
+        return torch.is_grad_enabled() and embedded.device.type == "cpu" and isinstance(self.rnn, nn.RNNBase)
+
+    def _packed(self, embedded: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, S, E) embeddings, (B,) lengths -> memory (B, S, D*H), the top layer's final states (D, B, H)."""
+        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed_out, final = self.rnn(packed)
+        memory, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=embedded.shape[1])
+        final_hidden = final[0] if isinstance(final, tuple) else final  # (L * D, B, H)
+        return memory, final_hidden[-self.directions :]
 
 
 def empty_source(batch_size: int, device: torch.device | str = "cpu") -> Tensor:

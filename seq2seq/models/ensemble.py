@@ -1,8 +1,10 @@
 """Several trained models of one task and vocabulary decoding as one.
 
 At each step every member runs its own decoder on its own state and encoder output, and the
-ensemble's next-token distribution is the average of the members' log-probabilities
-(renormalised by the search's softmax: a normalised geometric mean of their distributions).
+ensemble's next-token distribution is the normalised geometric mean of the members'
+distributions: the softmax of the mean of their logits. (The mean of the members'
+log-probabilities differs from the mean of their logits by one constant per row, which the
+search's softmax removes, so the members' own softmaxes are never computed.)
 The encoder outputs and states travel together (``EnsembleEncoding``, ``EnsembleState``), so
 a beam search that reorders rows reorders every member's. The searches themselves do not know
 an ensemble from a single model: both offer ``encode`` and a ``decoder`` with ``init_state``,
@@ -61,7 +63,7 @@ class EnsembleState:
 
 
 class EnsembleDecoder:
-    """The members' decoders stepping together; their log-probabilities averaged."""
+    """The members' decoders stepping together; their logits averaged."""
 
     def __init__(self, decoders: Sequence[RNNDecoder]) -> None:
         self.decoders = list(decoders)
@@ -82,16 +84,19 @@ class EnsembleDecoder:
     def step(
         self, previous: Tensor, state: EnsembleState, encoding: EnsembleEncoding
     ) -> tuple[Tensor, EnsembleState, Tensor | None]:
-        """previous: (B,). Returns the (B, V) mean log-probabilities, the new states and the
-        members' mean (B, S) attention weights (None without attention)."""
-        log_probs, states, weights = [], [], []
+        """previous: (B,). Returns the members' mean (B, V) logits (fp32), the new states and
+        the members' mean (B, S) attention weights (None without attention)."""
+        total: Tensor | None = None
+        states, weights = [], []
         for decoder, member_state, member_encoding in zip(self.decoders, state.members, encoding.members):
             logits, new_state, attention = decoder.step(previous, member_state, member_encoding)
-            log_probs.append(logits.float().log_softmax(dim=-1))
+            logits = logits.float()  # (B, V), a new tensor of this step: summed into in place
+            total = logits if total is None else total.add_(logits)
             states.append(new_state)
             if attention is not None:
                 weights.append(attention)
-        return torch.stack(log_probs).mean(dim=0), EnsembleState(states), _mean_attention(weights)
+        assert total is not None  # an ensemble has at least two members
+        return total.div_(len(self.decoders)), EnsembleState(states), _mean_attention(weights)
 
 
 def _mean_attention(weights: list[Tensor]) -> Tensor | None:
@@ -108,8 +113,8 @@ class Ensemble(nn.Module):
     """Trained models of one task and vocabulary that decode as one (see the module docstring).
 
     ``forward`` (teacher forcing, for forced scoring) returns the members' mean (B, T, V)
-    log-probabilities where a single model returns logits: the softmax of either is the
-    model's distribution.
+    logits, as ``decoder.step`` does for one position: their softmax is the ensemble's
+    distribution.
     """
 
     def __init__(self, members: Sequence[Seq2Seq]) -> None:
@@ -129,14 +134,14 @@ class Ensemble(nn.Module):
         return EnsembleEncoding([member.encode(source) for member in self.models])
 
     def forward(self, source: Tensor, target_in: Tensor) -> tuple[Tensor, EnsembleState]:
-        """source: the task's input; target_in: (B, T). Returns (B, T, V) mean log-probabilities
+        """source: the task's input; target_in: (B, T). Returns the (B, T, V) mean logits (fp32)
         and the members' states after the last position."""
-        log_probs, states = [], []
+        logits, states = [], []
         for member in self.models:
-            logits, state = member(source, target_in)[:2]
-            log_probs.append(logits.float().log_softmax(dim=-1))
+            member_logits, state = member(source, target_in)[:2]
+            logits.append(member_logits.float())
             states.append(state)
-        return torch.stack(log_probs).mean(dim=0), EnsembleState(states)
+        return torch.stack(logits).mean(dim=0), EnsembleState(states)
 
 
 def first_model(model: Seq2Seq | Ensemble) -> Seq2Seq:
