@@ -3,11 +3,15 @@ loaded from several checkpoints through the API and the command line."""
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from sentencepiece import sentencepiece_model_pb2
 
 from seq2seq import TextGenerator, Translator, train
 from seq2seq.checkpoint import CheckpointError
@@ -20,6 +24,7 @@ from tests.test_translate_recipe import TINY_TRANSLATE, make_pairs, write_corpus
 
 SPECIAL = SpecialIds(pad=0, bos=1, eos=2, unk=3)
 VOCAB = 13
+PIECES = 40  # each tiny run's SentencePiece vocabulary
 
 
 def tiny_translation_model(seed: int, input_feeding: bool = False, cell: str = "gru") -> Seq2Seq:
@@ -100,15 +105,18 @@ def test_an_ensemble_needs_two_models() -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two translation runs on the same data with different seeds, one on other data (another
-    vocabulary), and a text generation run."""
+    """Two translation runs on the same data with different seeds, the same two with
+    SentencePiece (each run trains its own model into its own directory), one on other data
+    (another vocabulary), and a text generation run."""
     folder = tmp_path_factory.mktemp("ensemble")
     data = write_corpus(folder / "data")
     other_data = write_corpus(folder / "other", seed=4)
     tiny = [*TINY_TRANSLATE, "train.max_steps=20"]
+    pieces = ["data.tokenizer=sentencepiece", f"data.sentencepiece_vocab_size={PIECES}"]
     found = {}
-    for name, seed, corpus in (("a", 1, data), ("b", 2, data), ("other", 1, other_data)):
-        train("translate", "multi30k_de_en", [*tiny, *corpus, f"train.seed={seed}"], folder / name)
+    choices = (("a", 1, data, []), ("b", 2, data, []), ("pieces_a", 1, data, pieces), ("pieces_b", 2, data, pieces))
+    for name, seed, corpus, tokenizer in (*choices, ("other", 1, other_data, [])):
+        train("translate", "multi30k_de_en", [*tiny, *corpus, *tokenizer, f"train.seed={seed}"], folder / name)
         found[name] = folder / name
     text = folder / "text.txt"
     text.write_text(make_text(3000), encoding="utf-8")
@@ -134,6 +142,29 @@ def test_checkpoints_with_other_vocabularies_or_tasks_are_refused(runs: dict[str
         Translator.from_checkpoint([runs["a"], runs["other"]], device="cpu")
     with pytest.raises(CheckpointError, match="holds a 'textgen' model, not a 'translate' model"):
         Translator.from_checkpoint([runs["a"], runs["lm"]], device="cpu")
+
+
+def test_checkpoints_that_carry_their_sentencepiece_training_path_still_ensemble(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Checkpoints written before the tokenizer dropped it hold the path that SentencePiece
+    was trained into (a different one for every run); it plays no part in tokenizing."""
+    older = tmp_path / "older_b"
+    shutil.copytree(runs["pieces_b"], older)
+    for model_json in older.glob("checkpoints/*/model.json"):
+        metadata = json.loads(model_json.read_text(encoding="utf-8"))
+        for side in ("source", "target"):
+            tokenizer = metadata[side]["tokenizer"]
+            model = sentencepiece_model_pb2.ModelProto.FromString(base64.b64decode(tokenizer["model_proto"]))
+            model.trainer_spec.model_prefix = str(older / "sentencepiece")
+            tokenizer["model_proto"] = base64.b64encode(model.SerializeToString()).decode("ascii")
+        model_json.write_text(json.dumps(metadata), encoding="utf-8")
+    lines, _ = make_pairs(3, seed=9)
+    expected = Translator.from_checkpoint([runs["pieces_a"], runs["pieces_b"]], device="cpu").translate(
+        lines, greedy=True
+    )
+    found = Translator.from_checkpoint([runs["pieces_a"], older], device="cpu").translate(lines, greedy=True)
+    assert [result.text for result in found] == [result.text for result in expected]
 
 
 def test_the_command_line_translates_with_an_ensemble(runs: dict[str, Path], tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import random
@@ -220,6 +221,17 @@ def test_sentencepiece_loads_from_dict_without_model_file(trained: tuple, tmp_pa
     assert isinstance(restored, SentencePieceTokenizer)
     for sentence in sentences[:20]:
         assert restored.tokenize(sentence) == tokenizer.tokenize(sentence)
+
+
+def test_sentencepiece_trained_into_two_directories_is_one_tokenizer(corpus: tuple, tmp_path: Path) -> None:
+    """The trainer writes its output path into the model; the tokenizer drops it, so that runs
+    that differ only in their directory (e.g. their seed) share a tokenizer and can ensemble."""
+    path, _, vocab_size = corpus
+    first = SentencePieceTokenizer.train([path], vocab_size, model_prefix=tmp_path / "run_a" / "spm")
+    second = SentencePieceTokenizer.train([path], vocab_size, model_prefix=tmp_path / "run_b" / "spm")
+    assert (tmp_path / "run_a" / "spm.model").read_bytes() != (tmp_path / "run_b" / "spm.model").read_bytes()
+    assert first.to_dict() == second.to_dict()
+    assert b"run_a" not in base64.b64decode(first.to_dict()["model_proto"])
 
 
 def test_sentencepiece_trains_from_plain_text(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from seq2seq.inference.numerics import with_numerics
 from seq2seq.models import Seq2Seq
 from seq2seq.models.ensemble import Ensemble
 from seq2seq.run_configs import METADATA_ENTRIES, TASK_CONFIGS, upgrade_config
+from seq2seq.text.tokenizers import canonical_descriptions
 
 #: One checkpoint (a run directory or a step directory), or several to decode as an ensemble.
 Checkpoints = str | Path | Sequence[str | Path]
@@ -74,7 +75,7 @@ def check_same_vocabularies(runs: Sequence[TrainedRun], task: str) -> None:
     first = runs[0]
     for run in runs[1:]:
         for key in METADATA_ENTRIES[task]:
-            if run.metadata[key] != first.metadata[key]:
+            if canonical_descriptions(run.metadata[key]) != canonical_descriptions(first.metadata[key]):
                 raise CheckpointError(
                     f"{run.directory} and {first.directory} have different {key!r} entries (tokenizer and "
                     "vocabulary): an ensemble decodes with one vocabulary, so its checkpoints must come from runs "

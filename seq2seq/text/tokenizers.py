@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
 
 NEWLINE = "\n"
 
@@ -166,8 +167,8 @@ class SentencePieceTokenizer:
 
     def __init__(self, model_proto: bytes) -> None:
         """Wrap a serialized sentencepiece model (the bytes of a ``.model`` file)."""
-        self._model_proto = model_proto
-        self._processor = spm.SentencePieceProcessor(model_proto=model_proto)
+        self._model_proto = _without_output_path(model_proto)
+        self._processor = spm.SentencePieceProcessor(model_proto=self._model_proto)
 
     @classmethod
     def load(cls, model_file: str | Path) -> SentencePieceTokenizer:
@@ -241,6 +242,37 @@ class SentencePieceTokenizer:
 
     def __repr__(self) -> str:
         return f"SentencePieceTokenizer(pieces={self._processor.get_piece_size()})"
+
+
+def _without_output_path(model_proto: bytes) -> bytes:
+    """The serialized model without the path it was trained into.
+
+    sentencepiece's trainer records its ``model_prefix`` (here ``<run dir>/sentencepiece``) in
+    the model. Two runs that trained the same pieces into different directories would otherwise
+    hold different tokenizers, and could not decode as an ensemble. The path plays no part in
+    tokenizing.
+    """
+    model = sentencepiece_model_pb2.ModelProto.FromString(model_proto)  # type: ignore[attr-defined]  # generated, no stubs
+    if not model.trainer_spec.HasField("model_prefix"):
+        return model_proto
+    model.trainer_spec.ClearField("model_prefix")
+    return model.SerializeToString()
+
+
+def canonical_descriptions(entry: Any) -> Any:
+    """A JSON value (a tokenizer's ``to_dict()``, or a structure that holds some, such as a
+    checkpoint's ``source`` entry) with each SentencePiece model in it as the tokenizer holds it.
+
+    Compare these, not the stored values: checkpoints and prepared data written before the
+    tokenizer dropped the trainer's output path still carry it.
+    """
+    if isinstance(entry, dict):
+        if entry.get("kind") == SentencePieceTokenizer.kind and "model_proto" in entry:
+            return SentencePieceTokenizer.from_dict(entry).to_dict()
+        return {key: canonical_descriptions(value) for key, value in entry.items()}
+    if isinstance(entry, list):
+        return [canonical_descriptions(value) for value in entry]
+    return entry
 
 
 SAMPLING_SEED = 1234  # draws the sample of ``sample_sentences``

@@ -22,6 +22,7 @@ from seq2seq.models.decoder import DecoderState
 from seq2seq.models.encoders import empty_source
 from seq2seq.run_configs import MODEL_SECTIONS, TextGenConfig
 from seq2seq.text import Vocab, tokenizer_from_dict
+from seq2seq.text.tokenizers import canonical_descriptions
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
 from seq2seq.training.run import PreparedRun, TaskTraining, seeded_model
 from seq2seq.training.runtime import Runtime
@@ -153,7 +154,8 @@ def prepared_corpus(data: LMDataConfig, saved: dict[str, Any] | None) -> LMCorpu
     another tokenizer or vocabulary."""
     prepared = open_prepared_stream(data)
     if saved is not None and (
-        saved["tokenizer"] != prepared.tokenizer.to_dict() or Vocab.from_dict(saved["vocab"]) != prepared.vocab
+        canonical_descriptions(saved["tokenizer"]) != prepared.tokenizer.to_dict()
+        or Vocab.from_dict(saved["vocab"]) != prepared.vocab
     ):
         raise CheckpointError(
             f"the prepared data in {prepared.folder} has another tokenizer or vocabulary than the run: it was "

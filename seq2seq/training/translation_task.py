@@ -38,6 +38,7 @@ from seq2seq.metrics import corpus_bleu, corpus_chrf, perplexity
 from seq2seq.models import Seq2Seq, build_translation_model
 from seq2seq.run_configs import MODEL_SECTIONS, TranslationConfig, TranslationValidationConfig
 from seq2seq.text import Tokenizer, Vocab, tokenizer_from_dict
+from seq2seq.text.tokenizers import canonical_descriptions
 from seq2seq.text.vocab import vocabulary_change
 from seq2seq.training.output_loss import output_cross_entropy, output_layer
 from seq2seq.training.run import PreparedRun, TaskTraining, seeded_model
@@ -229,7 +230,7 @@ def task_of(
 def check_prepared_codecs(prepared: PreparedParallel, saved: dict[str, Any]) -> None:
     """Refuse to resume a run on a prepared set whose tokenizers or vocabularies are not the run's."""
     for side in ("source", "target"):
-        if saved[side] != prepared.manifest.codecs[side]:
+        if canonical_descriptions(saved[side]) != canonical_descriptions(prepared.manifest.codecs[side]):
             kept, now = Vocab.from_dict(saved[side]["vocab"]), Vocab.from_dict(prepared.manifest.codecs[side]["vocab"])
             what = "vocabulary" if kept != now else "tokenizer"
             detail = f" ({vocabulary_change(kept, now)})" if kept != now else ""
