@@ -241,6 +241,13 @@ def test_sentencepiece_trains_from_plain_text(tmp_path: Path) -> None:
     assert tokenizer.detokenize(tokenizer.tokenize("A man runs quickly.")) == "A man runs quickly."
 
 
+def test_a_file_that_is_not_a_sentencepiece_model_is_named(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.model"
+    corrupt.write_bytes(b"not a model at all")
+    with pytest.raises(ValueError, match=r"corrupt\.model: not a sentencepiece model"):
+        build_tokenizer("sentencepiece", sentencepiece_model=corrupt)
+
+
 def test_sentencepiece_missing_model_file_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.model"
     with pytest.raises(FileNotFoundError, match="nowhere.model"):

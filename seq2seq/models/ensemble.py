@@ -86,17 +86,14 @@ class EnsembleDecoder:
     ) -> tuple[Tensor, EnsembleState, Tensor | None]:
         """previous: (B,). Returns the members' mean (B, V) logits (fp32), the new states and
         the members' mean (B, S) attention weights (None without attention)."""
-        total: Tensor | None = None
-        states, weights = [], []
+        logits, states, weights = [], [], []
         for decoder, member_state, member_encoding in zip(self.decoders, state.members, encoding.members):
-            logits, new_state, attention = decoder.step(previous, member_state, member_encoding)
-            logits = logits.float()  # (B, V), a new tensor of this step: summed into in place
-            total = logits if total is None else total.add_(logits)
+            member_logits, new_state, attention = decoder.step(previous, member_state, member_encoding)
+            logits.append(member_logits.float())  # (B, V)
             states.append(new_state)
             if attention is not None:
                 weights.append(attention)
-        assert total is not None  # an ensemble has at least two members
-        return total.div_(len(self.decoders)), EnsembleState(states), _mean_attention(weights)
+        return torch.stack(logits).mean(dim=0), EnsembleState(states), _mean_attention(weights)
 
 
 def _mean_attention(weights: list[Tensor]) -> Tensor | None:

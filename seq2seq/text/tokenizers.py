@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import sentencepiece as spm
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from sentencepiece import sentencepiece_model_pb2
 
 NEWLINE = "\n"
@@ -179,7 +180,10 @@ class SentencePieceTokenizer:
                 f"sentencepiece model file not found: {path}. Train one with "
                 "SentencePieceTokenizer.train(...) or point to an existing .model file."
             )
-        return cls(path.read_bytes())
+        try:
+            return cls(path.read_bytes())
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
 
     @classmethod
     def train(
@@ -252,7 +256,12 @@ def _without_output_path(model_proto: bytes) -> bytes:
     hold different tokenizers, and could not decode as an ensemble. The path plays no part in
     tokenizing.
     """
-    model = sentencepiece_model_pb2.ModelProto.FromString(model_proto)  # type: ignore[attr-defined]  # generated, no stubs
+    try:
+        model = sentencepiece_model_pb2.ModelProto.FromString(model_proto)  # type: ignore[attr-defined]  # generated
+    except DecodeError:
+        raise ValueError(
+            "not a sentencepiece model: expected the bytes of a .model file written by sentencepiece's trainer"
+        ) from None
     if not model.trainer_spec.HasField("model_prefix"):
         return model_proto
     model.trainer_spec.ClearField("model_prefix")
