@@ -95,6 +95,48 @@ def test_ensemble_scores_are_the_ensembles_forced_scores_of_its_hypotheses(confi
             assert float(found.scores[row, rank]) == pytest.approx(float(forced), abs=1e-4)
 
 
+def members_mean_logits(members: list[Seq2Seq], previous: torch.Tensor) -> torch.Tensor:
+    """(3, V) the mean of the members' first-step logits, each member stepped on its own."""
+    logits = []
+    for member in members:
+        encoded = member.encode(sources())
+        logits.append(member.decoder.step(previous, member.decoder.init_state(encoded), encoded)[0])
+    return torch.stack(logits).mean(dim=0)
+
+
+def ensemble_first_step(ensemble: Ensemble, previous: torch.Tensor) -> torch.Tensor:
+    encoded = ensemble.encode(sources())
+    return ensemble.decoder.step(previous, ensemble.decoder.init_state(encoded), encoded)[0]
+
+
+def test_the_joint_output_layer_follows_its_members_weights() -> None:
+    """The members' output layers run as one product whose weights are built once; a weight
+    written in place afterwards (a checkpoint loaded into a member) must reach the ensemble."""
+    members = [tiny_translation_model(0), tiny_translation_model(1, input_feeding=True)]
+    ensemble, previous = Ensemble(members), torch.full((3,), SPECIAL.bos)
+    with torch.inference_mode():
+        torch.testing.assert_close(ensemble_first_step(ensemble, previous), members_mean_logits(members, previous))
+    with torch.no_grad():
+        members[1].decoder.output.weight.mul_(-3.0)
+        members[1].decoder.output.bias.add_(1.0)
+    with torch.inference_mode():
+        changed = ensemble_first_step(ensemble, previous)
+        torch.testing.assert_close(changed, members_mean_logits(members, previous))
+    ensemble.double()
+    with torch.inference_mode():
+        torch.testing.assert_close(ensemble_first_step(ensemble, previous), changed)  # logits come as fp32
+
+
+def test_quantized_members_average_their_own_output_layers() -> None:
+    pytest.importorskip("torch.ao.quantization")
+    from seq2seq.quantization import quantize_int8
+
+    members = [quantize_int8(tiny_translation_model(seed)) for seed in (0, 1)]
+    ensemble, previous = Ensemble(members), torch.full((3,), SPECIAL.bos)
+    with torch.inference_mode():
+        torch.testing.assert_close(ensemble_first_step(ensemble, previous), members_mean_logits(members, previous))
+
+
 def test_an_ensemble_needs_two_models() -> None:
     with pytest.raises(ValueError, match="at least 2 models"):
         Ensemble([tiny_translation_model(0)])

@@ -260,12 +260,14 @@ class RNNDecoder(nn.Module):
         return self(target_in, encoder_output, state, project=False)[1]
 
     def step(
-        self, previous: Tensor, state: DecoderState, encoder_output: EncoderOutput
+        self, previous: Tensor, state: DecoderState, encoder_output: EncoderOutput, project: bool = True
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """One decoding step.
 
         previous: (B,) the last token of each sequence.
         Returns logits (B, V), the new state and attention weights (B, S) or None.
+        ``project=False`` returns the output layer's inputs (B, H_out) instead of the logits
+        (for an ensemble that runs its members' output layers as one product).
         """
         encoder_output = self.prepare(encoder_output)
         embedded = self.embedding_dropout(self.embedding(previous))  # (B, E)
@@ -278,7 +280,8 @@ class RNNDecoder(nn.Module):
             features, state, weights = self._fused(embedded.unsqueeze(1), state, encoder_output)
             features = features.squeeze(1)  # (B, H)
             weights = None if weights is None else weights.squeeze(1)  # (B, S)
-        return self._project(features), state, weights
+        outputs = self._project(features) if project else self._output_features(features)
+        return outputs, state, weights
 
     def _fused(
         self, embedded: Tensor, state: DecoderState, encoder_output: EncoderOutput
