@@ -420,6 +420,32 @@ def test_greedy_search_keeps_the_length_limits_and_bans_of_a_beam_of_one(setting
     assert not torch.equal(plain.lengths, greedy.lengths) or not torch.equal(plain.tokens, greedy.tokens)
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"min_length": 3, "no_repeat_ngram": 2},
+        {"min_length_ratio": 1.0, "ban_unk": False, "length_penalty": "gnmt"},
+    ],
+)
+def test_the_search_from_the_best_logits_equals_the_search_over_whole_log_probabilities(
+    settings: dict[str, object],
+) -> None:
+    """Without processors of the caller a step bans in place and normalises only the best
+    logits of each row; a processor that changes nothing makes it compute every
+    log-probability. Inputs finish at different steps, so rows leave the decoder's batch."""
+    model, source = tiny_translator("bahdanau", input_feeding=True), random_sources(2, 7, 4, 9, 1, 5, 3)
+    with torch.no_grad():
+        model.decoder.output.bias[SPECIAL.eos] += 0.5  # some inputs end early, some run to the limit
+    config = beam(beam_size=3, n_best=3, max_length=12, **settings)
+    fast = generate(model, source, config, SPECIAL)
+    whole = generate(model, source, config, SPECIAL, processors=[lambda prefix, log_probs: log_probs])
+    assert torch.equal(fast.tokens, whole.tokens)
+    assert torch.equal(fast.lengths, whole.lengths)
+    assert torch.allclose(fast.scores, whole.scores, atol=1e-5)
+    assert len(set(fast.lengths[:, 0].tolist())) > 1  # the inputs ended at different lengths
+
+
 def test_a_processor_of_the_caller_keeps_its_token_out_of_beam_search() -> None:
     model, prefix = tiny_lm(), word_prefix(batch_size=3, length=3)
     config = beam(beam_size=4, n_best=4, max_length=10)

@@ -16,7 +16,7 @@ from seq2seq.decoding import (
     apply_processors,
     build_processors,
 )
-from seq2seq.decoding.processors import MinLength, NoRepeatNGram
+from seq2seq.decoding.processors import BanningProcessor, MinLength, NoRepeatNGram
 
 NO_PREFIX = torch.zeros(2, 0, dtype=torch.long)
 LOGITS = torch.tensor(
@@ -36,6 +36,23 @@ def test_ban_tokens_gives_minus_infinity_and_leaves_the_rest() -> None:
     out = BanTokens([0, 3])(NO_PREFIX, LOGITS)
     assert kept(out) == [{1, 2, 4}, {1, 2, 4}]
     assert torch.equal(out[:, [1, 2, 4]], LOGITS[:, [1, 2, 4]])
+
+
+BANS_IN_PLACE = [
+    (BanTokens([0, 3]), NO_PREFIX),
+    (MinLength(eos_id=1, min_lengths=torch.tensor([2, 0]), prompt_length=0), torch.tensor([[4], [4]])),
+    (NoRepeatNGram(2), torch.tensor([[2, 4, 2], [0, 1, 3]])),
+]
+
+
+@pytest.mark.parametrize(("ban", "prefix"), BANS_IN_PLACE, ids=["tokens", "min_length", "no_repeat"])
+def test_a_ban_in_place_writes_what_the_processor_returns(ban: BanningProcessor, prefix: torch.Tensor) -> None:
+    logits = LOGITS.clone()
+    returned = ban(prefix, logits)
+    assert torch.equal(logits, LOGITS)  # the processor left its input alone
+    assert kept(returned) != kept(LOGITS)  # and banned something
+    assert ban.ban_(prefix, logits) is logits
+    assert torch.equal(logits, returned)
 
 
 def test_banned_tokens_are_never_sampled_even_with_huge_logits() -> None:

@@ -9,6 +9,13 @@ the returned hypotheses are recovered at the end by following the backpointers. 
 this is greedy search. The inputs whose search has ended leave the decoder's batch (see
 ``LiveRows``), so that a batch costs less as its inputs finish.
 
+Only the 2K best tokens of each beam can be among its input's 2K best candidates, so a step
+needs no (B * K, V) log-probabilities: the built-in bans are written into the live rows' logits
+in place, the 2K best logits of each row are taken, and the row's log-sum-exp (of the logits
+before the bans, as a log-softmax followed by bans would give) turns them into
+log-probabilities. Only a caller's own processors, which read whole rows of log-probabilities,
+make the search compute those in full.
+
 An input is done once its pool is full and no alive beam, penalised at its current length,
 scores better than the worst finished hypothesis (without a length penalty no later hypothesis
 could). At an input's maximum length its best K candidates finish whatever their last token, so
@@ -34,7 +41,14 @@ from seq2seq.decoding.common import (
     onednn_disabled,
     prime_decoder,
 )
-from seq2seq.decoding.processors import BanTokens, LogitsProcessor, MinLength, NoRepeatNGram, apply_processors
+from seq2seq.decoding.processors import (
+    BanningProcessor,
+    BanTokens,
+    LogitsProcessor,
+    MinLength,
+    NoRepeatNGram,
+    apply_processors,
+)
 
 
 def beam_search(
@@ -60,7 +74,8 @@ def beam_search(
     min_lengths, max_lengths = length_limits(config, encoder_output, primed.prefix.device)  # (B * K,)
     last_step = max_lengths.view(-1, beam_size)[:, 0] - 1  # (B,)
     steps = int(last_step.max()) + 1
-    chain = [*_beam_processors(config, special, min_lengths, primed.prefix.shape[1]), *processors]
+    prompt_length = primed.prefix.shape[1]
+    bans = _beam_processors(config, special, min_lengths, prompt_length)
     beams = _Beams.start(primed.prefix, beam_size, steps)
 
     previous = primed.prefix[:, -1]  # (B * K,)
@@ -68,11 +83,17 @@ def beam_search(
     with onednn_disabled():
         for step in range(steps):
             logits, state, attention = model.decoder.step(live.select(previous), state, encoder_output)  # (A, V)
-            log_probs = live.expand(logits.float().log_softmax(dim=-1), float("-inf"))  # (B * K, V)
-            log_probs = apply_processors(chain, beams.so_far(step), log_probs)
+            if processors:
+                log_probs = live.expand(logits.float().log_softmax(dim=-1), float("-inf"))  # (B * K, V)
+                log_probs = apply_processors([*bans, *processors], beams.so_far(step), log_probs)
+                best_scores, best_tokens = _best_of_each_row(log_probs, beam_size)  # (B * K, 2K)
+            else:
+                live_prefix = live.select(beams.so_far(step))  # (A, P + step)
+                best_scores, best_tokens = _best_banned(logits.float(), bans, live_prefix, beam_size)  # (A, 2K)
+                best_scores, best_tokens = live.expand(best_scores, float("-inf")), live.expand(best_tokens, 0)
             penalty = _length_penalty(config, step + 1)
             attention = live.expand(attention, 0.0)  # (B * K, S) or None
-            rows = beams.advance(step, log_probs, attention, special.eos, last_step == step, penalty)
+            rows = beams.advance(step, best_scores, best_tokens, attention, special.eos, last_step == step, penalty)
             state = state.index_select(live.follow(rows))
             previous = beams.tokens[-1].view(-1)  # (B * K,)
             if (step + 1) % FINISHED_CHECK_INTERVAL == 0:
@@ -81,7 +102,27 @@ def beam_search(
                 live, kept = live.without(beams.done.repeat_interleave(beam_size))
                 if kept is not None:
                     state, encoder_output = state.index_select(kept), encoder_output.index_select(kept)
+                    if not processors:  # the bans of the live rows: their minimum lengths
+                        bans = _beam_processors(config, special, live.select(min_lengths), prompt_length)
     return beams.best(config.n_best, special.pad)
+
+
+def _best_of_each_row(log_probs: Tensor, beam_size: int) -> tuple[Tensor, Tensor]:
+    """(rows, V) log-probabilities -> the 2K best of each row and their tokens, (rows, 2K) each."""
+    return log_probs.topk(min(2 * beam_size, log_probs.shape[-1]), dim=-1)
+
+
+def _best_banned(
+    logits: Tensor, bans: Sequence[BanningProcessor], prefix_ids: Tensor, beam_size: int
+) -> tuple[Tensor, Tensor]:
+    """The 2K best log-probabilities of each row after the bans, and their tokens, from (rows, V)
+    logits that the search owns: the bans write into them, no (rows, V) tensor is made.
+    prefix_ids: (rows, t) each row's tokens so far. Returns (rows, 2K) each."""
+    normaliser = logits.logsumexp(dim=-1, keepdim=True)  # (rows, 1), of the logits before the bans
+    for ban in bans:
+        ban.ban_(prefix_ids, logits)
+    best_logits, best_tokens = _best_of_each_row(logits, beam_size)
+    return best_logits - normaliser, best_tokens
 
 
 def _length_penalty(config: DecodeConfig, length: int) -> float:
@@ -95,10 +136,11 @@ def _length_penalty(config: DecodeConfig, length: int) -> float:
 
 def _beam_processors(
     config: DecodeConfig, special: SpecialIds, min_lengths: Tensor, prompt_length: int
-) -> list[LogitsProcessor]:
-    """Processors that only ban tokens, so that scores stay the model's log-probabilities."""
+) -> list[BanningProcessor]:
+    """Processors that only ban tokens, so that scores stay the model's log-probabilities.
+    min_lengths: (rows,) the fewest tokens of each row the processors will see."""
     banned = special.banned(config)
-    processors: list[LogitsProcessor] = [BanTokens(banned)] if banned else []
+    processors: list[BanningProcessor] = [BanTokens(banned)] if banned else []
     if config.no_repeat_ngram > 0:
         processors.append(NoRepeatNGram(config.no_repeat_ngram))
     if config.min_length > 0 or config.min_length_ratio > 0:
@@ -201,7 +243,8 @@ class _Beams:
     def advance(
         self,
         step: int,
-        log_probs: Tensor,
+        best_log_probs: Tensor,
+        best_tokens: Tensor,
         attention: Tensor | None,
         eos_id: int,
         at_limit: Tensor,
@@ -209,13 +252,14 @@ class _Beams:
     ) -> Tensor:
         """Extends the beams by one token.
 
-        log_probs: (B * K, V) processed log-probabilities of the next token.
+        best_log_probs, best_tokens: (B * K, 2K) the 2K best next tokens of each beam (or all
+        of them, where the vocabulary is smaller) and their processed log-probabilities.
         attention: (B * K, S) or None. at_limit: (B,) inputs at their last step, whose best
         candidates finish whatever their token. penalty: the length penalty at this step.
         Returns the (B * K,) rows of the old beams that the new ones continue.
         """
         beam_size = self.scores.shape[1]
-        scores, parents, tokens = self._candidates(log_probs)  # (B, 2K) each, best first
+        scores, parents, tokens = self._candidates(best_log_probs, best_tokens)  # (B, 2K) each, best first
         ended = tokens == eos_id
 
         best = slice(0, beam_size)
@@ -228,14 +272,14 @@ class _Beams:
         self.done |= at_limit | (self.pool.scores[:, -1] >= self.scores[:, 0] / penalty)
         return self._record(step, parents.gather(1, going_on), tokens.gather(1, going_on), attention)
 
-    def _candidates(self, log_probs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _candidates(self, beam_scores: Tensor, beam_tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The 2K best extensions of each input: summed scores, parent beams, tokens; (B, 2K) each.
 
-        They are among the 2K best tokens of each beam, so only those are summed and compared.
+        They are among the 2K best tokens of each beam, (B * K, 2K) ``beam_scores`` and
+        ``beam_tokens``, so only those are summed and compared.
         """
         batch_size, beam_size = self.scores.shape
-        per_beam = min(2 * beam_size, log_probs.shape[-1])
-        beam_scores, beam_tokens = log_probs.topk(per_beam, dim=-1)  # (B * K, 2K)
+        per_beam = beam_scores.shape[-1]
         candidates = self.scores.unsqueeze(-1) + beam_scores.view(batch_size, beam_size, per_beam)  # (B, K, 2K)
         scores, ids = candidates.view(batch_size, -1).topk(2 * beam_size, dim=1)  # (B, 2K)
         return scores, ids // per_beam, beam_tokens.view(batch_size, -1).gather(1, ids)

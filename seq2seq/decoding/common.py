@@ -59,7 +59,9 @@ class StepDecoder(Protocol):
 
     def step(self, previous: Tensor, state: Any, encoded: Any) -> tuple[Tensor, Any, Tensor | None]:
         """previous (B,) -> (B, V) scores whose log-softmax is the next token's distribution,
-        the new state (with ``index_select``), and the (B, S) attention weights or None."""
+        the new state (with ``index_select``), and the (B, S) attention weights or None. The
+        scores are the search's to overwrite (beam search bans tokens in them in place): a
+        decoder returns a new tensor, not one it keeps."""
         ...
 
 

@@ -7,6 +7,11 @@ Greedy search, sampling and beam search share them; ``build_processors`` chains 
 repetition penalty -> temperature -> top-k -> top-p. Beam search builds its own chain of the
 processors that only ban tokens (see ``seq2seq.decoding.beam``). A caller's own processors run
 after the built-in ones in every search.
+
+The processors that only ban tokens (``BanTokens``, ``MinLength``, ``NoRepeatNGram``) also
+offer ``ban_(prefix_ids, logits)``, which writes the same -inf into the logits it is given
+instead of a copy: for a search that owns its logits and would otherwise copy a (B, V) tensor
+per ban and step.
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ class LogitsProcessor(Protocol):
     def __call__(self, prefix_ids: Tensor, logits: Tensor) -> Tensor: ...
 
 
+class BanningProcessor(LogitsProcessor, Protocol):
+    """A processor that only sets logits to -inf, and can do so in place: ``ban_`` changes and
+    returns its ``logits`` argument."""
+
+    def ban_(self, prefix_ids: Tensor, logits: Tensor) -> Tensor: ...
+
+
 class BanTokens:
     """Gives the listed tokens a logit of -inf so that they are never chosen."""
 
@@ -39,13 +51,16 @@ class BanTokens:
         self.largest_id = max(ids)
 
     def __call__(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
+        return self.ban_(prefix_ids, logits.clone())
+
+    def ban_(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
         vocab_size = logits.shape[-1]
         if self.largest_id >= vocab_size:
             raise ValueError(
                 f"BanTokens: token id {self.largest_id} is outside the vocabulary of {vocab_size}; "
                 "check that the special ids come from the model's vocabulary"
             )
-        return logits.index_fill(-1, self.ids.to(logits.device), float("-inf"))
+        return logits.index_fill_(-1, self.ids.to(logits.device), float("-inf"))
 
 
 class MinLength:
@@ -63,12 +78,15 @@ class MinLength:
         self.prompt_length = prompt_length
 
     def __call__(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
+        return self.ban_(prefix_ids, logits.clone())
+
+    def ban_(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
         if len(self.min_lengths) != len(logits):
             raise ValueError(f"MinLength was built for {len(self.min_lengths)} rows but the logits have {len(logits)}")
         generated = prefix_ids.shape[1] - self.prompt_length
         too_short = self.min_lengths.to(logits.device) > generated  # (B,)
-        is_eos = torch.arange(logits.shape[-1], device=logits.device) == self.eos_id  # (V,)
-        return logits.masked_fill(too_short.unsqueeze(-1) & is_eos, float("-inf"))
+        logits.select(-1, self.eos_id).masked_fill_(too_short, float("-inf"))  # the eos column, in place
+        return logits
 
 
 class NoRepeatNGram:
@@ -83,6 +101,9 @@ class NoRepeatNGram:
         self.n = n
 
     def __call__(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
+        return self.ban_(prefix_ids, logits.clone())
+
+    def ban_(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
         if prefix_ids.shape[1] < self.n:
             return logits
         ngrams = prefix_ids.unfold(1, self.n, 1)  # (B, G, n) every n-gram so far
@@ -92,7 +113,7 @@ class NoRepeatNGram:
         # The n-grams that do not repeat point at a spare last column, which is then dropped.
         completions = torch.where(repeats, ngrams[:, :, -1], vocab_size)  # (B, G)
         banned = torch.zeros(len(logits), vocab_size + 1, dtype=torch.bool, device=logits.device)
-        return logits.masked_fill(banned.scatter_(-1, completions, True)[:, :vocab_size], float("-inf"))
+        return logits.masked_fill_(banned.scatter_(-1, completions, True)[:, :vocab_size], float("-inf"))
 
 
 class RepetitionPenalty:
