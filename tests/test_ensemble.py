@@ -109,9 +109,10 @@ def ensemble_first_step(ensemble: Ensemble, previous: torch.Tensor) -> torch.Ten
     return ensemble.decoder.step(previous, ensemble.decoder.init_state(encoded), encoded)[0]
 
 
-def test_the_joint_output_layer_follows_its_members_weights() -> None:
-    """The members' output layers run as one product whose weights are built once; a weight
-    written in place afterwards (a checkpoint loaded into a member) must reach the ensemble."""
+def test_each_search_joins_the_members_output_layers_as_they_are() -> None:
+    """The members' output layers run as one product whose weights are joined when a search
+    starts; a weight written in place before the next search (a checkpoint loaded into a
+    member) must reach it, as must a change of dtype."""
     members = [tiny_translation_model(0), tiny_translation_model(1, input_feeding=True)]
     ensemble, previous = Ensemble(members), torch.full((3,), SPECIAL.bos)
     with torch.inference_mode():

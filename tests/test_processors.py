@@ -55,6 +55,11 @@ def test_a_ban_in_place_writes_what_the_processor_returns(ban: BanningProcessor,
     assert torch.equal(logits, returned)
 
 
+def test_min_length_with_an_eos_outside_the_vocabulary_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="eos id 7 is outside the vocabulary of 5"):
+        MinLength(eos_id=7, min_lengths=torch.tensor([2, 0]), prompt_length=0)(NO_PREFIX, LOGITS)
+
+
 def test_banned_tokens_are_never_sampled_even_with_huge_logits() -> None:
     logits = torch.zeros(64, 6)
     logits[:, 2] = 1e4

@@ -83,14 +83,9 @@ def beam_search(
     with onednn_disabled():
         for step in range(steps):
             logits, state, attention = model.decoder.step(live.select(previous), state, encoder_output)  # (A, V)
-            if processors:
-                log_probs = live.expand(logits.float().log_softmax(dim=-1), float("-inf"))  # (B * K, V)
-                log_probs = apply_processors([*bans, *processors], beams.so_far(step), log_probs)
-                best_scores, best_tokens = _best_of_each_row(log_probs, beam_size)  # (B * K, 2K)
-            else:
-                live_prefix = live.select(beams.so_far(step))  # (A, P + step)
-                best_scores, best_tokens = _best_banned(logits.float(), bans, live_prefix, beam_size)  # (A, 2K)
-                best_scores, best_tokens = live.expand(best_scores, float("-inf")), live.expand(best_tokens, 0)
+            best_scores, best_tokens = _best_extensions(
+                logits.float(), beam_size, bans, processors, live, beams.so_far(step)
+            )  # (B * K, 2K) each
             penalty = _length_penalty(config, step + 1)
             attention = live.expand(attention, 0.0)  # (B * K, S) or None
             rows = beams.advance(step, best_scores, best_tokens, attention, special.eos, last_step == step, penalty)
@@ -102,27 +97,35 @@ def beam_search(
                 live, kept = live.without(beams.done.repeat_interleave(beam_size))
                 if kept is not None:
                     state, encoder_output = state.index_select(kept), encoder_output.index_select(kept)
-                    if not processors:  # the bans of the live rows: their minimum lengths
-                        bans = _beam_processors(config, special, live.select(min_lengths), prompt_length)
+                    bans = _beam_processors(config, special, live.select(min_lengths), prompt_length)
     return beams.best(config.n_best, special.pad)
 
 
-def _best_of_each_row(log_probs: Tensor, beam_size: int) -> tuple[Tensor, Tensor]:
-    """(rows, V) log-probabilities -> the 2K best of each row and their tokens, (rows, 2K) each."""
-    return log_probs.topk(min(2 * beam_size, log_probs.shape[-1]), dim=-1)
-
-
-def _best_banned(
-    logits: Tensor, bans: Sequence[BanningProcessor], prefix_ids: Tensor, beam_size: int
+def _best_extensions(
+    logits: Tensor,
+    beam_size: int,
+    bans: Sequence[BanningProcessor],
+    processors: Sequence[LogitsProcessor],
+    live: LiveRows,
+    prefix_ids: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """The 2K best log-probabilities of each row after the bans, and their tokens, from (rows, V)
-    logits that the search owns: the bans write into them, no (rows, V) tensor is made.
-    prefix_ids: (rows, t) each row's tokens so far. Returns (rows, 2K) each."""
-    normaliser = logits.logsumexp(dim=-1, keepdim=True)  # (rows, 1), of the logits before the bans
+    """The 2K best next tokens of every beam and their log-probabilities, (B * K, 2K) each.
+
+    logits: (A, V) of the live rows, the search's own: the built-in ``bans`` (built for the live
+    rows) write into them. prefix_ids: (B * K, t) every row's tokens so far. Without
+    ``processors`` only each row's 2K best logits are normalised, by the row's log-sum-exp taken
+    before the bans; the caller's ``processors`` read the whole (B * K, V) log-probabilities.
+    """
+    per_beam = min(2 * beam_size, logits.shape[-1])
+    normaliser = logits.logsumexp(dim=-1, keepdim=True)  # (A, 1), of the logits before the bans
+    live_prefix = live.select(prefix_ids)  # (A, t)
     for ban in bans:
-        ban.ban_(prefix_ids, logits)
-    best_logits, best_tokens = _best_of_each_row(logits, beam_size)
-    return best_logits - normaliser, best_tokens
+        ban.ban_(live_prefix, logits)
+    if processors:
+        log_probs = live.expand(logits.sub_(normaliser), float("-inf"))  # (B * K, V)
+        return apply_processors(processors, prefix_ids, log_probs).topk(per_beam, dim=-1)
+    best_logits, best_tokens = logits.topk(per_beam, dim=-1)  # (A, 2K)
+    return live.expand(best_logits - normaliser, float("-inf")), live.expand(best_tokens, 0)
 
 
 def _length_penalty(config: DecodeConfig, length: int) -> float:

@@ -83,6 +83,11 @@ class MinLength:
     def ban_(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
         if len(self.min_lengths) != len(logits):
             raise ValueError(f"MinLength was built for {len(self.min_lengths)} rows but the logits have {len(logits)}")
+        if not 0 <= self.eos_id < logits.shape[-1]:
+            raise ValueError(
+                f"MinLength: eos id {self.eos_id} is outside the vocabulary of {logits.shape[-1]}; "
+                "check that the special ids come from the model's vocabulary"
+            )
         generated = prefix_ids.shape[1] - self.prompt_length
         too_short = self.min_lengths.to(logits.device) > generated  # (B,)
         logits.select(-1, self.eos_id).masked_fill_(too_short, float("-inf"))  # the eos column, in place

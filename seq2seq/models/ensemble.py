@@ -64,49 +64,39 @@ class EnsembleState:
         return EnsembleState([state.index_select(index) for state in self.members])
 
 
+@dataclass(frozen=True)
 class JointOutput:
     """The members' output layers as one linear layer over their inputs side by side.
 
     The mean of M members' logits, (1/M) sum_i (W_i f_i + b_i), is [W_1 ... W_M] / M applied to
     [f_1; ...; f_M], plus the mean bias: one (B, K_1 + ... + K_M) by (K_1 + ... + K_M, V)
     product with the arithmetic of the M separate ones, which a CPU runs faster (a wider inner
-    dimension), and no (M, B, V) stack of logits to average. The joint weights are built on
-    first use and again whenever a member's output weights move, change dtype or are written.
+    dimension), and no (M, B, V) stack of logits to average.
+
+    weight: (V, K_1 + ... + K_M); bias: (V,)
     """
 
-    def __init__(self) -> None:
-        self._key: tuple[object, ...] | None = None
-        self._weight: Tensor | None = None  # (V, K_1 + ... + K_M)
-        self._bias: Tensor | None = None  # (V,)
+    weight: Tensor
+    bias: Tensor
 
-    @staticmethod
-    def applies_to(layers: Sequence[nn.Module]) -> bool:
-        """Whether every layer is a plain ``nn.Linear`` of one dtype and vocabulary size
-        (not a quantized layer, which keeps its own product)."""
+    @classmethod
+    def of(cls, layers: Sequence[nn.Linear]) -> JointOutput | None:
+        """The joint layer of ``layers`` as their weights are now; None unless every layer is a
+        plain ``nn.Linear`` of one dtype and vocabulary size (a quantized layer keeps its own
+        product)."""
         linears = [layer for layer in layers if type(layer) is nn.Linear]
-        if len(linears) != len(layers):
-            return False
-        return len({(layer.weight.dtype, layer.out_features) for layer in linears}) == 1
+        if len(linears) != len(layers) or len({(layer.weight.dtype, layer.out_features) for layer in linears}) != 1:
+            return None
+        with torch.no_grad():
+            weight = torch.cat([layer.weight for layer in linears], dim=1) / len(linears)
+            biases: list[Tensor] = [
+                layer.weight.new_zeros(layer.out_features) if layer.bias is None else layer.bias for layer in linears
+            ]
+            return cls(weight, torch.stack(biases).mean(dim=0))
 
-    def __call__(self, layers: Sequence[nn.Linear], features: Sequence[Tensor]) -> Tensor:
+    def __call__(self, features: Sequence[Tensor]) -> Tensor:
         """features: each member's (B, K_i) output-layer inputs -> the mean (B, V) logits."""
-        weight, bias = self._joint(layers)
-        return F.linear(torch.cat(list(features), dim=-1), weight, bias)
-
-    def _joint(self, layers: Sequence[nn.Linear]) -> tuple[Tensor, Tensor]:
-        """The joint weight (V, K_1 + ... + K_M) and bias (V,), rebuilt when a member's changed."""
-        parameters = [parameter for layer in layers for parameter in layer.parameters()]
-        # _version counts in-place writes (load_state_dict copies into the same storage)
-        key = tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
-        if key != self._key or self._weight is None or self._bias is None:
-            with torch.no_grad():
-                self._weight = torch.cat([layer.weight for layer in layers], dim=1) / len(layers)
-                biases: list[Tensor] = [
-                    layer.weight.new_zeros(layer.out_features) if layer.bias is None else layer.bias for layer in layers
-                ]
-                self._bias = torch.stack(biases).mean(dim=0)
-            self._key = key
-        return self._weight, self._bias
+        return F.linear(torch.cat(list(features), dim=-1), self.weight, self.bias)
 
 
 class EnsembleDecoder:
@@ -114,7 +104,7 @@ class EnsembleDecoder:
 
     def __init__(self, decoders: Sequence[RNNDecoder]) -> None:
         self.decoders = list(decoders)
-        self.joint_output = JointOutput()
+        self.joint_output: JointOutput | None = None  # built by init_state, for the search that follows
 
     @property
     def attention(self) -> Attention | None:
@@ -122,6 +112,9 @@ class EnsembleDecoder:
         return next((decoder.attention for decoder in self.decoders if decoder.attention is not None), None)
 
     def init_state(self, encoding: EnsembleEncoding) -> EnsembleState:
+        """Every member's first state. It also joins the members' output layers as their weights
+        are now, for the steps of the search that starts here (once per batch of inputs)."""
+        self.joint_output = JointOutput.of([decoder.output for decoder in self.decoders])
         return EnsembleState([d.init_state(e) for d, e in zip(self.decoders, encoding.members)])
 
     def prime(self, target_in: Tensor, encoding: EnsembleEncoding, state: EnsembleState) -> EnsembleState:
@@ -134,17 +127,16 @@ class EnsembleDecoder:
     ) -> tuple[Tensor, EnsembleState, Tensor | None]:
         """previous: (B,). Returns the members' mean (B, V) logits (fp32), the new states and
         the members' mean (B, S) attention weights (None without attention)."""
-        output_layers = [decoder.output for decoder in self.decoders]
-        joint = JointOutput.applies_to(output_layers)
+        joint = self.joint_output
         outputs, states, weights = [], [], []
         for decoder, member_state, member_encoding in zip(self.decoders, state.members, encoding.members):
-            output, new_state, attention = decoder.step(previous, member_state, member_encoding, project=not joint)
+            output, new_state, attention = decoder.step(previous, member_state, member_encoding, project=joint is None)
             outputs.append(output)  # (B, K_i) output-layer inputs when joint, else (B, V) logits
             states.append(new_state)
             if attention is not None:
                 weights.append(attention)
-        if joint:
-            logits = self.joint_output(output_layers, outputs).float()
+        if joint is not None:
+            logits = joint(outputs).float()
         else:
             logits = torch.stack([output.float() for output in outputs]).mean(dim=0)
         return logits, EnsembleState(states), _mean_attention(weights)
