@@ -64,7 +64,7 @@ from benchmarks.common import (
     say,
     seq2seq_command,
 )
-from benchmarks.decoding_modes import ModeRun
+from benchmarks.decoding_modes import BEAM, SEARCHES, SPEED_BATCH, ModeRun
 from benchmarks.peak_memory import run_measured
 from benchmarks.peers import PEER_SCRIPTS, PeerRun, describe, mean_peer, run_peer
 
@@ -104,9 +104,6 @@ SPLIT_PREFIXES = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
 CPU = torch.device("cpu")
 ROUNDS = 2  # (comparison, default) pairs in the throughput part
 LOG_EVERY = 10  # steps per throughput record of the trainer's metrics log
-BEAM = 5
-SEARCHES = (f"beam{BEAM}", "greedy")  # how the test set is translated, as named in the figures
-SPEED_BATCH = 64  # sentences per batch of the headline translation speed, as in the comparison table
 BATCH_SIZES = (64, 128, 256)  # searched for the fastest batch size
 MIN_TRAINING_MINUTES = 0.1  # the least training a budget leaves after the process's set-up
 ENSEMBLE_CHECKPOINTS = 3  # the budgeted run's last checkpoints that decode as an ensemble
@@ -792,7 +789,7 @@ def mode_summary(modes: DecodingModes) -> list[str]:
             lines.append(
                 f"  {ensemble.mode} ({name}): BLEU {ensemble.bleu:.2f} vs the best member's {best.bleu:.2f} "
                 f"({ensemble.bleu - best.bleu:+.2f}); {ensemble.sentences_per_second:.1f} sentences/s, "
-                f"{ensemble.sentences_per_second / members[0].sentences_per_second:.2f}x one model's"
+                f"{decoding_modes.ensemble_speed_ratio(runs):.2f}x its members' mean speed alone"
             )
     lines.append(
         "  targets: int8 beam 5 >= 1.4x fp32 with BLEU within 0.3; token budget at least as fast as the best "
@@ -910,7 +907,7 @@ def mode_figures(modes: DecodingModes) -> Figures:
     ensemble, members = modes.last_checkpoints[-1], modes.last_checkpoints[:-1]
     figures["ensemble_bleu"] = ensemble.bleu
     figures["ensemble_best_member_bleu"] = max(run.bleu for run in members)
-    figures["ensemble_speed_ratio"] = ensemble.sentences_per_second / members[0].sentences_per_second
+    figures["ensemble_speed_ratio"] = decoding_modes.ensemble_speed_ratio(modes.last_checkpoints)
     if modes.seeds:
         seeds, seed_members = modes.seeds[-1], modes.seeds[:-1]
         figures["seeds_ensemble_bleu"] = seeds.bleu
