@@ -2,7 +2,7 @@
 
 - int8 (dynamic quantization): beam 5 and greedy sentences/s and BLEU against fp32;
 - batching: token budgets against fixed sentence batches, beam 5 and greedy;
-- an ensemble of checkpoints: BLEU against its best member, speed against one model.
+- an ensemble of checkpoints: BLEU against its best member, speed against its members' mean speed alone.
 
 Speeds are of ``Translator.translate_data`` over the whole test set (tokenised once; batching,
 search and detokenisation timed), after an untimed warm-up. The choices that are compared with
@@ -78,17 +78,6 @@ def warmed_up(translator: Translator, sources: list[str]) -> ParallelData:
     return data
 
 
-def int8_against_fp32(checkpoint: Path, sources: list[str], references: list[str]) -> list[ModeRun]:
-    """fp32 and int8 of one checkpoint, beam 5 and greedy at SPEED_BATCH sentences per batch, in
-    TIMING_ROUNDS rounds."""
-    jobs = []
-    for mode, quantize in (("fp32", None), ("int8", "int8")):
-        translator = Translator.from_checkpoint(checkpoint, "cpu", quantize=quantize)
-        data = warmed_up(translator, sources)
-        jobs += [job(translator, data, references, mode, search, DecodeBatching(SPEED_BATCH, 0)) for search in SEARCHES]
-    return in_rounds(jobs)
-
-
 def in_rounds(jobs: Sequence[Callable[[], ModeRun]], rounds: int = TIMING_ROUNDS) -> list[ModeRun]:
     """Each job's fastest of ``rounds`` timed runs, in the jobs' order; every other round runs
     the jobs in reverse order."""
@@ -100,6 +89,17 @@ def in_rounds(jobs: Sequence[Callable[[], ModeRun]], rounds: int = TIMING_ROUNDS
             if index not in fastest_runs or run.seconds < fastest_runs[index].seconds:
                 fastest_runs[index] = run
     return [fastest_runs[index] for index in range(len(jobs))]
+
+
+def int8_against_fp32(checkpoint: Path, sources: list[str], references: list[str]) -> list[ModeRun]:
+    """fp32 and int8 of one checkpoint, beam 5 and greedy at SPEED_BATCH sentences per batch, in
+    TIMING_ROUNDS rounds."""
+    jobs = []
+    for mode, quantize in (("fp32", None), ("int8", "int8")):
+        translator = Translator.from_checkpoint(checkpoint, "cpu", quantize=quantize)
+        data = warmed_up(translator, sources)
+        jobs += [job(translator, data, references, mode, search, DecodeBatching(SPEED_BATCH, 0)) for search in SEARCHES]
+    return in_rounds(jobs)
 
 
 def batching_runs(checkpoint: Path, sources: list[str], references: list[str]) -> list[ModeRun]:
