@@ -54,12 +54,7 @@ class BanTokens:
         return self.ban_(prefix_ids, logits.clone())
 
     def ban_(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
-        vocab_size = logits.shape[-1]
-        if self.largest_id >= vocab_size:
-            raise ValueError(
-                f"BanTokens: token id {self.largest_id} is outside the vocabulary of {vocab_size}; "
-                "check that the special ids come from the model's vocabulary"
-            )
+        _check_in_vocabulary("BanTokens: token id", self.largest_id, logits)
         return logits.index_fill_(-1, self.ids.to(logits.device), float("-inf"))
 
 
@@ -83,11 +78,7 @@ class MinLength:
     def ban_(self, prefix_ids: Tensor, logits: Tensor) -> Tensor:
         if len(self.min_lengths) != len(logits):
             raise ValueError(f"MinLength was built for {len(self.min_lengths)} rows but the logits have {len(logits)}")
-        if not 0 <= self.eos_id < logits.shape[-1]:
-            raise ValueError(
-                f"MinLength: eos id {self.eos_id} is outside the vocabulary of {logits.shape[-1]}; "
-                "check that the special ids come from the model's vocabulary"
-            )
+        _check_in_vocabulary("MinLength: eos id", self.eos_id, logits)
         generated = prefix_ids.shape[1] - self.prompt_length
         too_short = self.min_lengths.to(logits.device) > generated  # (B,)
         logits.select(-1, self.eos_id).masked_fill_(too_short, float("-inf"))  # the eos column, in place
@@ -217,3 +208,12 @@ def apply_processors(processors: Sequence[LogitsProcessor], prefix_ids: Tensor, 
     for processor in processors:
         logits = processor(prefix_ids, logits)
     return logits
+
+
+def _check_in_vocabulary(what: str, token_id: int, logits: Tensor) -> None:
+    """A clear error when ``token_id`` is no column of the (rows, V) ``logits``."""
+    if not 0 <= token_id < logits.shape[-1]:
+        raise ValueError(
+            f"{what} {token_id} is outside the vocabulary of {logits.shape[-1]}; "
+            "check that the special ids come from the model's vocabulary"
+        )

@@ -80,7 +80,7 @@ class JointOutput:
     bias: Tensor
 
     @classmethod
-    def of(cls, layers: Sequence[nn.Linear]) -> JointOutput | None:
+    def of(cls, layers: Sequence[nn.Module]) -> JointOutput | None:
         """The joint layer of ``layers`` as their weights are now; None unless every layer is a
         plain ``nn.Linear`` of one dtype and vocabulary size (a quantized layer keeps its own
         product)."""
