@@ -117,7 +117,7 @@ def test_multiplicative_attention_finds_the_matching_memory_vector(kind: str) ->
 def test_bahdanau_scores_follow_its_formula() -> None:
     attention = make_attention("bahdanau")
     queries, memory, _ = inputs("bahdanau")
-    scores = attention.score(queries, attention.prepare(memory))  # (B, T, S)
+    scores = attention.score(attention.query_layer(queries), attention.prepare(memory))  # (B, T, S)
     b, t, s = 1, 2, 3
     projected = attention.query_projection(queries[b, t]) + attention.memory_projection(memory[b, s])
     expected = attention.energy(torch.tanh(projected)).squeeze()

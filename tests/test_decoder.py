@@ -20,6 +20,7 @@ from seq2seq.models import (
 )
 from seq2seq.models.decoder import count_parameters
 from seq2seq.models.encoders import empty_source
+from seq2seq.models.stepwise_linear import StepwiseLinear
 
 VOCAB, PAD = 13, 0
 BATCH, LENGTH = 3, 7
@@ -333,6 +334,33 @@ def test_attention_step_in_a_loop_equals_forward(attention: str, input_feeding: 
     assert (state.input_feed is not None) == input_feeding
     if input_feeding:
         assert torch.allclose(state.input_feed, full_state.input_feed, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("query", ["previous", "current"])
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_input_feeding_gradients_of_forward_equal_those_of_step_in_a_loop(
+    attention: str, query: str, cell: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Teacher forcing computes each per-position weight's gradient in one product over all
+    positions (StepwiseLinear); ``step`` leaves it to autograd, one product per position."""
+    made: list[int] = []
+    original_init = StepwiseLinear.__init__
+    monkeypatch.setattr(StepwiseLinear, "__init__", lambda self, *args: made.append(1) or original_init(self, *args))
+    model = make_translator(attention, True, query, cell, layers=2)
+    source, tokens = padded_source(), random_tokens()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    full, _ = model(source, tokens)
+    full_grads = torch.autograd.grad(full.square().sum(), parameters, allow_unused=True)
+    stepwise_maps = len(made)
+    stepped, _, _ = run_steps(model, source, tokens)
+    stepped_grads = torch.autograd.grad(stepped.square().sum(), parameters, allow_unused=True)
+    # feed, 2 recurrent, 1 input (layer 2) and combine; Bahdanau's query layer too
+    assert stepwise_maps == 5 + (attention == "bahdanau") and len(made) == stepwise_maps
+    for full_grad, stepped_grad in zip(full_grads, stepped_grads, strict=True):
+        assert (full_grad is None) == (stepped_grad is None)
+        if full_grad is not None:
+            assert torch.allclose(full_grad, stepped_grad, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("input_feeding", [False, True])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -28,28 +29,42 @@ ATTENTION_TYPES = ("bahdanau", "dot", "general")
 class Attention(nn.Module):
     """Scores (B, T, S) -> masked softmax -> context. Subclasses define the keys and scores."""
 
+    @property
+    def query_layer(self) -> nn.Module | None:
+        """The linear map applied to the query before ``score``; None when the query is scored as it is."""
+        return None
+
     def prepare(self, memory: Tensor) -> Tensor:
         """The memory-only part of the score, computed once per sentence. (B, S, Hm) -> (B, S, K)"""
         raise NotImplementedError
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        """(B, T, Hq) queries and (B, S, K) keys -> (B, T, S) unnormalised scores."""
+        """(B, T, Hq') mapped queries and (B, S, K) keys -> (B, T, S) unnormalised scores."""
         raise NotImplementedError
 
     def forward(
-        self, query: Tensor, memory: Tensor, mask: Tensor | None, keys: Tensor | None = None
+        self,
+        query: Tensor,
+        memory: Tensor,
+        mask: Tensor | None,
+        keys: Tensor | None = None,
+        query_map: Callable[[Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Attend over ``memory``.
 
-        query:  (B, Hq) or (B, T, Hq)
-        memory: (B, S, Hm)
-        mask:   (B, S) True at real positions (each row needs one), or None when all are real
-        keys:   (B, S, K) from ``prepare(memory)``; computed here when not given
+        query:     (B, Hq) or (B, T, Hq)
+        memory:    (B, S, Hm)
+        mask:      (B, S) True at real positions (each row needs one), or None when all are real
+        keys:      (B, S, K) from ``prepare(memory)``; computed here when not given
+        query_map: computes ``query_layer`` on a (B, Hq) query in its place (the same function;
+                   a stepping decoder passes a ``StepwiseLinear`` while training)
         Returns context (B, [T,] Hm) and weights (B, [T,] S): each row sums to one over the
         real positions and is exactly zero on padding.
         """
         single = query.dim() == 2
-        queries = query.unsqueeze(1) if single else query  # (B, T, Hq)
+        if self.query_layer is not None:
+            query = (query_map or self.query_layer)(query)  # (B, [T,] Hq')
+        queries = query.unsqueeze(1) if single else query  # (B, T, Hq')
         if keys is None:
             keys = self.prepare(memory)
         scores = self.score(queries, keys)  # (B, T, S)
@@ -81,12 +96,16 @@ class BahdanauAttention(Attention):
         self.query_projection = nn.Linear(query_size, attention_size)
         self.energy = nn.Linear(attention_size, 1, bias=False)
 
+    @property
+    def query_layer(self) -> nn.Module:
+        return self.query_projection
+
     def prepare(self, memory: Tensor) -> Tensor:
         return self.memory_projection(memory)  # (B, S, A)
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        projected = self.query_projection(query)  # (B, T, A)
-        return additive_energies(projected, keys, self.energy.weight.squeeze(0))
+        """query: (B, T, A) the projected queries W_q q."""
+        return additive_energies(query, keys, self.energy.weight.squeeze(0))
 
 
 def additive_energies(projected: Tensor, keys: Tensor, energy: Tensor) -> Tensor:

@@ -17,7 +17,8 @@ RNN next to the embedding of token t; nothing else from attention reaches the RN
 - stepped, with input feeding, where each position needs the previous attentional vector:
   a loop over positions. The embedding's share of the first layer's input gates is one
   matrix product for all positions before the loop, and the output layer runs once on all
-  positions after it.
+  positions after it. While training, the weights used at every position are
+  ``StepwiseLinear`` maps, whose gradients are one product over all positions each.
 
 ``step`` advances one token (what decoding calls) through the same code; a test holds
 ``step`` in a loop and ``forward`` together.
@@ -37,7 +38,8 @@ from torch.nn import functional as F
 from seq2seq.config import AttentionQuery, Bridge, ConfigError, DecoderConfig, check_config
 from seq2seq.models.attention import Attention, build_attention
 from seq2seq.models.encoders import RNN_CELLS, EncoderOutput
-from seq2seq.models.recurrent_maps import FusedWeights, RecurrentMaps, StepLinears
+from seq2seq.models.recurrent_maps import FusedWeights, RecurrentMaps, StepLinears, StepwiseWeights
+from seq2seq.models.stepwise_linear import StepwiseLinear
 
 ATTENTION_QUERIES = typing.get_args(AttentionQuery)
 BRIDGES = typing.get_args(Bridge)
@@ -83,6 +85,19 @@ class DecoderState:
     @classmethod
     def from_rnn_output(cls, state: Tensor | tuple[Tensor, Tensor]) -> DecoderState:
         return cls(*state) if isinstance(state, tuple) else cls(state)
+
+
+TensorMap = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class PositionMaps:
+    """The products of one input-feeding position: the RNN's, and in place of the attention's
+    query layer and of the attentional layer ``combine``, when not None, maps computing the same."""
+
+    recurrent: RecurrentMaps
+    query: TensorMap | None = None
+    combine: TensorMap | None = None
 
 
 # One layer of one step from its input and recurrent gates: (gates, recurrent, hidden, cell) ->
@@ -274,8 +289,9 @@ class RNNDecoder(nn.Module):
         weights: Tensor | None
         if self.input_feeding:
             self._check_input_feed(state)
-            maps = self._recurrent_maps()
-            features, state, weights = self._feed_step(maps.embedding_gates(embedded), maps, state, encoder_output)
+            maps = PositionMaps(self._recurrent_maps())
+            gates = maps.recurrent.embedding_gates(embedded)  # (B, G)
+            features, state, weights = self._feed_step(gates, maps, state, encoder_output)
         else:
             features, state, weights = self._fused(embedded.unsqueeze(1), state, encoder_output)
             features = features.squeeze(1)  # (B, H)
@@ -309,8 +325,8 @@ class RNNDecoder(nn.Module):
         embedded: (B, T, E) -> features (B, T, H), the new state, weights (B, T, S).
         """
         self._check_input_feed(state)
-        maps = self._recurrent_maps()
-        gates = maps.embedding_gates(embedded)  # (B, T, G)
+        maps = self._position_maps(*embedded.shape[:2])
+        gates = maps.recurrent.embedding_gates(embedded)  # (B, T, G)
         features, weights = [], []
         for position_gates in gates.unbind(1):  # unbind, not indexing: one gradient copy, not T
             attentional, state, position_weights = self._feed_step(position_gates, maps, state, encoder_output)
@@ -318,8 +334,25 @@ class RNNDecoder(nn.Module):
             weights.append(position_weights)
         return torch.stack(features, dim=1), state, torch.stack(weights, dim=1)
 
+    def _position_maps(self, batch: int, steps: int) -> PositionMaps:
+        """The maps of a teacher-forced pass over ``steps`` positions with input feeding.
+
+        While autograd records the decoder's parameters, the per-position products are
+        ``StepwiseLinear`` maps: each weight's gradient is then one product over all positions.
+        """
+        recording = torch.is_grad_enabled() and self.combine is not None and self.combine.weight.requires_grad
+        if not recording or self.step_linears is not None:
+            return PositionMaps(self._recurrent_maps())
+        assert self.combine is not None and self.attention is not None  # input feeding needs attention
+        query_layer = self.attention.query_layer
+        return PositionMaps(
+            StepwiseWeights(self.rnn, self.embedding_size, steps, batch),
+            None if query_layer is None else _stepwise(query_layer, steps, batch),
+            _stepwise(self.combine, steps, batch),
+        )
+
     def _feed_step(
-        self, embedding_gates: Tensor, maps: RecurrentMaps, state: DecoderState, encoder_output: EncoderOutput
+        self, embedding_gates: Tensor, maps: PositionMaps, state: DecoderState, encoder_output: EncoderOutput
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One position with input feeding.
 
@@ -328,12 +361,12 @@ class RNNDecoder(nn.Module):
         """
         assert state.input_feed is not None  # the callers ran _check_input_feed
         if not self.query_is_current:
-            context, weights = self._attend(state.hidden[-1], encoder_output)
-        gates = maps.feed_gates(embedding_gates, state.input_feed)  # (B, G)
-        hidden, cell = self._cells(gates, maps, state)  # (L, B, H)
+            context, weights = self._attend(state.hidden[-1], encoder_output, maps.query)
+        gates = maps.recurrent.feed_gates(embedding_gates, state.input_feed)  # (B, G)
+        hidden, cell = self._cells(gates, maps.recurrent, state)  # (L, B, H)
         if self.query_is_current:
-            context, weights = self._attend(hidden[-1], encoder_output)
-        attentional = self._attentional(hidden[-1], context)  # (B, H)
+            context, weights = self._attend(hidden[-1], encoder_output, maps.query)
+        attentional = self._attentional(hidden[-1], context, maps.combine)  # (B, H)
         return attentional, DecoderState(hidden, cell, attentional), weights
 
     def _cells(self, first_gates: Tensor, maps: RecurrentMaps, state: DecoderState) -> tuple[Tensor, Tensor | None]:
@@ -355,18 +388,21 @@ class RNNDecoder(nn.Module):
                 cells.append(cell)
         return torch.stack(hiddens), None if state.cell is None else torch.stack(cells)
 
-    def _attend(self, query: Tensor, encoder_output: EncoderOutput) -> tuple[Tensor, Tensor]:
+    def _attend(
+        self, query: Tensor, encoder_output: EncoderOutput, query_map: TensorMap | None = None
+    ) -> tuple[Tensor, Tensor]:
         """query: (B, [T,] H) -> context (B, [T,] Hm), weights (B, [T,] S)"""
         assert self.attention is not None  # called only by a decoder with attention
-        context, weights = self.attention(query, encoder_output.memory, encoder_output.mask, encoder_output.keys)
+        memory, mask, keys = encoder_output.memory, encoder_output.mask, encoder_output.keys
+        context, weights = self.attention(query, memory, mask, keys, query_map)
         if self.gate is not None:
             context = torch.sigmoid(self.gate(query)) * context  # (B, [T,] 1) scales each context
         return context, weights
 
-    def _attentional(self, rnn_out: Tensor, context: Tensor) -> Tensor:
+    def _attentional(self, rnn_out: Tensor, context: Tensor, combine: TensorMap | None = None) -> Tensor:
         """tanh(W [h; c]): (B, [T,] H) and (B, [T,] Hm) -> (B, [T,] H)"""
         assert self.combine is not None  # called only by a decoder with attention
-        return torch.tanh(self.combine(torch.cat([rnn_out, context], dim=-1)))
+        return torch.tanh((combine or self.combine)(torch.cat([rnn_out, context], dim=-1)))
 
     def _check_input_feed(self, state: DecoderState) -> None:
         if state.input_feed is None:
@@ -408,6 +444,12 @@ def _check_config(config: DecoderConfig, memory_size: int | None, summary_size: 
             f"decoder.bridge=copy needs the encoder summary size ({summary_size}) to equal "
             f"decoder.hidden_size ({config.hidden_size}); use decoder.bridge=linear or make them equal"
         )
+
+
+def _stepwise(layer: nn.Module, steps: int, batch: int) -> StepwiseLinear:
+    """``layer`` (an ``nn.Linear``) as a ``StepwiseLinear`` over ``steps`` positions of ``batch`` rows."""
+    assert isinstance(layer, nn.Linear)  # training runs the float layers
+    return StepwiseLinear(layer.weight, layer.bias, steps, batch)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from seq2seq.models.stepwise_linear import StepwiseLinear
+
 
 class RecurrentMaps(Protocol):
     """The four products of one position (sizes: E embedding, H hidden, G gates)."""
@@ -77,6 +79,36 @@ class FusedWeights:
 
     def recurrent_gates(self, layer: int, hidden: Tensor) -> Tensor:
         return F.linear(hidden, _parameter(self.rnn, f"weight_hh_l{layer}"), _parameter(self.rnn, f"bias_hh_l{layer}"))
+
+
+class StepwiseWeights:
+    """The products with the fused module's parameters over a pass of ``steps`` positions that
+    autograd records: each per-position weight gets its gradient from one product over all
+    positions (``seq2seq.models.stepwise_linear``), not from one per position."""
+
+    def __init__(self, rnn: nn.RNNBase, embedding_size: int, steps: int, batch: int) -> None:
+        self._fused = FusedWeights.of(rnn, embedding_size)
+        self._feed = StepwiseLinear(self._fused.feed_weight, None, steps, batch)
+        self._inputs = [
+            StepwiseLinear(_parameter(rnn, f"weight_ih_l{layer}"), _parameter(rnn, f"bias_ih_l{layer}"), steps, batch)
+            for layer in range(1, rnn.num_layers)
+        ]
+        self._recurrent = [
+            StepwiseLinear(_parameter(rnn, f"weight_hh_l{layer}"), _parameter(rnn, f"bias_hh_l{layer}"), steps, batch)
+            for layer in range(rnn.num_layers)
+        ]
+
+    def embedding_gates(self, embedded: Tensor) -> Tensor:
+        return self._fused.embedding_gates(embedded)
+
+    def feed_gates(self, gates: Tensor, feed: Tensor) -> Tensor:
+        return gates + self._feed(feed)
+
+    def input_gates(self, layer: int, below: Tensor) -> Tensor:
+        return self._inputs[layer - 1](below)
+
+    def recurrent_gates(self, layer: int, hidden: Tensor) -> Tensor:
+        return self._recurrent[layer](hidden)
 
 
 def _parameter(rnn: nn.RNNBase, name: str) -> Tensor:
