@@ -124,6 +124,20 @@ def test_bahdanau_scores_follow_its_formula() -> None:
     assert torch.allclose(scores[b, t, s], expected, atol=1e-6)
 
 
+def test_bahdanau_gives_the_same_weights_in_inference_mode_without_gradients_and_with_them() -> None:
+    """The hidden layer's workspace is reused across these modes (an inference tensor could not be)."""
+    attention = make_attention("bahdanau")
+    queries, memory, mask = inputs("bahdanau")
+    with torch.inference_mode():
+        _, inferred = attention(queries, memory, mask)
+    with torch.no_grad():
+        _, plain = attention(queries, memory, mask)
+    _, recorded = attention(queries, memory, mask)
+    recorded.sum().backward()
+    assert torch.equal(inferred, plain)
+    assert torch.allclose(recorded, plain, atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ATTENTION_TYPES)
 def test_gradients_reach_the_query_memory_and_parameters(kind: str) -> None:
     attention = make_attention(kind, *sizes(kind))

@@ -37,6 +37,7 @@ from torch.nn import functional as F
 
 from seq2seq.config import AttentionQuery, Bridge, ConfigError, DecoderConfig, check_config
 from seq2seq.models.attention import Attention, build_attention
+from seq2seq.models.blocked_linear import blocked_linear
 from seq2seq.models.encoders import RNN_CELLS, EncoderOutput
 from seq2seq.models.recurrent_maps import FusedWeights, RecurrentMaps, StepLinears, StepwiseWeights
 from seq2seq.models.stepwise_linear import StepwiseLinear
@@ -413,7 +414,10 @@ class RNNDecoder(nn.Module):
 
     def _project(self, features: Tensor) -> Tensor:
         """(B, [T,] H) -> (B, [T,] V)"""
-        return self.output(self._output_features(features))
+        features = self._output_features(features)
+        if type(self.output) is not nn.Linear:  # a quantized layer
+            return typing.cast(Tensor, self.output(features))
+        return blocked_linear(features, self.output.weight, self.output.bias)
 
     def _output_features(self, features: Tensor) -> Tensor:
         """The output layer's inputs: (B, [T,] H) -> (B, [T,] H_out), dropout applied."""

@@ -16,9 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from seq2seq.models.blocked_linear import blocked_linear
 
 CHUNK_ELEMENTS = 1 << 21  # logits per chunk: 8 MiB in fp32
 
@@ -101,7 +102,7 @@ def _chunk_loss(
     chunk: slice,
 ) -> Tensor:
     """The summed loss of one chunk of rows; with ``grads``, adds the chunk's gradients to them."""
-    logits = F.linear(rows, weight, bias)  # (n, V)
+    logits = blocked_linear(rows, weight, bias)  # (n, V)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision: softmax in fp32
     kept = targets != ignore_index  # (n,)
     safe_targets = targets.masked_fill(~kept, 0).unsqueeze(1)  # (n, 1)
