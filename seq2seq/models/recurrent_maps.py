@@ -75,10 +75,10 @@ class FusedWeights:
         return torch.addmm(gates, feed, self.feed_weight.t())
 
     def input_gates(self, layer: int, below: Tensor) -> Tensor:
-        return F.linear(below, _parameter(self.rnn, f"weight_ih_l{layer}"), _parameter(self.rnn, f"bias_ih_l{layer}"))
+        return F.linear(below, *_layer_weights(self.rnn, "ih", layer))
 
     def recurrent_gates(self, layer: int, hidden: Tensor) -> Tensor:
-        return F.linear(hidden, _parameter(self.rnn, f"weight_hh_l{layer}"), _parameter(self.rnn, f"bias_hh_l{layer}"))
+        return F.linear(hidden, *_layer_weights(self.rnn, "hh", layer))
 
 
 class StepwiseWeights:
@@ -90,12 +90,10 @@ class StepwiseWeights:
         self._fused = FusedWeights.of(rnn, embedding_size)
         self._feed = StepwiseLinear(self._fused.feed_weight, None, steps, batch)
         self._inputs = [
-            StepwiseLinear(_parameter(rnn, f"weight_ih_l{layer}"), _parameter(rnn, f"bias_ih_l{layer}"), steps, batch)
-            for layer in range(1, rnn.num_layers)
+            StepwiseLinear(*_layer_weights(rnn, "ih", layer), steps, batch) for layer in range(1, rnn.num_layers)
         ]
         self._recurrent = [
-            StepwiseLinear(_parameter(rnn, f"weight_hh_l{layer}"), _parameter(rnn, f"bias_hh_l{layer}"), steps, batch)
-            for layer in range(rnn.num_layers)
+            StepwiseLinear(*_layer_weights(rnn, "hh", layer), steps, batch) for layer in range(rnn.num_layers)
         ]
 
     def embedding_gates(self, embedded: Tensor) -> Tensor:
@@ -109,6 +107,11 @@ class StepwiseWeights:
 
     def recurrent_gates(self, layer: int, hidden: Tensor) -> Tensor:
         return self._recurrent[layer](hidden)
+
+
+def _layer_weights(rnn: nn.RNNBase, kind: str, layer: int) -> tuple[Tensor, Tensor]:
+    """The (G, in) weight and (G,) bias of ``layer``'s input (``kind`` "ih") or recurrent ("hh") gates."""
+    return _parameter(rnn, f"weight_{kind}_l{layer}"), _parameter(rnn, f"bias_{kind}_l{layer}")
 
 
 def _parameter(rnn: nn.RNNBase, name: str) -> Tensor:
@@ -130,14 +133,8 @@ class StepLinears(nn.Module):
         first = _parameter(rnn, "weight_ih_l0")  # (G, E + H)
         self.embedding = _linear_of(first[:, :embedding_size], _parameter(rnn, "bias_ih_l0"))
         self.feed = _linear_of(first[:, embedding_size:], None)
-        self.inputs = nn.ModuleList(
-            _linear_of(_parameter(rnn, f"weight_ih_l{layer}"), _parameter(rnn, f"bias_ih_l{layer}"))
-            for layer in range(1, rnn.num_layers)
-        )
-        self.recurrent = nn.ModuleList(
-            _linear_of(_parameter(rnn, f"weight_hh_l{layer}"), _parameter(rnn, f"bias_hh_l{layer}"))
-            for layer in range(rnn.num_layers)
-        )
+        self.inputs = nn.ModuleList(_linear_of(*_layer_weights(rnn, "ih", layer)) for layer in range(1, rnn.num_layers))
+        self.recurrent = nn.ModuleList(_linear_of(*_layer_weights(rnn, "hh", layer)) for layer in range(rnn.num_layers))
 
     def embedding_gates(self, embedded: Tensor) -> Tensor:
         return typing.cast(Tensor, self.embedding(embedded))
