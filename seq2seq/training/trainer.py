@@ -30,7 +30,7 @@ from seq2seq.checkpoint import CheckpointManager, ResumePoint, find_resume_point
 from seq2seq.config import TrainConfig, check_config
 from seq2seq.data.text_files import DataError
 from seq2seq.devices import resolve_precision
-from seq2seq.training.host_memory import keep_triton_out_without_cuda
+from seq2seq.training.host_memory import keep_dynamo_out_without_cuda, keep_triton_out_without_cuda, step_optimizer
 from seq2seq.training.metrics_log import MetricsLog, plot_training_curve
 from seq2seq.training.runtime import Runtime, any_process, gather_objects
 from seq2seq.training.schedule import learning_rate
@@ -338,7 +338,7 @@ class Trainer:
         if config.clip_grad_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
         try:
-            self.optimizer.step()
+            step_optimizer(self.optimizer)
         except RuntimeError as error:  # an update too large for the weights' dtype
             if "overflow" not in str(error):
                 raise
@@ -492,6 +492,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     if config.optimizer not in optimizers:
         raise ValueError(f"train.optimizer must be one of {sorted(optimizers)}, got {config.optimizer!r}")
     keep_triton_out_without_cuda()  # building a torch.optim optimizer would import it (see host_memory)
+    keep_dynamo_out_without_cuda()  # and torch._dynamo, to no use without compiling
     parameters = list(model.parameters())
     fused = all(parameter.device.type in FUSED_OPTIMIZER_DEVICES for parameter in parameters)
     return optimizers[config.optimizer](
