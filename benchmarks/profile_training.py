@@ -49,6 +49,7 @@ from seq2seq.models import build_translation_model
 from seq2seq.run_configs import TranslationConfig
 from seq2seq.text import Vocab
 from seq2seq.training.runtime import Runtime
+from seq2seq.training.host_memory import step_optimizer
 from seq2seq.training.trainer import build_optimizer
 from seq2seq.training.translation_task import TranslationTask, task_of, training_batcher
 
@@ -103,7 +104,7 @@ def train_steps(training: Training, batches: Iterator[Batch], steps: int) -> Non
         training.optimizer.zero_grad(set_to_none=True)
         training.task.batch_loss(training.model, batch).loss.backward()
         nn.utils.clip_grad_norm_(training.model.parameters(), training.clip)
-        training.optimizer.step()
+        step_optimizer(training.optimizer)
 
 
 @dataclass
