@@ -77,7 +77,9 @@ def test_an_empty_file_says_why_that_matters(tmp_path: Path) -> None:
         read_text(path, empty="there is nothing to score")
 
 
-@pytest.mark.parametrize("content", [b"plain text, not gzip\n", gzip.compress(b"cut short" * 50)[:20]])
+@pytest.mark.parametrize(
+    "content", [b"plain text, not gzip\n", gzip.compress(b"cut short" * 50)[:20]], ids=["not-gzip", "cut-short"]
+)
 def test_broken_gzip_file_names_the_file(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "broken.txt.gz"
     path.write_bytes(content)
