@@ -48,8 +48,8 @@ from seq2seq.data.parallel import Batch, load_parallel_corpus, make_tokenizers
 from seq2seq.models import build_translation_model
 from seq2seq.run_configs import TranslationConfig
 from seq2seq.text import Vocab
-from seq2seq.training.runtime import Runtime
 from seq2seq.training.host_memory import step_optimizer
+from seq2seq.training.runtime import Runtime
 from seq2seq.training.trainer import build_optimizer
 from seq2seq.training.translation_task import TranslationTask, task_of, training_batcher
 

@@ -25,8 +25,9 @@ import it only to keep ``torch.compile`` from tracing their methods, and we neve
 Their ``step`` imports it in a wrapper that turns gradients off; the other methods through
 ``torch._disable_dynamo``, whose wrapper imports it once and caches, on the method it wraps, the
 function to call. On a machine without a CUDA device that cache is filled beforehand with the
-method itself, and ``step_optimizer`` calls the step method under ``torch.no_grad()``, as the
-wrapper would: the same arithmetic without the compiler's import. Where torch's wrappers differ
+method itself, and ``step_optimizer`` calls the step method with gradients off, as the
+wrapper would: the same arithmetic without the compiler's import (torch's optimizer step hooks,
+which the trainer does not use, are not run). Where torch's wrappers differ
 from what this expects, nothing is changed and the compiler is imported as before.
 """
 
@@ -49,7 +50,7 @@ _M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
 
 # The Optimizer methods wrapped by torch._disable_dynamo, and the attribute where that wrapper
 # caches, on the method it wraps, the function it calls (torch/_compile.py).
-DYNAMO_WRAPPED_METHODS = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+_DYNAMO_WRAPPED_METHODS = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
 _DYNAMO_DISABLE_CACHE = "__dynamo_disable"
 
 
@@ -83,7 +84,7 @@ def keep_dynamo_out_without_cuda() -> bool:
     Their steps then go through ``step_optimizer``."""
     if torch.cuda.is_available() or "torch._dynamo" in sys.modules:
         return False
-    methods = [getattr(getattr(Optimizer, name), "__wrapped__", None) for name in DYNAMO_WRAPPED_METHODS]
+    methods = [getattr(getattr(Optimizer, name), "__wrapped__", None) for name in _DYNAMO_WRAPPED_METHODS]
     if any(method is None for method in methods):
         return False
     for method in methods:
