@@ -28,7 +28,9 @@ function to call. On a machine without a CUDA device that cache is filled before
 method itself, and ``step_optimizer`` calls the step method with gradients off, as the
 wrapper would: the same arithmetic without the compiler's import (torch's optimizer step hooks,
 which the trainer does not use, are not run). Where torch's wrappers differ
-from what this expects, nothing is changed and the compiler is imported as before.
+from what this expects, nothing is changed and the compiler is imported as before. The filled
+cache lasts for the process: a program that trains through the API on such a machine and
+later compiles an optimizer's methods itself has them traced by the compiler, not skipped.
 """
 
 from __future__ import annotations
