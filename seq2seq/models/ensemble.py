@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.models.attention import Attention
-from seq2seq.models.blocked_linear import blocked_linear
 from seq2seq.models.decoder import DecoderState, RNNDecoder
 from seq2seq.models.encoders import EncoderOutput
+from seq2seq.models.onednn_linear import onednn_linear
 from seq2seq.models.seq2seq import Seq2Seq
 
 
@@ -96,7 +96,7 @@ class JointOutput:
 
     def __call__(self, features: Sequence[Tensor]) -> Tensor:
         """features: each member's (B, K_i) output-layer inputs -> the mean (B, V) logits."""
-        return blocked_linear(torch.cat(list(features), dim=-1), self.weight, self.bias)
+        return onednn_linear(torch.cat(list(features), dim=-1), self.weight, self.bias)
 
 
 class EnsembleDecoder:

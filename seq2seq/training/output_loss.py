@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from seq2seq.models.blocked_linear import blocked_linear
+from seq2seq.models.onednn_linear import onednn_linear
 
 CHUNK_ELEMENTS = 1 << 21  # logits per chunk: 8 MiB in fp32
 
@@ -102,7 +102,7 @@ def _chunk_loss(
     chunk: slice,
 ) -> Tensor:
     """The summed loss of one chunk of rows; with ``grads``, adds the chunk's gradients to them."""
-    logits = blocked_linear(rows, weight, bias)  # (n, V)
+    logits = onednn_linear(rows, weight, bias)  # (n, V)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision: softmax in fp32
     kept = targets != ignore_index  # (n,)
     safe_targets = targets.masked_fill(~kept, 0).unsqueeze(1)  # (n, 1)
