@@ -41,21 +41,6 @@ def test_separate_step_weights_compute_what_the_fused_weights_do(cell: str, inpu
     torch.testing.assert_close(fused.scores, separate.scores)
 
 
-def test_a_loaded_input_feeding_decoder_steps_with_its_own_weight_copies(tmp_path: Path) -> None:
-    data = write_corpus(tmp_path / "data")
-    settings = [*TINY_TRANSLATE, *data, "decoder.attention=bahdanau", "decoder.input_feeding=true", "train.max_steps=5"]
-    train("translate", "multi30k_de_en", settings, tmp_path / "run")
-    translator = Translator.from_checkpoint(tmp_path / "run", device="cpu")
-    decoder = translator.model.decoder
-    assert isinstance(decoder, RNNDecoder) and decoder.step_linears is not None
-    lines, _ = make_pairs(6, seed=3)
-    separate = translator.translate(lines, beam=3)
-    decoder.step_linears = None  # back to the fused module's weights
-    fused = translator.translate(lines, beam=3)
-    assert [result.text for result in separate] == [result.text for result in fused]
-    assert [result.score for result in separate] == pytest.approx([result.score for result in fused], abs=1e-4)
-
-
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("input_feeding", [False, True])
 def test_int8_quantizes_every_linear_and_recurrent_layer_and_stays_close(cell: str, input_feeding: bool) -> None:

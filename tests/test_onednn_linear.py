@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
-from seq2seq.models.onednn_linear import apply_linear, computes_with_onednn, onednn_available, onednn_linear
-from seq2seq.quantization import quantize_int8
+from seq2seq.decoding import generate
+from seq2seq.models.onednn_linear import computes_with_onednn, onednn_available, onednn_linear, padded_row_count
+from tests.test_ensemble import BEAM, GREEDY, SPECIAL, sources, tiny_translation_model
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this PyTorch build has no oneDNN linear kernel")
 
@@ -53,14 +54,29 @@ def test_f_linear_where_the_kernel_does_not_apply(case: str) -> None:
 
 
 @needs_onednn
-def test_apply_linear_runs_a_plain_layer_through_onednn_and_a_quantized_one_as_it_is() -> None:
+def test_rows_are_padded_to_few_counts_and_the_result_keeps_the_given_rows() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 5)).eval()
-    inputs = torch.randn(4, 8)
-    with torch.inference_mode():
-        result, ran = ran_onednn_kernel(lambda: apply_linear(model[0], inputs))
-        assert ran and torch.allclose(result, model[0](inputs), atol=1e-6)
-        quantize_int8(model)
-        assert type(model[0]) is not nn.Linear
-        result, ran = ran_onednn_kernel(lambda: apply_linear(model[0], inputs))
-        assert not ran and torch.equal(result, model[0](inputs))
+    inputs, weight, bias = torch.randn(17, 24), torch.randn(37, 24), torch.randn(37)
+    assert padded_row_count(17) == 18
+    result = onednn_linear(inputs, weight, bias)
+    assert result.shape == (17, 37) and result.is_contiguous()
+    assert torch.allclose(result, F.linear(inputs, weight, bias), atol=1e-5)
+
+
+def test_padded_row_counts_add_at_most_an_eighth_and_are_eight_per_doubling() -> None:
+    counts = (1, 7, 8, 15, 16, 17, 320, 321, 529)
+    assert [padded_row_count(rows) for rows in counts] == [1, 7, 8, 15, 16, 18, 320, 352, 576]
+    for octave in range(4, 12):
+        rows = range(1 << octave, 2 << octave)
+        padded = [padded_row_count(count) for count in rows]
+        assert all(count <= padded_count <= count * 9 / 8 for count, padded_count in zip(rows, padded))
+        assert len(set(padded) - {2 << octave}) == 8  # 8 counts within the doubling, and its end
+
+
+@needs_onednn
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_decoding_runs_the_output_layer_through_onednn(method: str) -> None:
+    model = tiny_translation_model(0, input_feeding=True)
+    config = GREEDY if method == "greedy" else BEAM
+    _, ran = ran_onednn_kernel(lambda: generate(model, sources(), config, SPECIAL))
+    assert ran

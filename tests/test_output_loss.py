@@ -128,3 +128,9 @@ def test_label_smoothing_out_of_range_is_refused() -> None:
     layer, features, targets = layer_and_inputs()
     with pytest.raises(ValueError, match="label_smoothing"):
         output_cross_entropy(features, layer, targets, label_smoothing=1.0)
+
+
+def test_chunks_hold_a_power_of_two_rows_within_the_chunk_size() -> None:
+    assert output_loss.chunk_rows(3964) == 512  # 529 rows would fit: 512 need no padding in onednn_linear
+    assert output_loss.chunk_rows(output_loss.CHUNK_ELEMENTS) == 1
+    assert output_loss.chunk_rows(10 * output_loss.CHUNK_ELEMENTS) == 1

@@ -15,7 +15,6 @@ from seq2seq.config import from_dict
 from seq2seq.devices import resolve_device
 from seq2seq.inference.numerics import with_numerics
 from seq2seq.models import Seq2Seq
-from seq2seq.models.decoder import RNNDecoder
 from seq2seq.models.ensemble import Ensemble
 from seq2seq.run_configs import METADATA_ENTRIES, TASK_CONFIGS, upgrade_config
 from seq2seq.text.tokenizers import canonical_descriptions
@@ -117,13 +116,8 @@ ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 def ready_for_decoding(model: ModelT, run: TrainedRun, device: torch.device) -> ModelT:
-    """``model`` with the checkpoint's weights, on ``device``, in eval mode; a decoder with input
-    feeding steps with its own copies of its RNN weights (``RNNDecoder.separate_step_weights``),
-    which the CPU multiplies faster than the fused module's column slices."""
+    """``model`` with the checkpoint's weights, on ``device``, in eval mode."""
     load_weights(run.directory, model, device)
-    for module in model.modules():
-        if isinstance(module, RNNDecoder):
-            module.separate_step_weights()
     return model.to(device).eval()
 
 

@@ -23,8 +23,6 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from seq2seq.models.onednn_linear import apply_linear
-
 ATTENTION_TYPES = ("bahdanau", "dot", "general")
 
 
@@ -65,8 +63,7 @@ class Attention(nn.Module):
         """
         single = query.dim() == 2
         if self.query_layer is not None:
-            layer = self.query_layer
-            query = query_map(query) if query_map is not None else apply_linear(layer, query)  # (B, [T,] Hq')
+            query = (query_map or self.query_layer)(query)  # (B, [T,] Hq')
         queries = query.unsqueeze(1) if single else query  # (B, T, Hq')
         if keys is None:
             keys = self.prepare(memory)
@@ -104,7 +101,7 @@ class BahdanauAttention(Attention):
         return self.query_projection
 
     def prepare(self, memory: Tensor) -> Tensor:
-        return apply_linear(self.memory_projection, memory)  # (B, S, A)
+        return self.memory_projection(memory)  # (B, S, A)
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         """query: (B, T, A) the projected queries W_q q."""
@@ -202,7 +199,7 @@ class GeneralAttention(DotAttention):
         self.memory_projection = nn.Linear(memory_size, query_size, bias=False)
 
     def prepare(self, memory: Tensor) -> Tensor:
-        return apply_linear(self.memory_projection, memory)  # (B, S, Hq)
+        return self.memory_projection(memory)  # (B, S, Hq)
 
 
 def build_attention(kind: str, query_size: int, memory_size: int) -> Attention:

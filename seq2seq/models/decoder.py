@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from seq2seq.config import AttentionQuery, Bridge, ConfigError, DecoderConfig, check_config
 from seq2seq.models.attention import Attention, build_attention
 from seq2seq.models.encoders import RNN_CELLS, EncoderOutput
-from seq2seq.models.onednn_linear import apply_linear
+from seq2seq.models.onednn_linear import onednn_linear
 from seq2seq.models.recurrent_maps import FusedWeights, RecurrentMaps, StepLinears, StepwiseWeights
 from seq2seq.models.stepwise_linear import StepwiseLinear
 
@@ -199,11 +199,9 @@ class RNNDecoder(nn.Module):
 
     def separate_step_weights(self) -> None:
         """Copies the RNN's weights into ``step_linears``, which input feeding then steps with:
-        contiguous weights, which the CPU multiplies faster than the fused weights' column
-        slices, in linear modules that dynamic quantization converts (for decoding; training
-        keeps updating the fused module's weights, so a model to train must not call this).
-        Once made, the copies stay."""
-        if self.input_feeding and self.step_linears is None:
+        linear modules that dynamic quantization converts (for decoding; training keeps
+        updating the fused module's weights, so a model to train must not call this)."""
+        if self.input_feeding:
             self.step_linears = StepLinears(self.rnn, self.embedding_size)
 
     def _recurrent_maps(self) -> RecurrentMaps:
@@ -405,8 +403,7 @@ class RNNDecoder(nn.Module):
     def _attentional(self, rnn_out: Tensor, context: Tensor, combine: TensorMap | None = None) -> Tensor:
         """tanh(W [h; c]): (B, [T,] H) and (B, [T,] Hm) -> (B, [T,] H)"""
         assert self.combine is not None  # called only by a decoder with attention
-        inputs = torch.cat([rnn_out, context], dim=-1)
-        return torch.tanh(combine(inputs) if combine is not None else apply_linear(self.combine, inputs))
+        return torch.tanh((combine or self.combine)(torch.cat([rnn_out, context], dim=-1)))
 
     def _check_input_feed(self, state: DecoderState) -> None:
         if state.input_feed is None:
@@ -417,12 +414,15 @@ class RNNDecoder(nn.Module):
 
     def _project(self, features: Tensor) -> Tensor:
         """(B, [T,] H) -> (B, [T,] V)"""
-        return apply_linear(self.output, self._output_features(features))
+        features = self._output_features(features)
+        if type(self.output) is not nn.Linear:  # a quantized layer
+            return typing.cast(Tensor, self.output(features))
+        return onednn_linear(features, self.output.weight, self.output.bias)
 
     def _output_features(self, features: Tensor) -> Tensor:
         """The output layer's inputs: (B, [T,] H) -> (B, [T,] H_out), dropout applied."""
         features = self.output_dropout(features)
-        return features if self.pre_output is None else apply_linear(self.pre_output, features)
+        return features if self.pre_output is None else self.pre_output(features)
 
 
 def _check_config(config: DecoderConfig, memory_size: int | None, summary_size: int | None) -> None:

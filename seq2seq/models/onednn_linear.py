@@ -1,14 +1,21 @@
-"""Linear layers through oneDNN's fp32 matrix kernels on the CPU, where they are faster.
+"""The output layer through oneDNN's fp32 matrix kernel on the CPU, where it is faster.
 
-PyTorch multiplies fp32 matrices on the CPU with MKL. At the shapes of a decoding step MKL is
-slow where the weight is wide: on a 2-core AVX2 CPU one (64, 512) x (512, 3,964) output-layer
-product ran at 48-63 GFLOP/s, where oneDNN's linear kernel (the one PyTorch's compiler calls)
-ran the same product at 90-97; at 320 rows (beam 5) 80 against 130; the narrower products of
-the recurrent step 88-98 against 98-102. ``onednn_linear`` computes ``F.linear`` with that
-kernel wherever it applies: fp32 tensors on the CPU, outside autograd and autocast, a
-contiguous weight (oneDNN reads a strided one hundreds of times slower), and a PyTorch build
-with oneDNN. Anywhere else it is ``F.linear``. The results equal ``F.linear``'s up to the
-order of the additions.
+PyTorch multiplies fp32 matrices on the CPU with MKL, which is slow where the weight is as
+wide as a vocabulary: on a 2-core AVX2 CPU one (64, 512) x (512, 3,964) output-layer product
+ran at 48-63 GFLOP/s, where oneDNN's linear kernel (the one PyTorch's compiler calls) ran it
+at 90-97, and at 320 rows (beam 5) at 130 against 80. For the narrower products of a
+recurrent step the two were level inside a decoding loop, so only the output layer uses it.
+
+``onednn_linear`` computes ``F.linear`` with that kernel wherever it applies: fp32 tensors on
+the CPU, outside autograd and autocast, a contiguous weight (oneDNN reads a strided one
+hundreds of times slower), and a PyTorch build with oneDNN; anywhere else it is ``F.linear``.
+The results equal ``F.linear``'s up to the order of the additions.
+
+oneDNN builds and caches a kernel for every row count it sees, about 0.6 MB each for a
+(512, 3,964) weight, and keeps up to 1,024 of them: a search whose batch shrinks step by step
+would hold hundreds. So the rows are padded with zeros to a count with at most
+``SIGNIFICANT_BITS`` significant bits (at most 1/8 more rows), which leaves 8 row counts per
+doubling.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
+
+SIGNIFICANT_BITS = 4  # of the padded row count: 8 counts per doubling, at most 1/8 more rows
 
 
 def onednn_linear(inputs: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -25,15 +34,18 @@ def onednn_linear(inputs: Tensor, weight: Tensor, bias: Tensor | None = None) ->
     if not computes_with_onednn(inputs, weight, bias):
         return F.linear(inputs, weight, bias)
     rows = inputs.reshape(-1, inputs.shape[-1])  # (N, in)
-    result = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")  # (N, out)
-    return result.reshape(*inputs.shape[:-1], weight.shape[0])
+    count = rows.shape[0]
+    padding = padded_row_count(count) - count
+    if padding:
+        rows = torch.cat([rows, rows.new_zeros(padding, rows.shape[1])])  # (N', in)
+    result = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")  # (N', out)
+    return result[:count].reshape(*inputs.shape[:-1], weight.shape[0])
 
 
-def apply_linear(layer: nn.Module, inputs: Tensor) -> Tensor:
-    """``layer(inputs)``, a plain ``nn.Linear`` through ``onednn_linear`` (a quantized one as it is)."""
-    if type(layer) is nn.Linear:
-        return onednn_linear(inputs, layer.weight, layer.bias)
-    return layer(inputs)
+def padded_row_count(rows: int) -> int:
+    """``rows`` rounded up to a number with at most SIGNIFICANT_BITS significant bits."""
+    step = 1 << max(0, rows.bit_length() - SIGNIFICANT_BITS)
+    return -(-rows // step) * step
 
 
 def computes_with_onednn(inputs: Tensor, weight: Tensor, bias: Tensor | None) -> bool:

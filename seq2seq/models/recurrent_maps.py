@@ -26,7 +26,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from seq2seq.models.onednn_linear import apply_linear
 from seq2seq.models.stepwise_linear import StepwiseLinear
 
 
@@ -138,16 +137,16 @@ class StepLinears(nn.Module):
         self.recurrent = nn.ModuleList(_linear_of(*_layer_weights(rnn, "hh", layer)) for layer in range(rnn.num_layers))
 
     def embedding_gates(self, embedded: Tensor) -> Tensor:
-        return apply_linear(self.embedding, embedded)
+        return typing.cast(Tensor, self.embedding(embedded))
 
     def feed_gates(self, gates: Tensor, feed: Tensor) -> Tensor:
-        return gates + apply_linear(self.feed, feed)
+        return gates + self.feed(feed)
 
     def input_gates(self, layer: int, below: Tensor) -> Tensor:
-        return apply_linear(self.inputs[layer - 1], below)
+        return typing.cast(Tensor, self.inputs[layer - 1](below))
 
     def recurrent_gates(self, layer: int, hidden: Tensor) -> Tensor:
-        return apply_linear(self.recurrent[layer], hidden)
+        return typing.cast(Tensor, self.recurrent[layer](hidden))
 
 
 def _linear_of(weight: Tensor, bias: Tensor | None) -> nn.Linear:

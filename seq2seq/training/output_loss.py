@@ -67,7 +67,7 @@ class _ChunkedOutputCrossEntropy(torch.autograd.Function):
     ) -> Tensor:
         grads = _Gradients(rows, weight, bias) if wants_gradient else None
         total = rows.new_zeros((), dtype=torch.promote_types(rows.dtype, torch.float32))
-        step = max(1, CHUNK_ELEMENTS // weight.shape[0])
+        step = chunk_rows(weight.shape[0])
         for start in range(0, rows.shape[0], step):
             chunk = slice(start, start + step)
             total += _chunk_loss(rows[chunk], weight, bias, targets[chunk], ignore_index, label_smoothing, grads, chunk)
@@ -80,6 +80,13 @@ class _ChunkedOutputCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_total: Tensor) -> tuple[Tensor | None, ...]:
         grad_rows, grad_weight, grad_bias = (grad * grad_total for grad in ctx.saved_tensors)
         return grad_rows, grad_weight, grad_bias, None, None, None, None
+
+
+def chunk_rows(outputs: int) -> int:
+    """Rows of logits per chunk for ``outputs`` logits per row: at most CHUNK_ELEMENTS logits,
+    and a power of two, which ``onednn_linear`` runs without padding."""
+    most = max(1, CHUNK_ELEMENTS // outputs)
+    return 1 << (most.bit_length() - 1)
 
 
 class _Gradients:
