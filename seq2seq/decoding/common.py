@@ -265,8 +265,9 @@ def source_lengths(encoder_output: EncodedInputs) -> Tensor:
 
 @contextmanager
 def onednn_disabled() -> Iterator[None]:
-    """Turns off oneDNN (mkldnn) while stepping: its CPU RNN kernels cost several times more
-    than the native ones when called one token at a time."""
+    """Turns off PyTorch's oneDNN (mkldnn) paths while stepping: its CPU RNN kernels cost several
+    times more than the native ones when called one token at a time. The output layer calls
+    oneDNN's linear kernel itself (``seq2seq.models.onednn_linear``), which this leaves on."""
     enabled = torch.backends.mkldnn.enabled
     # torch.backends.mkldnn swaps itself for a module object whose ``enabled`` is a settable
     # property; its stub types the name as the ContextProp descriptor.
