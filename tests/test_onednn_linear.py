@@ -58,7 +58,10 @@ def test_rows_are_padded_to_few_counts_and_the_result_keeps_the_given_rows() -> 
     torch.manual_seed(0)
     inputs, weight, bias = torch.randn(17, 24), torch.randn(37, 24), torch.randn(37)
     assert padded_row_count(17) == 18
-    result = onednn_linear(inputs, weight, bias)
+    with torch.profiler.profile(record_shapes=True) as profiler:
+        result = onednn_linear(inputs, weight, bias)
+    kernel_inputs = [event.input_shapes[0] for event in profiler.events() if "_linear_pointwise" in event.name]
+    assert kernel_inputs == [[18, 24]]  # the kernel multiplied 18 rows
     assert result.shape == (17, 37) and result.is_contiguous()
     assert torch.allclose(result, F.linear(inputs, weight, bias), atol=1e-5)
 
