@@ -1,6 +1,8 @@
-"""Tests for seq2seq.models.onednn_linear: linear layers through oneDNN's fp32 kernels on the CPU."""
+"""Tests for seq2seq.models.onednn_linear: the output layer through oneDNN's fp32 kernel on the CPU."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -14,10 +16,10 @@ from tests.test_ensemble import BEAM, GREEDY, SPECIAL, sources, tiny_translation
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this PyTorch build has no oneDNN linear kernel")
 
 
-def ran_onednn_kernel(compute: object) -> tuple[Tensor, bool]:
+def ran_onednn_kernel(compute: Callable[[], object]) -> tuple[object, bool]:
     """The result of ``compute()`` and whether oneDNN's linear kernel ran for it."""
     with torch.profiler.profile() as profiler:
-        result = compute()  # type: ignore[operator]
+        result = compute()
     return result, any("_linear_pointwise" in event.name for event in profiler.events())
 
 
@@ -30,7 +32,7 @@ def test_equals_f_linear_through_the_onednn_kernel(shape: tuple[int, ...], with_
     bias = torch.randn(37) if with_bias else None
     assert computes_with_onednn(inputs, weight, bias)
     result, ran = ran_onednn_kernel(lambda: onednn_linear(inputs, weight, bias))
-    assert ran
+    assert ran and isinstance(result, Tensor)
     expected = F.linear(inputs, weight, bias)
     assert result.shape == expected.shape
     assert torch.allclose(result, expected, atol=1e-5)
@@ -48,9 +50,18 @@ def test_f_linear_where_the_kernel_does_not_apply(case: str) -> None:
         assert not computes_with_onednn(inputs, weight, bias)
         result, ran = ran_onednn_kernel(lambda: onednn_linear(inputs, weight, bias))
         expected = F.linear(inputs, weight, bias)
-    assert not ran
+    assert not ran and isinstance(result, Tensor)
     assert torch.equal(result, expected)
     assert (result.grad_fn is not None) == (case == "recording gradients")
+
+
+@pytest.mark.parametrize("mismatch", ["inputs", "bias"])
+def test_mismatched_sizes_get_f_linears_error(mismatch: str) -> None:
+    inputs = torch.randn(4, 7 if mismatch == "inputs" else 8)
+    weight, bias = torch.randn(5, 8), torch.randn(6 if mismatch == "bias" else 5)
+    assert not computes_with_onednn(inputs, weight, bias)
+    with pytest.raises(RuntimeError, match="shape|size"):
+        onednn_linear(inputs, weight, bias)
 
 
 @needs_onednn

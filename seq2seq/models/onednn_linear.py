@@ -35,9 +35,7 @@ def onednn_linear(inputs: Tensor, weight: Tensor, bias: Tensor | None = None) ->
         return F.linear(inputs, weight, bias)
     rows = inputs.reshape(-1, inputs.shape[-1])  # (N, in)
     count = rows.shape[0]
-    padding = padded_row_count(count) - count
-    if padding:
-        rows = torch.cat([rows, rows.new_zeros(padding, rows.shape[1])])  # (N', in)
+    rows = F.pad(rows, (0, 0, 0, padded_row_count(count) - count))  # (N', in), zero rows appended
     result = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")  # (N', out)
     return result[:count].reshape(*inputs.shape[:-1], weight.shape[0])
 
@@ -58,7 +56,8 @@ def computes_with_onednn(inputs: Tensor, weight: Tensor, bias: Tensor | None) ->
         and not torch.is_autocast_enabled("cpu")
         and weight.dim() == 2
         and weight.is_contiguous()
-        and (bias is None or bias.is_contiguous())
+        and inputs.shape[-1] == weight.shape[1]  # else F.linear says which sizes differ
+        and (bias is None or (bias.shape == weight.shape[:1] and bias.is_contiguous()))
         and inputs.numel() > 0
         and onednn_available()
     )
