@@ -35,7 +35,9 @@ def onednn_linear(inputs: Tensor, weight: Tensor, bias: Tensor | None = None) ->
         return F.linear(inputs, weight, bias)
     rows = inputs.reshape(-1, inputs.shape[-1])  # (N, in)
     count = rows.shape[0]
-    rows = F.pad(rows, (0, 0, 0, padded_row_count(count) - count))  # (N', in), zero rows appended
+    padding = padded_row_count(count) - count
+    if padding:  # F.pad copies even when it adds nothing
+        rows = F.pad(rows, (0, 0, 0, padding))  # (N', in), zero rows appended
     result = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")  # (N', out)
     return result[:count].reshape(*inputs.shape[:-1], weight.shape[0])
 
