@@ -18,6 +18,7 @@ from seq2seq.models import (
     build_language_model,
     build_translation_model,
 )
+from seq2seq.models import decoder as decoder_module
 from seq2seq.models.decoder import count_parameters
 from seq2seq.models.encoders import empty_source
 from seq2seq.models.stepwise_linear import StepwiseLinear
@@ -629,3 +630,48 @@ def test_unprojected_forward_returns_what_the_output_layer_reads(tie: bool) -> N
     assert features.shape[-1] == model.decoder.output.in_features
     assert torch.allclose(model.decoder.output(features), logits, atol=1e-6)
     assert torch.equal(state.hidden, unprojected_state.hidden)
+
+
+# --- the embedding gates folded into a table for decoding -------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_folded_embedding_gates_decode_as_the_products_do(cell: str) -> None:
+    model = make_translator("bahdanau", input_feeding=True, cell=cell, layers=2)
+    source, tokens = padded_source(), random_tokens()
+    with torch.no_grad():
+        computed, _, computed_state = run_steps(model, source, tokens)
+        model.decoder.fold_embedding_gates()
+        embedding_calls = count_calls(model.decoder.embedding)
+        looked_up, _, looked_up_state = run_steps(model, source, tokens)
+    gates = model.decoder.rnn.weight_ih_l0.shape[0]
+    assert model.decoder.embedding_gate_table is not None
+    assert model.decoder.embedding_gate_table.shape == (VOCAB, gates)
+    assert embedding_calls == [0]  # the steps read the table, not the embedding
+    assert torch.allclose(looked_up, computed, atol=1e-6)
+    assert_states_close(looked_up_state, computed_state)
+
+
+def test_the_gate_table_is_dropped_for_training_and_follows_the_dtype() -> None:
+    model = make_translator("bahdanau", input_feeding=True)
+    model.decoder.fold_embedding_gates()
+    model.to(torch.float64)
+    assert model.decoder.embedding_gate_table is not None
+    assert model.decoder.embedding_gate_table.dtype == torch.float64
+    assert "decoder.embedding_gate_table" not in model.state_dict()  # checkpoints do not carry it
+    model.train()
+    assert model.decoder.embedding_gate_table is None
+
+
+def test_no_gate_table_without_input_feeding_or_beyond_its_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    fused = make_translator("bahdanau", input_feeding=False)
+    fused.decoder.fold_embedding_gates()
+    assert fused.decoder.embedding_gate_table is None
+    stepped = make_translator("bahdanau", input_feeding=True)
+    table_bytes = VOCAB * stepped.decoder.rnn.weight_ih_l0.shape[0] * 4
+    monkeypatch.setattr(decoder_module, "GATE_TABLE_MAX_BYTES", table_bytes - 1)
+    stepped.decoder.fold_embedding_gates()
+    assert stepped.decoder.embedding_gate_table is None
+    monkeypatch.setattr(decoder_module, "GATE_TABLE_MAX_BYTES", table_bytes)
+    stepped.decoder.fold_embedding_gates()
+    assert stepped.decoder.embedding_gate_table is not None

@@ -96,18 +96,27 @@ def test_bf16_decoding_keeps_scores_in_fp32() -> None:
 def translation_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("numerics_translate")
     data = write_corpus(folder / "data")
-    train("translate", "multi30k_de_en", [*TINY_TRANSLATE, *data, "train.max_steps=30"], folder / "run")
+    # The comparison model feeds its attentional vector back, so its decoder folds its embedding gates.
+    train("translate", "multi30k_de_en_comparison", [*TINY_TRANSLATE, *data, "train.max_steps=30"], folder / "run")
     return folder / "run"
+
+
+def gate_table_dtype(translator: Translator) -> torch.dtype | None:
+    decoder = translator.model.decoder
+    assert isinstance(decoder, RNNDecoder)
+    return None if decoder.embedding_gate_table is None else decoder.embedding_gate_table.dtype
 
 
 def test_translator_decodes_in_int8_and_bf16(translation_run: Path) -> None:
     lines, _ = make_pairs(8, seed=5)
-    fp32 = Translator.from_checkpoint(translation_run, device="cpu").translate(lines, beam=3)
+    fp32_translator = Translator.from_checkpoint(translation_run, device="cpu")
+    assert gate_table_dtype(fp32_translator) == torch.float32
+    fp32 = fp32_translator.translate(lines, beam=3)
     int8 = Translator.from_checkpoint(translation_run, device="cpu", quantize="int8")
-    assert quantized_layer_names(int8.model)
+    assert quantized_layer_names(int8.model) and gate_table_dtype(int8) == torch.float32
     assert [result.source for result in int8.translate(lines, beam=3)] == lines
     bf16 = Translator.from_checkpoint(translation_run, device="cpu", dtype="bfloat16")
-    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16 and gate_table_dtype(bf16) == torch.bfloat16
     assert len(bf16.translate(lines, beam=3)) == len(fp32)
 
 

@@ -15,6 +15,7 @@ from seq2seq.config import from_dict
 from seq2seq.devices import resolve_device
 from seq2seq.inference.numerics import with_numerics
 from seq2seq.models import Seq2Seq
+from seq2seq.models.decoder import RNNDecoder
 from seq2seq.models.ensemble import Ensemble
 from seq2seq.run_configs import METADATA_ENTRIES, TASK_CONFIGS, upgrade_config
 from seq2seq.text.tokenizers import canonical_descriptions
@@ -116,9 +117,14 @@ ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 def ready_for_decoding(model: ModelT, run: TrainedRun, device: torch.device) -> ModelT:
-    """``model`` with the checkpoint's weights, on ``device``, in eval mode."""
+    """``model`` with the checkpoint's weights, on ``device``, in eval mode, its decoder's
+    embedding gates folded into a table (``RNNDecoder.fold_embedding_gates``)."""
     load_weights(run.directory, model, device)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    for module in model.modules():
+        if isinstance(module, RNNDecoder):
+            module.fold_embedding_gates()
+    return model
 
 
 class LoadedModel:

@@ -21,7 +21,9 @@ RNN next to the embedding of token t; nothing else from attention reaches the RN
   ``StepwiseLinear`` maps, whose gradients are one product over all positions each.
 
 ``step`` advances one token (what decoding calls) through the same code; a test holds
-``step`` in a loop and ``forward`` together.
+``step`` in a loop and ``forward`` together. A decoder loaded for decoding with input feeding
+looks each token's embedding gates up in a table made once (``fold_embedding_gates``), which
+saves a product per step.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from seq2seq.models.stepwise_linear import StepwiseLinear
 
 ATTENTION_QUERIES = typing.get_args(AttentionQuery)
 BRIDGES = typing.get_args(Bridge)
+#: The largest table of per-token input gates that ``fold_embedding_gates`` builds (vocab x gates).
+GATE_TABLE_MAX_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -196,6 +200,30 @@ class RNNDecoder(nn.Module):
         if config.tie_embeddings:
             self.output.weight = self.embedding.weight
         self.step_linears: StepLinears | None = None
+        # (V, G) the first layer's input gates of every token, once fold_embedding_gates made them.
+        self.embedding_gate_table: Tensor | None
+        self.register_buffer("embedding_gate_table", None, persistent=False)
+
+    def fold_embedding_gates(self) -> None:
+        """For decoding: computes the embedding's share of the first layer's input gates for every
+        token of the vocabulary at once, so that each input-feeding step looks its tokens' gates
+        up in place of a (B, E) x (E, G) product. The table follows the model's ``to()``; it is
+        dropped when the decoder is set to train (its weights may then change), and not made
+        when it would exceed ``GATE_TABLE_MAX_BYTES``."""
+        if not self.input_feeding:
+            return  # the fused RNN computes its input gates itself
+        weight = self.embedding.weight  # (V, E)
+        fused = FusedWeights.of(self.rnn, self.embedding_size)
+        gates = fused.embedding_weight.shape[0]
+        if weight.shape[0] * gates * weight.element_size() > GATE_TABLE_MAX_BYTES:
+            return
+        with torch.no_grad():
+            self.embedding_gate_table = fused.embedding_gates(weight)  # (V, G)
+
+    def train(self, mode: bool = True) -> RNNDecoder:
+        if mode:
+            self.embedding_gate_table = None
+        return super().train(mode)
 
     def separate_step_weights(self) -> None:
         """Copies the RNN's weights into ``step_linears``, which input feeding then steps with:
@@ -286,19 +314,26 @@ class RNNDecoder(nn.Module):
         (for an ensemble that runs its members' output layers as one product).
         """
         encoder_output = self.prepare(encoder_output)
-        embedded = self.embedding_dropout(self.embedding(previous))  # (B, E)
         weights: Tensor | None
         if self.input_feeding:
             self._check_input_feed(state)
             maps = PositionMaps(self._recurrent_maps())
-            gates = maps.recurrent.embedding_gates(embedded)  # (B, G)
+            gates = self._step_embedding_gates(previous, maps.recurrent)  # (B, G)
             features, state, weights = self._feed_step(gates, maps, state, encoder_output)
         else:
+            embedded = self.embedding_dropout(self.embedding(previous))  # (B, E)
             features, state, weights = self._fused(embedded.unsqueeze(1), state, encoder_output)
             features = features.squeeze(1)  # (B, H)
             weights = None if weights is None else weights.squeeze(1)  # (B, S)
         outputs = self._project(features) if project else self._output_features(features)
         return outputs, state, weights
+
+    def _step_embedding_gates(self, previous: Tensor, maps: RecurrentMaps) -> Tensor:
+        """(B,) tokens -> (B, G) their share of the first layer's input gates, bias included:
+        looked up in the folded table when there is one, else computed."""
+        if self.embedding_gate_table is not None and not self.training:
+            return self.embedding_gate_table.index_select(0, previous)
+        return maps.embedding_gates(self.embedding_dropout(self.embedding(previous)))
 
     def _fused(
         self, embedded: Tensor, state: DecoderState, encoder_output: EncoderOutput
