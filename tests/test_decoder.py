@@ -635,21 +635,43 @@ def test_unprojected_forward_returns_what_the_output_layer_reads(tie: bool) -> N
 # --- the embedding gates folded into a table for decoding -------------------------------------
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_folded_embedding_gates_decode_as_the_products_do(cell: str) -> None:
-    model = make_translator("bahdanau", input_feeding=True, cell=cell, layers=2)
+@pytest.mark.parametrize(
+    ("attention", "input_feeding", "cell"),
+    [("bahdanau", True, "gru"), ("bahdanau", True, "lstm"), ("general", False, "gru"), ("dot", False, "lstm")],
+)
+def test_folded_embedding_gates_decode_as_the_products_do(attention: str, input_feeding: bool, cell: str) -> None:
+    model = make_translator(attention, input_feeding, cell=cell, layers=2)
     source, tokens = padded_source(), random_tokens()
     with torch.no_grad():
-        computed, _, computed_state = run_steps(model, source, tokens)
+        computed, computed_weights, computed_state = run_steps(model, source, tokens)
         model.decoder.fold_embedding_gates()
-        embedding_calls = count_calls(model.decoder.embedding)
-        looked_up, _, looked_up_state = run_steps(model, source, tokens)
+        embedding_calls, rnn_calls = count_calls(model.decoder.embedding), count_calls(model.decoder.rnn)
+        looked_up, looked_up_weights, looked_up_state = run_steps(model, source, tokens)
     gates = model.decoder.rnn.weight_ih_l0.shape[0]
     assert model.decoder.embedding_gate_table is not None
     assert model.decoder.embedding_gate_table.shape == (VOCAB, gates)
-    assert embedding_calls == [0]  # the steps read the table, not the embedding
+    assert embedding_calls == [0] and rnn_calls == [0]  # the steps read the table and run the cells themselves
     assert torch.allclose(looked_up, computed, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(looked_up_weights, computed_weights))
     assert_states_close(looked_up_state, computed_state)
+    assert (looked_up_state.input_feed is None) == (not input_feeding)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_folded_decoder_without_attention_steps_as_the_fused_rnn_does(cell: str) -> None:
+    decoder = make_decoder(cell, layers=2)
+    tokens = random_tokens()
+    with torch.no_grad():
+        fused, fused_state = decoder(tokens, no_input())
+        decoder.fold_embedding_gates()
+        state = decoder.init_state(no_input())
+        logits = []
+        for position in range(tokens.shape[1]):
+            step_logits, state, weights = decoder.step(tokens[:, position], state, no_input())
+            logits.append(step_logits)
+            assert weights is None
+    assert torch.allclose(torch.stack(logits, dim=1), fused, atol=1e-5)
+    assert_states_close(state, fused_state)
 
 
 def test_the_gate_table_is_dropped_for_training_and_follows_the_dtype() -> None:
@@ -663,15 +685,12 @@ def test_the_gate_table_is_dropped_for_training_and_follows_the_dtype() -> None:
     assert model.decoder.embedding_gate_table is None
 
 
-def test_no_gate_table_without_input_feeding_or_beyond_its_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    fused = make_translator("bahdanau", input_feeding=False)
-    fused.decoder.fold_embedding_gates()
-    assert fused.decoder.embedding_gate_table is None
-    stepped = make_translator("bahdanau", input_feeding=True)
-    table_bytes = VOCAB * stepped.decoder.rnn.weight_ih_l0.shape[0] * 4
+def test_no_gate_table_beyond_its_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make_translator("bahdanau", input_feeding=True)
+    table_bytes = VOCAB * model.decoder.rnn.weight_ih_l0.shape[0] * 4
     monkeypatch.setattr(decoder_module, "GATE_TABLE_MAX_BYTES", table_bytes - 1)
-    stepped.decoder.fold_embedding_gates()
-    assert stepped.decoder.embedding_gate_table is None
+    model.decoder.fold_embedding_gates()
+    assert model.decoder.embedding_gate_table is None
     monkeypatch.setattr(decoder_module, "GATE_TABLE_MAX_BYTES", table_bytes)
-    stepped.decoder.fold_embedding_gates()
-    assert stepped.decoder.embedding_gate_table is not None
+    model.decoder.fold_embedding_gates()
+    assert model.decoder.embedding_gate_table is not None

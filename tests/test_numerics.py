@@ -63,6 +63,31 @@ def test_int8_quantizes_every_linear_and_recurrent_layer_and_stays_close(cell: s
     assert found.tokens.shape[0] == 3 and torch.isfinite(found.scores).all()
 
 
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_int8_steps_a_folded_decoder_through_quantized_copies_of_its_rnn(input_feeding: bool) -> None:
+    model = tiny_translation_model(0, input_feeding)
+    model.decoder.fold_embedding_gates()
+    source = sources()
+    previous = torch.full((source.shape[0],), SPECIAL.bos)
+
+    def first_step_logits() -> torch.Tensor:
+        with torch.inference_mode():
+            encoded = model.encode(source)
+            return model.decoder.step(previous, model.decoder.init_state(encoded), encoded)[0]
+
+    fp32_logits = first_step_logits()
+    quantize_int8(model)
+    assert model.decoder.embedding_gate_table is not None and model.decoder.step_linears is not None
+    assert {"decoder.rnn", "decoder.step_linears.recurrent.0"} <= quantized_layer_names(model)
+    rnn_calls = [0]
+    model.decoder.rnn.register_forward_hook(lambda *_: rnn_calls.__setitem__(0, rnn_calls[0] + 1))
+    int8_logits = first_step_logits()
+    assert rnn_calls == [0]  # the step runs the quantized copies, not the fused module
+    assert (int8_logits - fp32_logits).abs().max() < 0.05 * fp32_logits.abs().max()
+    found = generate(model, source, BEAM, SPECIAL)
+    assert torch.isfinite(found.scores[:, 0]).all()
+
+
 def test_int8_says_why_where_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
     assert choose_engine(["none", "onednn", "fbgemm", "x86"]) == "x86" and choose_engine(["qnnpack"]) == "qnnpack"
     with pytest.raises(QuantizationUnavailable, match="no int8 CPU engine.*drop --int8"):

@@ -21,9 +21,9 @@ RNN next to the embedding of token t; nothing else from attention reaches the RN
   ``StepwiseLinear`` maps, whose gradients are one product over all positions each.
 
 ``step`` advances one token (what decoding calls) through the same code; a test holds
-``step`` in a loop and ``forward`` together. A decoder loaded for decoding with input feeding
-looks each token's embedding gates up in a table made once (``fold_embedding_gates``), which
-saves a product per step.
+``step`` in a loop and ``forward`` together. A decoder loaded for decoding looks each token's
+share of the first layer's input gates up in a table made once (``fold_embedding_gates``) and
+runs its cells through the per-position products, which saves a product per step.
 """
 
 from __future__ import annotations
@@ -206,12 +206,12 @@ class RNNDecoder(nn.Module):
 
     def fold_embedding_gates(self) -> None:
         """For decoding: computes the embedding's share of the first layer's input gates for every
-        token of the vocabulary at once, so that each input-feeding step looks its tokens' gates
-        up in place of a (B, E) x (E, G) product. The table follows the model's ``to()``; it is
-        dropped when the decoder is set to train (its weights may then change), and not made
-        when it would exceed ``GATE_TABLE_MAX_BYTES``."""
-        if not self.input_feeding:
-            return  # the fused RNN computes its input gates itself
+        token of the vocabulary at once, so that each step looks its tokens' gates up in place of
+        a (B, E) x (E, G) product. The table follows the model's ``to()``; it is dropped when the
+        decoder is set to train (its weights may then change), and not made when it would exceed
+        ``GATE_TABLE_MAX_BYTES`` or once the RNN is quantized (fold first, then quantize)."""
+        if not isinstance(self.rnn, nn.RNNBase):
+            return  # a quantized RNN: its weights are no longer floats to fold
         weight = self.embedding.weight  # (V, E)
         fused = FusedWeights.of(self.rnn, self.embedding_size)
         gates = fused.embedding_weight.shape[0]
@@ -226,10 +226,11 @@ class RNNDecoder(nn.Module):
         return super().train(mode)
 
     def separate_step_weights(self) -> None:
-        """Copies the RNN's weights into ``step_linears``, which input feeding then steps with:
-        linear modules that dynamic quantization converts (for decoding; training keeps
-        updating the fused module's weights, so a model to train must not call this)."""
-        if self.input_feeding:
+        """Copies the RNN's weights into ``step_linears``, which the steps of input feeding and
+        of a folded decoder then run: linear modules that dynamic quantization converts (for
+        decoding; training keeps updating the fused module's weights, so a model to train must
+        not call this)."""
+        if self.input_feeding or self.embedding_gate_table is not None:
             self.step_linears = StepLinears(self.rnn, self.embedding_size)
 
     def _recurrent_maps(self) -> RecurrentMaps:
@@ -315,11 +316,12 @@ class RNNDecoder(nn.Module):
         """
         encoder_output = self.prepare(encoder_output)
         weights: Tensor | None
-        if self.input_feeding:
-            self._check_input_feed(state)
+        if self.input_feeding or self._looks_up_gates():
+            if self.input_feeding:
+                self._check_input_feed(state)
             maps = PositionMaps(self._recurrent_maps())
             gates = self._step_embedding_gates(previous, maps.recurrent)  # (B, G)
-            features, state, weights = self._feed_step(gates, maps, state, encoder_output)
+            features, state, weights = self._position_step(gates, maps, state, encoder_output)
         else:
             embedded = self.embedding_dropout(self.embedding(previous))  # (B, E)
             features, state, weights = self._fused(embedded.unsqueeze(1), state, encoder_output)
@@ -328,10 +330,14 @@ class RNNDecoder(nn.Module):
         outputs = self._project(features) if project else self._output_features(features)
         return outputs, state, weights
 
+    def _looks_up_gates(self) -> bool:
+        """Whether steps read their embedding gates from the folded table."""
+        return self.embedding_gate_table is not None and not self.training
+
     def _step_embedding_gates(self, previous: Tensor, maps: RecurrentMaps) -> Tensor:
         """(B,) tokens -> (B, G) their share of the first layer's input gates, bias included:
         looked up in the folded table when there is one, else computed."""
-        if self.embedding_gate_table is not None and not self.training:
+        if self.embedding_gate_table is not None and self._looks_up_gates():
             return self.embedding_gate_table.index_select(0, previous)
         return maps.embedding_gates(self.embedding_dropout(self.embedding(previous)))
 
@@ -365,7 +371,8 @@ class RNNDecoder(nn.Module):
         gates = maps.recurrent.embedding_gates(embedded)  # (B, T, G)
         features, weights = [], []
         for position_gates in gates.unbind(1):  # unbind, not indexing: one gradient copy, not T
-            attentional, state, position_weights = self._feed_step(position_gates, maps, state, encoder_output)
+            attentional, state, position_weights = self._position_step(position_gates, maps, state, encoder_output)
+            assert position_weights is not None  # input feeding needs attention
             features.append(attentional)
             weights.append(position_weights)
         return torch.stack(features, dim=1), state, torch.stack(weights, dim=1)
@@ -387,23 +394,28 @@ class RNNDecoder(nn.Module):
             _stepwise(self.combine, steps, batch),
         )
 
-    def _feed_step(
+    def _position_step(
         self, embedding_gates: Tensor, maps: PositionMaps, state: DecoderState, encoder_output: EncoderOutput
-    ) -> tuple[Tensor, DecoderState, Tensor]:
-        """One position with input feeding.
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """One position through the per-position products: every position with input feeding,
+        and a decoding step that looked its embedding gates up.
 
         embedding_gates: (B, G) the embedding's share of the first layer's input gates, bias
-        included. Returns the attentional vector (B, H), the new state and weights (B, S).
+        included. Returns the features (B, H) (the attentional vector, or the top RNN output
+        without attention), the new state and weights (B, S) or None without attention.
         """
-        assert state.input_feed is not None  # the callers ran _check_input_feed
-        if not self.query_is_current:
+        if self.attention is not None and not self.query_is_current:
             context, weights = self._attend(state.hidden[-1], encoder_output, maps.query)
-        gates = maps.recurrent.feed_gates(embedding_gates, state.input_feed)  # (B, G)
+        gates = embedding_gates
+        if state.input_feed is not None:
+            gates = maps.recurrent.feed_gates(gates, state.input_feed)  # (B, G)
         hidden, cell = self._cells(gates, maps.recurrent, state)  # (L, B, H)
+        if self.attention is None:
+            return hidden[-1], DecoderState(hidden, cell), None
         if self.query_is_current:
             context, weights = self._attend(hidden[-1], encoder_output, maps.query)
         attentional = self._attentional(hidden[-1], context, maps.combine)  # (B, H)
-        return attentional, DecoderState(hidden, cell, attentional), weights
+        return attentional, DecoderState(hidden, cell, attentional if self.input_feeding else None), weights
 
     def _cells(self, first_gates: Tensor, maps: RecurrentMaps, state: DecoderState) -> tuple[Tensor, Tensor | None]:
         """Every layer for one position.

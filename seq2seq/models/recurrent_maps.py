@@ -123,7 +123,7 @@ class StepLinears(nn.Module):
     """Copies of a fused RNN's weights as ``nn.Linear`` modules, for dynamic quantization.
 
     embedding: the first layer's embedding columns (E -> G, input bias)
-    feed:      the first layer's input-feed columns (H -> G, no bias)
+    feed:      the first layer's input-feed columns (H -> G, no bias); None without input feeding
     inputs:    layers 1.. (H -> G each)
     recurrent: every layer (H -> G each)
     """
@@ -132,7 +132,7 @@ class StepLinears(nn.Module):
         super().__init__()
         first = _parameter(rnn, "weight_ih_l0")  # (G, E + H)
         self.embedding = _linear_of(first[:, :embedding_size], _parameter(rnn, "bias_ih_l0"))
-        self.feed = _linear_of(first[:, embedding_size:], None)
+        self.feed = _linear_of(first[:, embedding_size:], None) if first.shape[1] > embedding_size else None
         self.inputs = nn.ModuleList(_linear_of(*_layer_weights(rnn, "ih", layer)) for layer in range(1, rnn.num_layers))
         self.recurrent = nn.ModuleList(_linear_of(*_layer_weights(rnn, "hh", layer)) for layer in range(rnn.num_layers))
 
@@ -140,6 +140,8 @@ class StepLinears(nn.Module):
         return typing.cast(Tensor, self.embedding(embedded))
 
     def feed_gates(self, gates: Tensor, feed: Tensor) -> Tensor:
+        if self.feed is None:
+            raise ValueError("this decoder's RNN reads no input feed: its first layer has only the embedding's columns")
         return gates + self.feed(feed)
 
     def input_gates(self, layer: int, below: Tensor) -> Tensor:
