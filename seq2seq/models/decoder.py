@@ -341,8 +341,9 @@ class RNNDecoder(nn.Module):
     def _step_embedding_gates(self, previous: Tensor, maps: RecurrentMaps) -> Tensor:
         """(B,) tokens -> (B, G) their share of the first layer's input gates, bias included:
         looked up in the folded table when there is one, else computed."""
-        if self.embedding_gate_table is not None and self._looks_up_gates():
-            return self.embedding_gate_table.index_select(0, previous)
+        table = self.embedding_gate_table
+        if table is not None and not self.training:
+            return table.index_select(0, previous)
         return maps.embedding_gates(self.embedding_dropout(self.embedding(previous)))
 
     def _fused(
