@@ -121,6 +121,25 @@ def test_eos_stops_a_sequence_and_pads_after() -> None:
         assert (tokens[length:] == SPECIAL.pad).all()
 
 
+def test_on_the_cpu_a_finished_row_leaves_the_decoders_batch_at_the_next_step() -> None:
+    model = boost(tiny_model(), [SPECIAL.eos], 2.0)
+    rows_per_step = []
+    step = model.decoder.step
+
+    def counting_step(previous: Tensor, *args: object, **kwargs: object) -> tuple:
+        rows_per_step.append(len(previous))
+        return step(previous, *args, **kwargs)
+
+    model.decoder.step = counting_step  # type: ignore[method-assign]
+    hyps = run(model, DecodeConfig(max_length=30, num_samples=8, seed=0))
+    lengths = hyps.lengths.flatten()
+    assert len(set(lengths.tolist())) > 2  # rows finished at several steps
+    unfinished_before_step = [int((lengths > step).sum()) for step in range(len(rows_per_step))]
+    assert rows_per_step == unfinished_before_step
+    assert common.finished_check_interval(torch.device("cpu")) == 1
+    assert common.finished_check_interval(torch.device("cuda")) == common.GPU_FINISHED_CHECK_INTERVAL > 1
+
+
 def test_scores_are_raw_log_probabilities_of_the_tokens() -> None:
     model = boost(tiny_model(), [SPECIAL.eos], 1.0)
     prefix = word_prefix(batch_size=2, length=3)

@@ -32,11 +32,11 @@ from torch import Tensor
 
 from seq2seq.config import DecodeConfig
 from seq2seq.decoding.common import (
-    FINISHED_CHECK_INTERVAL,
     DecodingModel,
     Hypotheses,
     LiveRows,
     SpecialIds,
+    finished_check_interval,
     length_limits,
     onednn_disabled,
     prime_decoder,
@@ -80,6 +80,7 @@ def beam_search(
 
     previous = primed.prefix[:, -1]  # (B * K,)
     live = LiveRows.every(len(previous), previous.device)
+    check_interval = finished_check_interval(previous.device)
     with onednn_disabled():
         for step in range(steps):
             logits, state, attention = model.decoder.step(live.select(previous), state, encoder_output)  # (A, V)
@@ -91,7 +92,7 @@ def beam_search(
             rows = beams.advance(step, best_scores, best_tokens, attention, special.eos, last_step == step, penalty)
             state = state.index_select(live.follow(rows))
             previous = beams.tokens[-1].view(-1)  # (B * K,)
-            if (step + 1) % FINISHED_CHECK_INTERVAL == 0:
+            if (step + 1) % check_interval == 0:
                 if bool(beams.done.all()):
                     break
                 live, kept = live.without(beams.done.repeat_interleave(beam_size))

@@ -18,11 +18,11 @@ from torch import Tensor
 
 from seq2seq.config import DecodeConfig
 from seq2seq.decoding.common import (
-    FINISHED_CHECK_INTERVAL,
     DecodingModel,
     Hypotheses,
     LiveRows,
     SpecialIds,
+    finished_check_interval,
     length_limits,
     onednn_disabled,
     prime_decoder,
@@ -64,6 +64,7 @@ def greedy_or_sample(
 
     previous = primed.prefix[:, -1]  # (B * N,)
     live = LiveRows.every(len(previous), device)
+    check_interval = finished_check_interval(device)
     with onednn_disabled():
         for step in range(steps):
             logits, state, attention = model.decoder.step(live.select(previous), state, encoder_output)  # (A, V)
@@ -77,7 +78,7 @@ def greedy_or_sample(
             if should_stop is not None:
                 progress.finished |= _checked_stop(should_stop(progress.generated(step + 1)), len(token))
             previous = token
-            if (step + 1) % FINISHED_CHECK_INTERVAL == 0:
+            if (step + 1) % check_interval == 0:
                 if bool(progress.finished.all()):
                     break
                 live, kept = live.without(progress.finished)
