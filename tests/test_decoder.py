@@ -644,9 +644,13 @@ def test_folded_embedding_gates_decode_as_the_products_do(attention: str, input_
     source, tokens = padded_source(), random_tokens()
     with torch.no_grad():
         computed, computed_weights, computed_state = run_steps(model, source, tokens)
+        forced, _ = model(source, tokens)
         model.decoder.fold_embedding_gates()
         embedding_calls, rnn_calls = count_calls(model.decoder.embedding), count_calls(model.decoder.rnn)
         looked_up, looked_up_weights, looked_up_state = run_steps(model, source, tokens)
+        if input_feeding:  # teacher forcing with input feeding reads the table as well
+            forced_looked_up, _ = model(source, tokens)
+            assert torch.allclose(forced_looked_up, forced, atol=1e-5)
     gates = model.decoder.rnn.weight_ih_l0.shape[0]
     assert model.decoder.embedding_gate_table is not None
     assert model.decoder.embedding_gate_table.shape == (VOCAB, gates)
@@ -675,6 +679,13 @@ def test_the_gate_table_is_dropped_for_training_and_follows_the_dtype() -> None:
     assert model.decoder.embedding_gate_table.dtype == torch.float64
     assert "decoder.embedding_gate_table" not in model.state_dict()  # checkpoints do not carry it
     model.train()
+    assert model.decoder.embedding_gate_table is None
+
+
+def test_folding_a_decoder_in_training_mode_is_refused() -> None:
+    model = make_translator("bahdanau", input_feeding=True).train()
+    with pytest.raises(RuntimeError, match=r"call model.eval\(\) first"):
+        model.decoder.fold_embedding_gates()
     assert model.decoder.embedding_gate_table is None
 
 

@@ -78,7 +78,9 @@ def test_int8_steps_a_folded_decoder_through_quantized_copies_of_its_rnn(input_f
     fp32_logits = first_step_logits()
     quantize_int8(model)
     assert model.decoder.embedding_gate_table is not None and model.decoder.step_linears is not None
-    assert {"decoder.rnn", "decoder.step_linears.recurrent.0"} <= quantized_layer_names(model)
+    names = quantized_layer_names(model)
+    assert {"decoder.rnn", "decoder.step_linears.recurrent.0"} <= names
+    assert "decoder.step_linears.embedding" not in names  # the table replaces it
     rnn_calls = [0]
     model.decoder.rnn.register_forward_hook(lambda *_: rnn_calls.__setitem__(0, rnn_calls[0] + 1))
     int8_logits = first_step_logits()
@@ -86,6 +88,9 @@ def test_int8_steps_a_folded_decoder_through_quantized_copies_of_its_rnn(input_f
     assert (int8_logits - fp32_logits).abs().max() < 0.05 * fp32_logits.abs().max()
     found = generate(model, source, BEAM, SPECIAL)
     assert torch.isfinite(found.scores[:, 0]).all()
+    with torch.inference_mode():  # teacher forcing (scoring, priming) reads the table too
+        forced, _ = model(source, source)
+    assert torch.isfinite(forced).all()
 
 
 def test_int8_says_why_where_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,7 +144,10 @@ def test_translator_decodes_in_int8_and_bf16(translation_run: Path) -> None:
     fp32 = fp32_translator.translate(lines, beam=3)
     int8 = Translator.from_checkpoint(translation_run, device="cpu", quantize="int8")
     assert quantized_layer_names(int8.model) and gate_table_dtype(int8) == torch.float32
-    assert [result.source for result in int8.translate(lines, beam=3)] == lines
+    int8_results = int8.translate(lines, beam=3)
+    assert [result.source for result in int8_results] == lines
+    forced = int8.score(lines[:2], [int8_results[0].text, int8_results[1].text])
+    assert forced[0].log_probability == pytest.approx(int8_results[0].score, abs=0.05)
     bf16 = Translator.from_checkpoint(translation_run, device="cpu", dtype="bfloat16")
     assert next(bf16.model.parameters()).dtype == torch.bfloat16 and gate_table_dtype(bf16) == torch.bfloat16
     assert len(bf16.translate(lines, beam=3)) == len(fp32)

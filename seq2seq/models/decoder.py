@@ -213,7 +213,12 @@ class RNNDecoder(nn.Module):
 
         A decoder without attention keeps stepping its fused RNN: one native call per step
         beat the cells run one by one for a 2-layer LSTM language model (254 against 293
-        characters/s for one sample, level at 64), where attention decoders gained 13-17%."""
+        characters/s for one sample, level at 64), where attention decoders gained 11-17%."""
+        if self.training:
+            raise RuntimeError(
+                "fold_embedding_gates prepares a decoder for decoding, and this one is in training mode: "
+                "call model.eval() first (the table would leave out the embedding's dropout)"
+            )
         if self.attention is None or not isinstance(self.rnn, nn.RNNBase):
             return  # no attention: the fused step is faster; a quantized RNN has no float weights to fold
         weight = self.embedding.weight  # (V, E)
@@ -235,7 +240,8 @@ class RNNDecoder(nn.Module):
         decoding; training keeps updating the fused module's weights, so a model to train must
         not call this)."""
         if self.input_feeding or self.embedding_gate_table is not None:
-            self.step_linears = StepLinears(self.rnn, self.embedding_size)
+            folded = self.embedding_gate_table is not None
+            self.step_linears = StepLinears(self.rnn, self.embedding_size, with_embedding=not folded)
 
     def _recurrent_maps(self) -> RecurrentMaps:
         """The products of one position: the copies when made, else the fused weights."""
@@ -295,11 +301,11 @@ class RNNDecoder(nn.Module):
         encoder_output = self.prepare(encoder_output)
         if state is None:
             state = self.init_state(encoder_output)
-        embedded = self.embedding_dropout(self.embedding(target_in))  # (B, T, E)
         weights: Tensor | None
         if self.input_feeding:
-            features, state, weights = self._stepped(embedded, state, encoder_output)
+            features, state, weights = self._stepped(target_in, state, encoder_output)
         else:
+            embedded = self.embedding_dropout(self.embedding(target_in))  # (B, T, E)
             features, state, weights = self._fused(embedded, state, encoder_output)
         outputs = self._project(features) if project else self._output_features(features)
         return (outputs, state, weights) if return_attention else (outputs, state)
@@ -320,11 +326,11 @@ class RNNDecoder(nn.Module):
         """
         encoder_output = self.prepare(encoder_output)
         weights: Tensor | None
-        if self.input_feeding or self._looks_up_gates():
+        if self.input_feeding or self.embedding_gate_table is not None:
             if self.input_feeding:
                 self._check_input_feed(state)
             maps = PositionMaps(self._recurrent_maps())
-            gates = self._step_embedding_gates(previous, maps.recurrent)  # (B, G)
+            gates = self._embedding_gates(previous, maps.recurrent)  # (B, G)
             features, state, weights = self._position_step(gates, maps, state, encoder_output)
         else:
             embedded = self.embedding_dropout(self.embedding(previous))  # (B, E)
@@ -334,17 +340,12 @@ class RNNDecoder(nn.Module):
         outputs = self._project(features) if project else self._output_features(features)
         return outputs, state, weights
 
-    def _looks_up_gates(self) -> bool:
-        """Whether steps read their embedding gates from the folded table."""
-        return self.embedding_gate_table is not None and not self.training
-
-    def _step_embedding_gates(self, previous: Tensor, maps: RecurrentMaps) -> Tensor:
-        """(B,) tokens -> (B, G) their share of the first layer's input gates, bias included:
-        looked up in the folded table when there is one, else computed."""
-        table = self.embedding_gate_table
-        if table is not None and not self.training:
-            return table.index_select(0, previous)
-        return maps.embedding_gates(self.embedding_dropout(self.embedding(previous)))
+    def _embedding_gates(self, tokens: Tensor, maps: RecurrentMaps) -> Tensor:
+        """(B, [T,]) tokens -> (B, [T,] G) their share of the first layer's input gates, bias
+        included: looked up in the folded table when there is one (only in eval mode), else computed."""
+        if self.embedding_gate_table is not None:
+            return F.embedding(tokens, self.embedding_gate_table)
+        return maps.embedding_gates(self.embedding_dropout(self.embedding(tokens)))
 
     def _fused(
         self, embedded: Tensor, state: DecoderState, encoder_output: EncoderOutput
@@ -365,15 +366,15 @@ class RNNDecoder(nn.Module):
         return self._attentional(rnn_out, context), new_state, weights
 
     def _stepped(
-        self, embedded: Tensor, state: DecoderState, encoder_output: EncoderOutput
+        self, target_in: Tensor, state: DecoderState, encoder_output: EncoderOutput
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """Input feeding: one position at a time.
 
-        embedded: (B, T, E) -> features (B, T, H), the new state, weights (B, T, S).
+        target_in: (B, T) -> features (B, T, H), the new state, weights (B, T, S).
         """
         self._check_input_feed(state)
-        maps = self._position_maps(*embedded.shape[:2])
-        gates = maps.recurrent.embedding_gates(embedded)  # (B, T, G)
+        maps = self._position_maps(*target_in.shape)
+        gates = self._embedding_gates(target_in, maps.recurrent)  # (B, T, G)
         features, weights = [], []
         for position_gates in gates.unbind(1):  # unbind, not indexing: one gradient copy, not T
             attentional, state, position_weights = self._position_step(position_gates, maps, state, encoder_output)

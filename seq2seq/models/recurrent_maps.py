@@ -122,21 +122,25 @@ def _parameter(rnn: nn.RNNBase, name: str) -> Tensor:
 class StepLinears(nn.Module):
     """Copies of a fused RNN's weights as ``nn.Linear`` modules, for dynamic quantization.
 
-    embedding: the first layer's embedding columns (E -> G, input bias)
+    embedding: the first layer's embedding columns (E -> G, input bias); None without
+               ``with_embedding`` (a decoder that looks its embedding gates up in a table)
     feed:      the first layer's input-feed columns (H -> G, no bias); None without input feeding
     inputs:    layers 1.. (H -> G each)
     recurrent: every layer (H -> G each)
     """
 
-    def __init__(self, rnn: nn.RNNBase, embedding_size: int) -> None:
+    def __init__(self, rnn: nn.RNNBase, embedding_size: int, with_embedding: bool = True) -> None:
         super().__init__()
         first = _parameter(rnn, "weight_ih_l0")  # (G, E + H)
-        self.embedding = _linear_of(first[:, :embedding_size], _parameter(rnn, "bias_ih_l0"))
+        embedding_columns = first[:, :embedding_size]
+        self.embedding = _linear_of(embedding_columns, _parameter(rnn, "bias_ih_l0")) if with_embedding else None
         self.feed = _linear_of(first[:, embedding_size:], None) if first.shape[1] > embedding_size else None
         self.inputs = nn.ModuleList(_linear_of(*_layer_weights(rnn, "ih", layer)) for layer in range(1, rnn.num_layers))
         self.recurrent = nn.ModuleList(_linear_of(*_layer_weights(rnn, "hh", layer)) for layer in range(rnn.num_layers))
 
     def embedding_gates(self, embedded: Tensor) -> Tensor:
+        if self.embedding is None:
+            raise ValueError("these step weights leave the embedding out: the decoder reads its gate table")
         return typing.cast(Tensor, self.embedding(embedded))
 
     def feed_gates(self, gates: Tensor, feed: Tensor) -> Tensor:
