@@ -1,6 +1,7 @@
 """Beam search on tiny random language models and on hand-built Markov models whose answers are known."""
 
 import dataclasses
+import functools
 
 import pytest
 import torch
@@ -8,6 +9,8 @@ from torch import Tensor, nn
 
 from seq2seq.config import DecodeConfig, DecoderConfig, TextEncoderConfig
 from seq2seq.decoding import Hypotheses, SpecialIds, generate
+from seq2seq.decoding import beam as beam_module
+from seq2seq.decoding.common import prime_decoder
 from seq2seq.models import DecoderState, Seq2Seq, build_language_model, build_translation_model
 from seq2seq.models.encoders import EncoderOutput, PrimeEncoder, empty_source
 from tests.test_search import BanOne, teacher_forced_scores
@@ -459,3 +462,21 @@ def test_a_processor_of_the_caller_keeps_its_token_out_of_beam_search() -> None:
     # The processor sees log-probabilities after the built-in bans: a token it does not touch
     # keeps the score of the plain search.
     assert torch.allclose(banned.scores, teacher_forced_scores(model, prefix, banned), atol=1e-5)
+
+
+@pytest.mark.parametrize(("attention", "input_feeding"), [("bahdanau", True), ("bahdanau", False), ("dot", False)])
+def test_beams_that_share_their_inputs_memory_search_as_beams_with_copies_of_it(
+    attention: str, input_feeding: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beam search primes with one memory per input for its K beams (``share_memory``); with a
+    copy of the memory per beam it finds the same hypotheses. Inputs end at different steps
+    (their length limits differ), so whole inputs leave the decoder's batch."""
+    model, source = tiny_translator(attention, input_feeding), random_sources(2, 7, 4, 9, 1, 5, 3)
+    config = beam(beam_size=3, n_best=3, max_length=12, max_length_ratio=1.5)  # inputs end at their limits
+    shared = generate(model, source, config, SPECIAL)
+    monkeypatch.setattr(beam_module, "prime_decoder", functools.partial(prime_decoder, share_memory=False))
+    copied = generate(model, source, config, SPECIAL)
+    assert torch.equal(shared.tokens, copied.tokens)
+    assert torch.allclose(shared.scores, copied.scores, atol=1e-5)
+    assert torch.allclose(shared.attention, copied.attention, atol=1e-6)
+    assert len(set(shared.lengths[:, 0].tolist())) > 1  # the inputs ended at different lengths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.config import ConfigError, TextEncoderConfig
 from seq2seq.models import RNNEncoder
+from seq2seq.models.encoders import EncoderOutput
 from seq2seq.models.unpacked_rnn import rnn_without_packing
 
 VOCAB, PAD = 11, 0
@@ -165,3 +167,44 @@ def test_unknown_encoder_cell_is_named_with_the_choices() -> None:
 def test_sizes_out_of_range_are_refused_by_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=rf"^encoder.{key} must be"):
         RNNEncoder(VOCAB, TextEncoderConfig(**{key: value}), PAD)
+
+
+def shared_and_copied(copies: int) -> tuple[EncoderOutput, EncoderOutput]:
+    """An encoder output for 3 inputs repeated ``copies`` times: shared, and copied per row."""
+    encoder = make_encoder().eval()
+    with torch.no_grad():
+        output = encoder(padded_source([4, 2, 3]))
+    output = dataclasses.replace(output, keys=output.memory * 2)
+    rows = torch.arange(3).repeat_interleave(copies)
+    return output.repeated(copies), output.index_select(rows)
+
+
+def assert_same_rows(shared: EncoderOutput, copied: EncoderOutput) -> None:
+    in_full = shared.repeated_in_full()
+    assert in_full.copies == 1 and in_full.batch_size == copied.batch_size
+    for name in ("memory", "mask", "summary", "keys"):
+        assert torch.equal(getattr(in_full, name), getattr(copied, name)), name
+
+
+def test_a_repeated_output_shares_one_memory_per_input() -> None:
+    shared, copied = shared_and_copied(copies=2)
+    assert (shared.batch_size, shared.copies) == (6, 2)
+    assert shared.memory is not None and shared.memory.shape[0] == 3
+    assert_same_rows(shared, copied)
+
+
+def test_selecting_whole_inputs_keeps_the_memory_shared() -> None:
+    shared, copied = shared_and_copied(copies=2)
+    rows = torch.tensor([4, 5, 0, 1])  # inputs 2 and 0, each with both of its rows
+    picked = shared.index_select(rows)
+    assert (picked.batch_size, picked.copies) == (4, 2)
+    assert picked.memory is not None and picked.memory.shape[0] == 2
+    assert_same_rows(picked, copied.index_select(rows))
+
+
+@pytest.mark.parametrize("rows", [[0, 1, 2], [1, 0, 2, 3], [2, 3, 3, 2]])
+def test_selecting_rows_that_split_an_input_copies_the_memory_out(rows: list[int]) -> None:
+    shared, copied = shared_and_copied(copies=2)
+    picked = shared.index_select(torch.tensor(rows))
+    assert picked.copies == 1
+    assert_same_rows(picked, copied.index_select(torch.tensor(rows)))

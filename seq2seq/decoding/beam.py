@@ -69,7 +69,7 @@ def beam_search(
     left over have length 0 and score -inf.
     """
     beam_size = config.beam_size
-    primed = prime_decoder(model, source, prefix, special, beam_size)
+    primed = prime_decoder(model, source, prefix, special, beam_size, share_memory=True)
     encoder_output, state = primed.encoder_output, primed.state
     min_lengths, max_lengths = length_limits(config, encoder_output, primed.prefix.device)  # (B * K,)
     last_step = max_lengths.view(-1, beam_size)[:, 0] - 1  # (B,)

@@ -42,8 +42,17 @@ class EncodedInputs(Protocol):
         """(B, S) True at real positions, or None when all are."""
         ...
 
+    @property
+    def copies(self) -> int:
+        """Rows that read each input's memory and mask (``memory`` has B / copies rows)."""
+        ...
+
     def index_select(self, index: Tensor) -> Any:
         """The same for rows ``index`` (B',): an object of this kind."""
+        ...
+
+    def repeated(self, copies: int) -> Any:
+        """The same inputs for ``copies`` consecutive rows each, sharing one memory per input."""
         ...
 
 
@@ -139,14 +148,21 @@ class PrimedBatch:
 
 
 def prime_decoder(
-    model: DecodingModel, source: Tensor, prefix: Tensor | None, special: SpecialIds, copies: int
+    model: DecodingModel,
+    source: Tensor,
+    prefix: Tensor | None,
+    special: SpecialIds,
+    copies: int,
+    share_memory: bool = False,
 ) -> PrimedBatch:
     """Encodes the input, runs the prefix but its last token through the decoder, and repeats.
 
     source: the task's input, (B, ...). prefix: (B, P) ids starting with bos; default bos alone.
     The prefix runs once per input under teacher forcing, ``PRIME_WINDOW`` tokens at a time with
     the state carried; only then are the encoder output and the state repeated ``copies`` times,
-    so the prompt costs the same for any N.
+    so the prompt costs the same for any N. With ``share_memory`` the copies of an input read
+    one memory (``EncodedInputs.repeated``): for a search whose rows leave the batch an input
+    at a time (beam search), where attention then runs as one product per input.
     """
     encoder_output = model.encode(source)
     batch_size = encoder_output.batch_size
@@ -160,7 +176,8 @@ def prime_decoder(
         window = prefix[:, start : min(start + PRIME_WINDOW, primed)]  # (B, W)
         state = model.decoder.prime(window, encoder_output, state)
     repeat = torch.arange(batch_size, device=prefix.device).repeat_interleave(copies)  # (B * copies,)
-    return PrimedBatch(encoder_output.index_select(repeat), state.index_select(repeat), prefix.index_select(0, repeat))
+    repeated = encoder_output.repeated(copies) if share_memory else encoder_output.index_select(repeat)
+    return PrimedBatch(repeated, state.index_select(repeat), prefix.index_select(0, repeat))
 
 
 def check_prefix(prefix: Tensor, batch_size: int) -> None:
@@ -263,7 +280,7 @@ def length_limits(config: DecodeConfig, encoder_output: EncodedInputs, device: t
 def source_lengths(encoder_output: EncodedInputs) -> Tensor:
     """(rows,) the real positions of each source: from the mask, or all positions of the memory."""
     if encoder_output.mask is not None:
-        return encoder_output.mask.sum(dim=1)
+        return encoder_output.mask.sum(dim=1).repeat_interleave(encoder_output.copies)
     if encoder_output.memory is not None:
         return torch.full((encoder_output.batch_size,), encoder_output.memory.shape[1])
     raise ValueError(

@@ -445,10 +445,19 @@ class RNNDecoder(nn.Module):
     def _attend(
         self, query: Tensor, encoder_output: EncoderOutput, query_map: TensorMap | None = None
     ) -> tuple[Tensor, Tensor]:
-        """query: (B, [T,] H) -> context (B, [T,] Hm), weights (B, [T,] S)"""
+        """query: (B, [T,] H) -> context (B, [T,] Hm), weights (B, [T,] S)
+
+        Rows that share their input's memory (``encoder_output.copies`` C > 1, the beams of
+        one input) attend as the C [* T] queries of that input: (B / C, C [* T], H)."""
         assert self.attention is not None  # called only by a decoder with attention
         memory, mask, keys = encoder_output.memory, encoder_output.mask, encoder_output.keys
-        context, weights = self.attention(query, memory, mask, keys, query_map)
+        queries = query
+        if encoder_output.copies > 1:
+            queries = query.reshape(query.shape[0] // encoder_output.copies, -1, query.shape[-1])
+        context, weights = self.attention(queries, memory, mask, keys, query_map)
+        if encoder_output.copies > 1:
+            context = context.reshape(*query.shape[:-1], context.shape[-1])
+            weights = weights.reshape(*query.shape[:-1], weights.shape[-1])
         if self.gate is not None:
             context = torch.sigmoid(self.gate(query)) * context  # (B, [T,] 1) scales each context
         return context, weights

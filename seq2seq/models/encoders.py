@@ -9,6 +9,7 @@ registered encoder ``rnn``), or with another registered encoder.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,11 +27,14 @@ RNN_CELLS: dict[str, Callable[..., nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GR
 class EncoderOutput:
     """What the decoder reads from the encoder.
 
-    memory:  (B, S, H) states that attention reads; None when there is nothing to attend to.
-    mask:    (B, S) True at real (non-pad) positions; None when every position is real.
+    batch_size: the decoder rows this output serves (B).
+    memory:  (B / copies, S, H) states that attention reads; None when there is nothing to attend to.
+    mask:    (B / copies, S) True at real (non-pad) positions; None when every position is real.
     summary: (B, H) a vector that initialises the decoder state; None starts from zeros.
-    keys:    (B, S, K) the memory prepared for the decoder's attention (``RNNDecoder.prepare``,
-             once per source); None until then. It may be ``memory`` itself.
+    keys:    (B / copies, S, K) the memory prepared for the decoder's attention
+             (``RNNDecoder.prepare``, once per source); None until then. It may be ``memory`` itself.
+    copies:  decoder rows that read each input's memory, keys and mask: row r reads input
+             r // copies (the beams of one input share them instead of holding copies; ``repeated``).
     """
 
     batch_size: int
@@ -38,13 +42,58 @@ class EncoderOutput:
     mask: Tensor | None = None
     summary: Tensor | None = None
     keys: Tensor | None = None
+    copies: int = 1
 
     def index_select(self, index: Tensor) -> EncoderOutput:
-        """Reorder or repeat along the batch (for n samples or beams per input). index: (B',)"""
-        pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
+        """Reorder or repeat along the batch (for n samples or beams per input). index: (B',)
+
+        When this output is shared by ``copies`` rows per input and ``index`` picks whole
+        inputs (``copies`` consecutive rows of one input each), the result is shared as well;
+        otherwise its memory is copied out for every row."""
+        inputs = self._whole_inputs(index)
+        if inputs is None:
+            return self.repeated_in_full().index_select(index) if self.copies > 1 else self._rows(index, index)
+        return self._rows(inputs, index)
+
+    def repeated(self, copies: int) -> EncoderOutput:
+        """The same inputs for ``copies`` consecutive decoder rows each, the memory not copied:
+        row b * copies + i reads input b. The summary is repeated (the state starts per row)."""
+        if copies == 1:
+            return self
+        summary = None if self.summary is None else self.summary.repeat_interleave(copies, dim=0)
+        return dataclasses.replace(
+            self, batch_size=self.batch_size * copies, summary=summary, copies=self.copies * copies
+        )
+
+    def repeated_in_full(self) -> EncoderOutput:
+        """The same output with one copy of its input's memory, mask and keys per row (copies 1)."""
+        if self.copies == 1:
+            return self
+        repeat = lambda t: None if t is None else t.repeat_interleave(self.copies, dim=0)  # noqa: E731
+        memory = repeat(self.memory)
+        keys = memory if self.keys is self.memory else repeat(self.keys)
+        return EncoderOutput(self.batch_size, memory, repeat(self.mask), self.summary, keys)
+
+    def _whole_inputs(self, index: Tensor) -> Tensor | None:
+        """(B' / copies,) the inputs whose rows ``index`` (B',) picks, when it picks whole
+        inputs in row order; None when it does not (or when nothing is shared)."""
+        if self.copies == 1 or index.numel() % self.copies:
+            return None
+        groups = index.view(-1, self.copies)  # (B' / copies, copies)
+        firsts = groups[:, :1]
+        in_order = torch.arange(self.copies, device=index.device)
+        if not bool(((firsts % self.copies == 0) & (groups == firsts + in_order)).all()):
+            return None
+        return firsts.squeeze(1) // self.copies
+
+    def _rows(self, inputs: Tensor, rows: Tensor) -> EncoderOutput:
+        """Memory, mask and keys of ``inputs``, the summary of ``rows``; as many copies as now."""
+        pick = lambda t: None if t is None else t.index_select(0, inputs)  # noqa: E731
         memory = pick(self.memory)
         keys = memory if self.keys is self.memory else pick(self.keys)
-        return EncoderOutput(index.numel(), memory, pick(self.mask), pick(self.summary), keys)
+        summary = None if self.summary is None else self.summary.index_select(0, rows)
+        copies = self.copies if inputs is not rows else 1
+        return EncoderOutput(rows.numel(), memory, pick(self.mask), summary, keys, copies)
 
 
 class PrimeEncoder(nn.Module):

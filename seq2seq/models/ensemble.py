@@ -40,17 +40,26 @@ class EnsembleEncoding:
 
     @property
     def memory(self) -> Tensor | None:
-        """The first member's (B, S, H) memory: its S positions are every member's."""
+        """The first member's (B / copies, S, H) memory: its S positions are every member's."""
         return self.members[0].memory
 
     @property
     def mask(self) -> Tensor | None:
-        """(B, S) True at real positions (the same for every member)."""
+        """(B / copies, S) True at real positions (the same for every member)."""
         return self.members[0].mask
+
+    @property
+    def copies(self) -> int:
+        """Rows that read each input's memory (the same for every member)."""
+        return self.members[0].copies
 
     def index_select(self, index: Tensor) -> EnsembleEncoding:
         """Every member's rows ``index`` (B',)."""
         return EnsembleEncoding([output.index_select(index) for output in self.members])
+
+    def repeated(self, copies: int) -> EnsembleEncoding:
+        """Every member's inputs for ``copies`` rows each (``EncoderOutput.repeated``)."""
+        return EnsembleEncoding([output.repeated(copies) for output in self.members])
 
 
 @dataclass
