@@ -1,7 +1,7 @@
 """Beam search on tiny random language models and on hand-built Markov models whose answers are known."""
 
 import dataclasses
-import functools
+from typing import Any
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from seq2seq.config import DecodeConfig, DecoderConfig, TextEncoderConfig
 from seq2seq.decoding import Hypotheses, SpecialIds, generate
 from seq2seq.decoding import beam as beam_module
-from seq2seq.decoding.common import prime_decoder
+from seq2seq.decoding.common import PrimedBatch, prime_decoder
 from seq2seq.models import DecoderState, Seq2Seq, build_language_model, build_translation_model
 from seq2seq.models.encoders import EncoderOutput, PrimeEncoder, empty_source
 from tests.test_search import BanOne, teacher_forced_scores
@@ -474,9 +474,18 @@ def test_beams_that_share_their_inputs_memory_search_as_beams_with_copies_of_it(
     model, source = tiny_translator(attention, input_feeding), random_sources(2, 7, 4, 9, 1, 5, 3)
     config = beam(beam_size=3, n_best=3, max_length=12, max_length_ratio=1.5)  # inputs end at their limits
     shared = generate(model, source, config, SPECIAL)
-    monkeypatch.setattr(beam_module, "prime_decoder", functools.partial(prime_decoder, share_memory=False))
+    primed_with_copies: list[int] = []
+
+    def prime_with_copies(*args: Any, share_memory: bool = False) -> PrimedBatch:
+        primed = prime_decoder(*args, share_memory=False)
+        primed_with_copies.append(primed.encoder_output.copies)
+        return primed
+
+    monkeypatch.setattr(beam_module, "prime_decoder", prime_with_copies)
     copied = generate(model, source, config, SPECIAL)
+    assert primed_with_copies == [1]
     assert torch.equal(shared.tokens, copied.tokens)
     assert torch.allclose(shared.scores, copied.scores, atol=1e-5)
+    assert shared.attention is not None and copied.attention is not None
     assert torch.allclose(shared.attention, copied.attention, atol=1e-6)
     assert len(set(shared.lengths[:, 0].tolist())) > 1  # the inputs ended at different lengths
