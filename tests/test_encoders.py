@@ -180,10 +180,11 @@ def shared_and_copied(copies: int) -> tuple[EncoderOutput, EncoderOutput]:
 
 
 def assert_same_rows(shared: EncoderOutput, copied: EncoderOutput) -> None:
-    in_full = shared.repeated_in_full()
-    assert in_full.copies == 1 and in_full.batch_size == copied.batch_size
-    for name in ("memory", "mask", "summary", "keys"):
-        assert torch.equal(getattr(in_full, name), getattr(copied, name)), name
+    """``shared``, its memory, mask and keys repeated for the rows that read them, is ``copied``."""
+    assert copied.copies == 1 and shared.batch_size == copied.batch_size
+    for name in ("memory", "mask", "keys"):
+        assert torch.equal(getattr(shared, name).repeat_interleave(shared.copies, dim=0), getattr(copied, name)), name
+    assert torch.equal(shared.summary, copied.summary)
 
 
 def test_a_repeated_output_shares_one_memory_per_input() -> None:

@@ -49,11 +49,11 @@ class EncoderOutput:
 
         When this output is shared by ``copies`` rows per input and ``index`` picks whole
         inputs (``copies`` consecutive rows of one input each), the result is shared as well;
-        otherwise its memory is copied out for every row."""
-        inputs = self._whole_inputs(index)
-        if inputs is None:
-            return self.repeated_in_full().index_select(index) if self.copies > 1 else self._rows(index, index)
-        return self._rows(inputs, index)
+        otherwise each row gets its own copy of its input's memory."""
+        whole_inputs = self._whole_inputs(index)
+        if whole_inputs is not None:
+            return self._rows(whole_inputs, index, self.copies)
+        return self._rows(index // self.copies, index, copies=1)
 
     def repeated(self, copies: int) -> EncoderOutput:
         """The same inputs for ``copies`` consecutive decoder rows each, the memory not copied:
@@ -64,15 +64,6 @@ class EncoderOutput:
         return dataclasses.replace(
             self, batch_size=self.batch_size * copies, summary=summary, copies=self.copies * copies
         )
-
-    def repeated_in_full(self) -> EncoderOutput:
-        """The same output with one copy of its input's memory, mask and keys per row (copies 1)."""
-        if self.copies == 1:
-            return self
-        repeat = lambda t: None if t is None else t.repeat_interleave(self.copies, dim=0)  # noqa: E731
-        memory = repeat(self.memory)
-        keys = memory if self.keys is self.memory else repeat(self.keys)
-        return EncoderOutput(self.batch_size, memory, repeat(self.mask), self.summary, keys)
 
     def _whole_inputs(self, index: Tensor) -> Tensor | None:
         """(B' / copies,) the inputs whose rows ``index`` (B',) picks, when it picks whole
@@ -86,13 +77,12 @@ class EncoderOutput:
             return None
         return firsts.squeeze(1) // self.copies
 
-    def _rows(self, inputs: Tensor, rows: Tensor) -> EncoderOutput:
-        """Memory, mask and keys of ``inputs``, the summary of ``rows``; as many copies as now."""
+    def _rows(self, inputs: Tensor, rows: Tensor, copies: int) -> EncoderOutput:
+        """Memory, mask and keys of ``inputs`` read by ``copies`` rows each; the summary of ``rows``."""
         pick = lambda t: None if t is None else t.index_select(0, inputs)  # noqa: E731
         memory = pick(self.memory)
         keys = memory if self.keys is self.memory else pick(self.keys)
         summary = None if self.summary is None else self.summary.index_select(0, rows)
-        copies = self.copies if inputs is not rows else 1
         return EncoderOutput(rows.numel(), memory, pick(self.mask), summary, keys, copies)
 
 
