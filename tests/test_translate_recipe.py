@@ -164,6 +164,8 @@ def test_translate_restores_input_order_from_file_and_stdin(trained_run: Path, t
         str(output),
         "--batch-size",
         "3",
+        "--parallel-batches",
+        "2",
     )
     forward = output.read_text(encoding="utf-8").splitlines()
     assert len(forward) == len(lines)

@@ -44,6 +44,7 @@ from seq2seq.data.prepare_parallel import KIND, TASK, prepare_parallel
 from seq2seq.data.prepared_format import Manifest
 from seq2seq.data.text_files import DataError, decode_utf8, split_lines
 from seq2seq.decoding import describe_decoding
+from seq2seq.inference.parallel_batches import CPU_PARALLEL_BATCHES
 from seq2seq.inference.translator import DEFAULT_BATCH_TOKENS, DecodeBatching, Translation, Translator
 from seq2seq.metrics import Score, corpus_bleu, corpus_chrf
 from seq2seq.plots import plot_attention
@@ -117,6 +118,12 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=positive_int, help="sentences translated together, instead of a token budget"
     )
     parser.add_argument(
+        "--parallel-batches",
+        type=positive_int,
+        help=f"batches translated at once, each on its share of the CPU threads (default: "
+        f"{CPU_PARALLEL_BATCHES} on a CPU with {CPU_PARALLEL_BATCHES} or more threads, else 1; 1 on a GPU)",
+    )
+    parser.add_argument(
         "--max-length-ratio",
         type=float,
         help="at most this many target tokens per source token (default: the config's decoding.max_length_ratio)",
@@ -124,7 +131,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def batching_from_args(args: argparse.Namespace) -> DecodeBatching:
-    return DecodeBatching.choose(args.batch_size, args.batch_tokens)
+    return DecodeBatching.choose(args.batch_size, args.batch_tokens, args.parallel_batches)
 
 
 def decode_from_args(translator: Translator, args: argparse.Namespace) -> DecodeConfig:

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from typing_extensions import Unpack
 
 from seq2seq.config import DecodeConfig
-from seq2seq.data.parallel import ParallelData, TextCodec, TokenBudgetBatcher, encode_sources
+from seq2seq.data.parallel import Batch, ParallelData, TextCodec, TokenBudgetBatcher, encode_sources
 from seq2seq.data.text_files import DataError
 from seq2seq.decoding import generate
 from seq2seq.inference.hypothesis import EMPTY, SPECIAL_IDS, Hypothesis, hypotheses_of_rows
@@ -30,6 +30,7 @@ from seq2seq.inference.loading import (
     read_trained_runs,
 )
 from seq2seq.inference.options import SearchOptions, search_options
+from seq2seq.inference.parallel_batches import default_parallel_batches, run_batches
 from seq2seq.models import Seq2Seq, build_translation_model
 from seq2seq.run_configs import TranslationConfig
 from seq2seq.text import Vocab
@@ -138,12 +139,14 @@ class Translator(LoadedModel):
         attention: bool = False,
         max_source_tokens: int | None = None,
         batch_tokens: int | None = None,
+        parallel_batches: int | None = None,
         **options: Unpack[SearchOptions],
     ) -> list[Translation]:
         """The translations of raw text lines, one ``Translation`` per line, in input order.
 
         Lines are batched in order of length (``DecodeBatching.choose``): ``batch_tokens`` padded
-        source tokens at a time, or ``batch_size`` sentences when only that is given;
+        source tokens at a time, or ``batch_size`` sentences when only that is given, with
+        ``parallel_batches`` batches decoded at once (default: 2 on a CPU with 2 or more threads);
         an empty line gets the empty translation. ``options`` choose the search
         (``decode_config``), e.g. ``beam=5, n_best=2``; attention: keep each hypothesis's
         (T, S) attention over the source tokens. A line of more than ``max_source_tokens``
@@ -151,7 +154,7 @@ class Translator(LoadedModel):
         """
         lines = [lines] if isinstance(lines, str) else list(lines)
         data = self.encode(lines, self.source_limit(max_source_tokens))
-        batching = DecodeBatching.choose(batch_size, batch_tokens)
+        batching = DecodeBatching.choose(batch_size, batch_tokens, parallel_batches)
         found = self.translate_data(data, self.decode_config(**options), batching, attention)
         return [Translation(line, hypotheses) for line, hypotheses in zip(lines, found)]
 
@@ -232,25 +235,38 @@ def _padded(rows: list[list[int]], pad: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class DecodeBatching:
-    """How sources are grouped for decoding, longest first.
+    """How sources are grouped for decoding, longest first, and how many batches run at once.
 
-    batch_tokens: each batch holds at most this many padded source tokens (beam search runs
-                  beam-size rows for each); 0: ``batch_sentences`` sources per batch instead
+    batch_tokens:     each batch holds at most this many padded source tokens (beam search runs
+                      beam-size rows for each); 0: ``batch_sentences`` sources per batch instead
+    parallel_batches: batches decoded side by side, each on its share of the CPU threads
+                      (``seq2seq.inference.parallel_batches``); 0: ``default_parallel_batches``
     """
 
     batch_sentences: int = DEFAULT_BATCH_SENTENCES
     batch_tokens: int = 0
+    parallel_batches: int = 0
+
+    def __post_init__(self) -> None:
+        if self.parallel_batches < 0:
+            raise ValueError(f"parallel_batches must be >= 0 (0: automatic), got {self.parallel_batches}")
 
     @classmethod
-    def choose(cls, batch_size: int | None = None, batch_tokens: int | None = None) -> DecodeBatching:
+    def choose(
+        cls, batch_size: int | None = None, batch_tokens: int | None = None, parallel_batches: int | None = None
+    ) -> DecodeBatching:
         """By ``batch_tokens`` when given (0: by sentences), by ``batch_size`` sentences when
-        only that is given, else by DEFAULT_BATCH_TOKENS."""
+        only that is given, else by DEFAULT_BATCH_TOKENS; ``parallel_batches`` None or 0: automatic."""
         for name, value in (("batch_size", batch_size), ("batch_tokens", batch_tokens)):
             if value is not None and value < (1 if name == "batch_size" else 0):
                 raise ValueError(f"{name} must be >= {1 if name == 'batch_size' else 0}, got {value}")
         if batch_tokens is None:
             batch_tokens = 0 if batch_size is not None else DEFAULT_BATCH_TOKENS
-        return cls(batch_size or DEFAULT_BATCH_SENTENCES, batch_tokens)
+        return cls(batch_size or DEFAULT_BATCH_SENTENCES, batch_tokens, parallel_batches or 0)
+
+    def parallel_on(self, device: torch.device) -> int:
+        """The batches decoded at once on ``device``."""
+        return self.parallel_batches or default_parallel_batches(device)
 
     def batcher(self, data: ParallelData) -> TokenBudgetBatcher:
         if self.batch_tokens:
@@ -273,8 +289,9 @@ def translate_data(
 ) -> list[list[Hypothesis]]:
     """The ``decode.n_best`` translations of every source of ``data``, best first, in data order.
 
-    Sources are batched by ``batching`` in order of length, so that padding stays small; an
-    empty source is not batched and gets the empty translation.
+    Sources are batched by ``batching`` in order of length, so that padding stays small, and
+    ``batching.parallel_on(device)`` batches are decoded at once; an empty source is not batched
+    and gets the empty translation.
     """
     if decode.method not in ("beam", "greedy"):
         raise ValueError(f"translation decodes with beam or greedy search, got method {decode.method!r}")
@@ -282,10 +299,13 @@ def translate_data(
     results = [[EMPTY] * decode.n_best for _ in range(len(data))]
     if not any(len(ids) for ids in data.sources):
         return results
-    for batch in batching.batcher(data).batches():
+
+    def translate_batch(batch: Batch) -> None:
         found = generate(model, batch.source.to(device), decode, SPECIAL_IDS)  # tokens (B, N, T)
         indices = batch.indices.tolist()
         lengths = [len(data.sources[index]) for index in indices]
         for index, hypotheses in zip(indices, hypotheses_of_rows(found, target, attention, lengths)):
             results[index] = hypotheses
+
+    run_batches(batching.batcher(data).batches(), translate_batch, batching.parallel_on(device))
     return results
