@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+import seq2seq.inference.translator as translator_module
 from seq2seq.config import DecodeConfig
 from seq2seq.data.parallel import encode_sources
 from seq2seq.inference.parallel_batches import CPU_PARALLEL_BATCHES, default_parallel_batches, run_batches
@@ -108,3 +109,29 @@ def test_translations_in_parallel_batches_are_those_of_one_batch_at_a_time(decod
     scores = [h.score for found in side_by_side for h in found]
     assert scores == pytest.approx([h.score for found in alone for h in found], abs=1e-4)
     assert side_by_side[20][0].text == ""
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_translate_data_hands_its_batches_to_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    data, source, target = toy_data(12, seed=6)
+    model = typing.cast(Seq2Seq, tiny_model(source, target))
+    decoding_threads: set[str] = set()
+    search = translator_module.generate
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        decoding_threads.add(threading.current_thread().name)
+        return search(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(translator_module, "generate", recorded)
+    greedy = DecodeConfig(method="greedy", max_length=12)
+    for parallel, expected_threads in ((2, 2), (1, 1)):
+        decoding_threads.clear()
+        translate_data(model, data, target, greedy, DecodeBatching(batch_sentences=2, parallel_batches=parallel))
+        assert len(decoding_threads) == expected_threads
+        assert (threading.current_thread().name in decoding_threads) == (parallel == 1)
+
+
+def test_batching_says_how_many_batches_run_at_once(two_threads: None) -> None:
+    cpu = torch.device("cpu")
+    assert DecodeBatching(batch_tokens=5000).describe(cpu) == "batches of 5,000 source tokens, 2 at once"
+    assert DecodeBatching(64, parallel_batches=1).describe(cpu) == "batches of 64 sentences, 1 at once"

@@ -18,6 +18,7 @@ threads); both are restored afterwards. One such section runs at a time in a pro
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -55,15 +56,12 @@ def run_batches(batches: Iterable[Batch], decode: Callable[[Batch], None], paral
     if parallel < 1:
         raise ValueError(f"parallel must be >= 1, got {parallel}")
     pending = iter(batches)
-    first = next(pending, None)
-    if first is None:
-        return
-    second = next(pending, None)
-    if second is None or parallel == 1:
-        for batch in _chained(first, second, pending):
+    head = list(itertools.islice(pending, 2))  # a second batch is what makes workers worth starting
+    if len(head) < 2 or parallel == 1:
+        for batch in itertools.chain(head, pending):
             decode(batch)
         return
-    queue = _SharedQueue(_chained(first, second, pending))
+    queue = _SharedQueue(itertools.chain(head, pending))
     threads = max(1, torch.get_num_threads() // parallel)
     with (
         _SECTION,
@@ -78,13 +76,6 @@ def run_batches(batches: Iterable[Batch], decode: Callable[[Batch], None], paral
             queue.stop()  # after an error (or Ctrl-C), the workers end with their current batch
         for worker in workers:
             worker.result()
-
-
-def _chained(first: Batch, second: Batch | None, rest: Iterator[Batch]) -> Iterator[Batch]:
-    yield first
-    if second is not None:
-        yield second
-        yield from rest
 
 
 class _SharedQueue(Generic[Batch]):

@@ -273,10 +273,10 @@ class DecodeBatching:
             return TokenBudgetBatcher(data, batch_tokens=self.batch_tokens, shuffle=False)
         return TokenBudgetBatcher(data, batch_sentences=self.batch_sentences, shuffle=False)
 
-    def describe(self) -> str:
-        if self.batch_tokens:
-            return f"batches of {self.batch_tokens:,} source tokens"
-        return f"batches of {self.batch_sentences} sentences"
+    def describe(self, device: torch.device) -> str:
+        """E.g. "batches of 5,000 source tokens, 2 at once" (on ``device``)."""
+        size = f"{self.batch_tokens:,} source tokens" if self.batch_tokens else f"{self.batch_sentences} sentences"
+        return f"batches of {size}, {self.parallel_on(device)} at once"
 
 
 def translate_data(
