@@ -16,7 +16,9 @@ changes it). Parts:
    validation in them, divided by the mean tokens per training caption, eos included);
 2. quality on the test split (emoji never seen in training): BLEU-1..4, CIDEr-D and exact-name
    accuracy with beam 3 and with greedy search, beside the nearest-neighbour captioner in pixel
-   space (32 x 32 RGB, L2) and in the model's feature space;
+   space (32 x 32 RGB, L2) and in the model's feature space; and the exact names (beam 3) split
+   between the test emoji that are skin-tone variants of a training emoji and the others, with
+   how many of the others got the name of a training emoji (``benchmarks/emoji_names.py``);
 3. captioning speed: test images/s with greedy search and beam 3 at 32 images per batch (image
    files read and transformed included, model loaded first through ``seq2seq.Captioner``), and
    the time to caption one 640 x 480 JPEG with beam 3 (the median of 5, after a warm-up).
@@ -40,6 +42,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -48,6 +51,7 @@ if __name__ == "__main__" and not __package__:
 
 # Imported before torch: it pins the thread pools to THREADS.
 from benchmarks.common import THREADS, Figures, has_checkpoint, result_line, say, seq2seq_command
+from benchmarks.emoji_names import NamesByKind, names_by_kind
 from benchmarks.peak_memory import run_measured
 
 # isort: split
@@ -168,14 +172,35 @@ def caption_files(
     return caption_images(captioner.model, images, captioner.codec, decode, batch_size, attention=False)
 
 
-def caption_test(captioner: Captioner, test: list[ImageCaptions], beam: int) -> tuple[CaptionScores, float]:
-    """Scores of the test split captioned with a beam of ``beam`` (1: greedy) and images/s."""
+@dataclass
+class TestCaptions:
+    """The test split captioned by one search."""
+
+    scores: CaptionScores
+    texts: list[str]  # the caption of each test image, in order ("" for an image that could not be read)
+    images_per_second: float
+
+
+def caption_test(captioner: Captioner, test: list[ImageCaptions], beam: int) -> TestCaptions:
+    """The test split captioned with a beam of ``beam`` (1: greedy): scores, captions and images/s."""
     decode = search(captioner, beam)
     images = CaptionImages(test, captioner.transform)
     started = time.perf_counter()
     captions = caption_files(captioner, images, decode, SPEED_BATCH)
     seconds = time.perf_counter() - started
-    return score_captions(captions, test), len(test) / seconds
+    texts = ["" if found is None else found[0].text for found in captions]
+    return TestCaptions(score_captions(captions, test), texts, len(test) / seconds)
+
+
+def names_figures(prefix: str, names: NamesByKind) -> Figures:
+    """The exact names by kind of test emoji (beam 3) as figures whose keys start with ``prefix``."""
+    return {
+        f"{prefix}beam{BEAM}_variants": names.variants,
+        f"{prefix}beam{BEAM}_variants_exact": names.variants_exact,
+        f"{prefix}beam{BEAM}_others": names.others,
+        f"{prefix}beam{BEAM}_others_exact": names.others_exact,
+        f"{prefix}beam{BEAM}_others_named_as_training": names.others_named_as_training,
+    }
 
 
 def baselines(captioner: Captioner, sets: dict[str, list[ImageCaptions]]) -> dict[str, CaptionScores]:
@@ -216,7 +241,7 @@ def single_image_seconds(captioner: Captioner, image: ImageCaptions, work_dir: P
 # ---- 4. the SCST run ----------------------------------------------------------------------------
 
 
-def scst_run(args: argparse.Namespace, run_dir: Path, test: list[ImageCaptions]) -> Figures:
+def scst_run(args: argparse.Namespace, run_dir: Path, sets: dict[str, list[ImageCaptions]]) -> Figures:
     """Cross-entropy then SCST in the same budget: its training figures and test scores."""
     config = load_config(CaptionConfig, args.scst_config)
     wall, peak = None, None
@@ -228,11 +253,14 @@ def scst_run(args: argparse.Namespace, run_dir: Path, test: list[ImageCaptions])
         raise SystemExit(f"{run_dir} has no checkpoint to measure: run without --reuse")
     rate = scst_images_per_second(run_dir, config.data.batch_size, config.train.validate_every)
     captioner = Captioner.from_checkpoint(run_dir, torch.device("cpu"))
-    beam, _ = caption_test(captioner, test, BEAM)
-    greedy, _ = caption_test(captioner, test, 1)
+    beam_run = caption_test(captioner, sets["test"], BEAM)
+    beam, greedy = beam_run.scores, caption_test(captioner, sets["test"], 1).scores
+    names = names_by_kind(beam_run.texts, sets["test"], sets["train"])
     say(f"SCST run, test, beam {BEAM}: {beam}")
+    say(f"SCST run, test, beam {BEAM}, exact names by kind: {names}")
     say(f"SCST run, test, greedy: {greedy}")
     return {
+        **names_figures("scst_", names),
         "scst_train_images_s": rate,
         "scst_peak_rss_gib": None if peak is None else peak / GIB,
         "scst_train_wall_min": None if wall is None else wall / 60,
@@ -251,6 +279,9 @@ def compare_runs(figures: Figures) -> None:
         ("CIDEr-D, beam 3", f"beam{BEAM}_cider_d", "{:.3f}"),
         ("BLEU-4, beam 3", f"beam{BEAM}_bleu4", "{:.2f}"),
         ("exact names, beam 3 (%)", f"beam{BEAM}_exact", "{:.1f}"),
+        ("  exact: skin-tone variants", f"beam{BEAM}_variants_exact", "{:.0f}"),
+        ("  exact: other emoji", f"beam{BEAM}_others_exact", "{:.0f}"),
+        ("  other emoji given a training name", f"beam{BEAM}_others_named_as_training", "{:.0f}"),
         ("CIDEr-D, greedy", "greedy_cider_d", "{:.3f}"),
         ("BLEU-4, greedy", "greedy_bleu4", "{:.2f}"),
         ("exact names, greedy (%)", "greedy_exact", "{:.1f}"),
@@ -298,9 +329,12 @@ def run_benchmark(args: argparse.Namespace) -> Figures:
     train_rate = training_images_per_second(run_dir, captioner, sets["train"])
     rate = "n/a" if train_rate is None else f"{train_rate:.1f}"
     say(f"training: {rate} images/s" + (f", peak RSS {peak / GIB:.2f} GiB" if peak else ""))
-    beam, beam_rate = caption_test(captioner, sets["test"], BEAM)
-    greedy, greedy_rate = caption_test(captioner, sets["test"], 1)
+    beam_run, greedy_run = caption_test(captioner, sets["test"], BEAM), caption_test(captioner, sets["test"], 1)
+    beam, beam_rate = beam_run.scores, beam_run.images_per_second
+    greedy, greedy_rate = greedy_run.scores, greedy_run.images_per_second
+    names = names_by_kind(beam_run.texts, sets["test"], sets["train"])
     say(f"test, beam {BEAM}: {beam}  ({beam_rate:.1f} images/s)")
+    say(f"test, beam {BEAM}, exact names by kind: {names}")
     say(f"test, greedy: {greedy}  ({greedy_rate:.1f} images/s)")
     nearest = baselines(captioner, sets)
     for name, scores in nearest.items():
@@ -325,9 +359,10 @@ def run_benchmark(args: argparse.Namespace) -> Figures:
         f"caption_images_s_beam{BEAM}": beam_rate,
         "caption_images_s_greedy": greedy_rate,
         f"single_640x480_beam{BEAM}_s": single,
+        **names_figures("", names),
     }
     if not args.no_scst:
-        figures.update(scst_run(args, Path(f"{run_dir}{SCST_RUN_SUFFIX}"), sets["test"]))
+        figures.update(scst_run(args, Path(f"{run_dir}{SCST_RUN_SUFFIX}"), sets))
         compare_runs(figures)
     (run_dir / "benchmark.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return figures

@@ -37,6 +37,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -164,17 +165,23 @@ def skin_tone_family(name: str) -> str:
     return f"{head}: {', '.join(kept)}" if kept else head
 
 
+def skin_tone_families(names: Iterable[str]) -> dict[str, set[str]]:
+    """The names grouped by family (``skin_tone_family``): family -> its names."""
+    families: dict[str, set[str]] = {}
+    for name in names:
+        families.setdefault(skin_tone_family(name), set()).add(name)
+    return families
+
+
+def is_skin_tone_variant(name: str, families: dict[str, set[str]]) -> bool:
+    """Whether ``name`` has a skin tone and another name of its family is in ``families``."""
+    return _SKIN_TONE_SUFFIX in name and bool(families.get(skin_tone_family(name), set()) - {name})
+
+
 def unseen_variants(splits: dict[str, str]) -> int:
     """How many test emoji (``splits`` maps name -> split) are skin-tone variants of an emoji in train."""
-    train_families: dict[str, set[str]] = {}
-    for name, split in splits.items():
-        if split == "train":
-            train_families.setdefault(skin_tone_family(name), set()).add(name)
-    return sum(
-        1
-        for name, split in splits.items()
-        if split == "test" and _SKIN_TONE_SUFFIX in name and train_families.get(skin_tone_family(name), set()) - {name}
-    )
+    train_families = skin_tone_families(name for name, split in splits.items() if split == "train")
+    return sum(1 for name, split in splits.items() if split == "test" and is_skin_tone_variant(name, train_families))
 
 
 # --- drawing ------------------------------------------------------------------------------------------

@@ -147,6 +147,16 @@ def test_skin_tone_families_and_unseen_variants() -> None:
     assert emoji.unseen_variants(splits) == 2
 
 
+def test_a_skin_tone_variant_needs_another_name_of_its_family() -> None:
+    families = emoji.skin_tone_families(["elf", "elf: dark skin tone", "troll: dark skin tone", "flag: Wales"])
+    assert families["elf"] == {"elf", "elf: dark skin tone"}
+    assert emoji.is_skin_tone_variant("elf: light skin tone", families)
+    assert emoji.is_skin_tone_variant("elf: dark skin tone", families)  # "elf" is another name of its family
+    assert not emoji.is_skin_tone_variant("troll: dark skin tone", families)  # only itself
+    assert not emoji.is_skin_tone_variant("elf", families)  # no skin tone
+    assert not emoji.is_skin_tone_variant("mage: dark skin tone", families)  # no family
+
+
 # --- emoji: drawing and the written set ---------------------------------------------------------------------
 
 
