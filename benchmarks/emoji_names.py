@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from data_scripts.emoji import is_skin_tone_variant, skin_tone_families
-from seq2seq.caption_metrics import caption_words
+from seq2seq.caption_metrics import caption_words, is_exact
 from seq2seq.data.captions import ImageCaptions
 
 
@@ -42,9 +42,8 @@ def names_by_kind(
 ) -> NamesByKind:
     """The exact names among ``captions`` (one per ``test`` image, in order) by kind of test image.
 
-    A caption is exact when its words equal those of one of the image's references, as the
-    exact-name score compares them (``seq2seq.caption_metrics``); an image's kind is that of its
-    first reference.
+    A caption is exact as the exact-name score counts it (``seq2seq.caption_metrics.is_exact``);
+    an image's kind is that of its first reference.
     """
     if len(captions) != len(test):
         raise ValueError(f"{len(captions)} captions for {len(test)} test images")
@@ -53,13 +52,11 @@ def names_by_kind(
     training_words = {_words(name) for name in train_names}
     counts = {"variants": 0, "variants_exact": 0, "others": 0, "others_exact": 0, "others_named_as_training": 0}
     for caption, image in zip(captions, test):
-        words = _words(caption)
-        exact = words in {_words(reference) for reference in image.captions}
         kind = "variants" if is_skin_tone_variant(image.captions[0], families) else "others"
         counts[kind] += 1
-        counts[f"{kind}_exact"] += exact
+        counts[f"{kind}_exact"] += is_exact(caption, image.captions)
         if kind == "others":
-            counts["others_named_as_training"] += words in training_words
+            counts["others_named_as_training"] += _words(caption) in training_words
     return NamesByKind(**counts)
 
 

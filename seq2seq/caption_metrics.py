@@ -53,6 +53,12 @@ def caption_words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def is_exact(caption: str, references: Sequence[str]) -> bool:
+    """Whether ``caption``'s words (``caption_words``) equal those of one of ``references``."""
+    words = caption_words(caption)
+    return any(words == caption_words(reference) for reference in references)
+
+
 def caption_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> CaptionScores:
     """BLEU-1..4, CIDEr-D and exact matches of one caption per image against its references."""
     reference_streams(hypotheses, references)  # checks the counts and types
@@ -68,6 +74,6 @@ def caption_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]
     cider, _ = Cider().compute_score(
         {i: refs for i, refs in enumerate(reference_words)}, {i: [words[i]] for i in range(len(words))}
     )
-    exact = sum(words[i] in reference_words[i] for i in range(len(words))) / len(words)
+    exact = sum(is_exact(hypothesis, refs) for hypothesis, refs in zip(hypotheses, references)) / len(words)
     bleu1, bleu2, bleu3, bleu4 = bleu_scores
     return CaptionScores((bleu1, bleu2, bleu3, bleu4), float(cider), 100.0 * exact, signature)

@@ -117,9 +117,14 @@ def test_translate_data_hands_its_batches_to_the_workers(monkeypatch: pytest.Mon
     model = typing.cast(Seq2Seq, tiny_model(source, target))
     decoding_threads: set[str] = set()
     search = translator_module.generate
+    both_decoding = threading.Barrier(2, timeout=30)  # so that one worker cannot take every batch
 
     def recorded(*args: object, **kwargs: object) -> object:
-        decoding_threads.add(threading.current_thread().name)
+        name = threading.current_thread().name
+        first_in_thread = name not in decoding_threads
+        decoding_threads.add(name)
+        if parallel == 2 and first_in_thread:
+            both_decoding.wait()
         return search(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(translator_module, "generate", recorded)
